@@ -1,0 +1,85 @@
+//! The ports: the only ways the engine touches the world. Small traits, native `async fn`.
+//!
+//! Not implementations: the Worker's adapters live in `shell/`, the tests' fakes in `tests/`.
+//! Every method must be safe to call again with the same arguments (alarms are at-least-once).
+
+#![allow(async_fn_in_trait)] // Send is not needed: Workers are single-threaded.
+
+use thiserror::Error;
+
+use crate::core::sql::{ResultSet, Statement};
+
+/// What kind of failure a port reports. The core decides what each kind means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Anything that may pass on retry: network, timeouts, a busy database, an internal error.
+    Transient,
+    /// R2 says the multipart upload does not exist (aborted, completed, or expired).
+    NoSuchUpload,
+    /// The durable record changed while the step ran (a concurrent command won).
+    Conflict,
+}
+
+/// A failed port call: which call, and what the platform said.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{op} failed: {message}")]
+pub struct PortError {
+    pub kind: FailureKind,
+    /// The call, e.g. `r2.upload_part` or `d1.export_page`.
+    pub op: &'static str,
+    pub message: String,
+}
+
+impl PortError {
+    pub fn transient(op: &'static str, message: impl Into<String>) -> PortError {
+        PortError { kind: FailureKind::Transient, op, message: message.into() }
+    }
+}
+
+/// D1. Runs one statement; its params bind `?1, ?2, ...` in order.
+pub trait Database {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError>;
+}
+
+/// Size and custom metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+}
+
+/// R2.
+pub trait ObjectStore {
+    /// Starts a multipart upload and returns its id.
+    async fn create_upload(&self, key: &str) -> Result<String, PortError>;
+    /// Uploads (or replaces) part `number`; returns its etag.
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: &[u8]) -> Result<String, PortError>;
+    /// Completes the upload from `(number, etag)` pairs, in order.
+    async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[(u16, String)]) -> Result<(), PortError>;
+    /// Aborts the upload; aborting one that is gone is not an error.
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), PortError>;
+    /// Writes a whole object.
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), PortError>;
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, PortError>;
+    /// `len` bytes at `offset`; `None` if the object does not exist.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>, PortError>;
+    async fn delete(&self, key: &str) -> Result<(), PortError>;
+}
+
+/// The Durable Object's own storage: the record (JSON) and the carry bytes, saved together.
+pub trait Durable {
+    /// The saved record, and the carry if `carry_capacity` is given (else an empty carry). The
+    /// carry comes in a buffer of at least that many bytes, so the export can keep writing
+    /// into it without reallocating.
+    async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError>;
+    /// Saves the record, and the carry if given (`None` keeps the saved carry), in one atomic
+    /// write, **only if** the saved record's revision is still `expected_revision` (0 when
+    /// nothing was saved); otherwise fails with `FailureKind::Conflict`.
+    async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError>;
+}
+
+/// The wall clock and the memory gauge. Only the engine reads them, and passes values inward.
+pub trait Host {
+    fn now_ms(&self) -> i64;
+    /// Current size of wasm linear memory (0 where there is none).
+    fn memory_bytes(&self) -> u64;
+}
