@@ -3,17 +3,14 @@
 //! Not a JSON library. SQLite renders most of each line itself (`json_object`: integers exactly
 //! as 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`), because D1 hands
 //! integers to JavaScript as doubles and would round those above 2^53. SQLite prints REAL values
-//! with only 15 significant digits there, which does not round-trip, so the query hands the REAL
-//! column over separately as 17 digits and this module re-renders it as the shortest decimal that
-//! reads back as the same double (serde_json's float formatting).
-//!
-//! Wire shape of one row from [`crate::core::sql::EXPORT_PAGE`]: `HEAD \x1f REAL \x1f TAIL`.
-//! HEAD and TAIL are JSON objects; neither can hold a raw `\x1f`, since `json_object` escapes
-//! every control character.
+//! with 15 significant digits there, and even `printf('%!.17g')` is inexact near 1e300, so the
+//! REAL column crosses as a number (a double, exact) and this module writes it as the shortest
+//! decimal that reads back as the same double (serde_json's float formatting), splicing it
+//! between the two halves SQLite rendered.
 
-/// The separator between the three fields of a wire row.
-const FIELD_SEP: char = '\u{1f}';
-/// The column spliced in between HEAD and TAIL.
+use serde_json::Value;
+
+/// The column spliced in between the two halves.
 const REAL_KEY: &str = "response_time";
 
 /// A wire row that does not have the expected shape: the query and this module disagree.
@@ -23,20 +20,17 @@ pub struct MalformedRow {
     pub reason: &'static str,
 }
 
-/// Appends the canonical JSONL line (ending in `\n`) for one wire row to `out`.
-pub fn encode_row(wire: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
+/// Appends the canonical JSONL line (ending in `\n`) for one row to `out`: `head` and `tail`
+/// are JSON objects, `real` the value of the column between them.
+pub fn encode_row(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
     let start = out.len();
-    encode_fields(wire, out).map_err(|reason| {
+    encode_fields(head, real, tail, out).map_err(|reason| {
         out.truncate(start);
         MalformedRow { reason }
     })
 }
 
-fn encode_fields(wire: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let mut fields = wire.splitn(3, FIELD_SEP);
-    let (Some(head), Some(real), Some(tail)) = (fields.next(), fields.next(), fields.next()) else {
-        return Err("expected three fields");
-    };
+fn encode_fields(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let head = head
         .strip_suffix('}')
         .filter(|h| h.starts_with('{'))
@@ -58,20 +52,25 @@ fn encode_fields(wire: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `real` is `printf('%!.17g')` of a REAL, or `json_quote()` of a non-numeric value.
-fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    if real == "null" || real.starts_with('"') {
-        out.extend_from_slice(real.as_bytes());
-        return Ok(());
-    }
-    let value: f64 = real.parse().map_err(|_| "REAL field is not a number")?;
+/// A REAL as a JSON number (always with a fraction or exponent, as SQL REALs are doubles);
+/// text or NULL in the column stays text or null.
+fn write_real(real: &Value, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let value = match real {
+        Value::Number(n) => n.as_f64().ok_or("REAL field is not a double")?,
+        Value::String(_) | Value::Null => {
+            serde_json::to_writer(&mut *out, real).map_err(|_| "REAL field did not serialize")?;
+            return Ok(());
+        }
+        Value::Bool(_) | Value::Array(_) | Value::Object(_) => return Err("REAL field has an impossible type"),
+    };
     if value.is_finite() {
         // serde_json writes the shortest representation that parses back to the same double.
         serde_json::to_writer(&mut *out, &value).map_err(|_| "REAL field did not serialize")?;
     } else {
         // JSON has no infinity; SQLite's own JSON uses 9.0e+999, which readers parse as inf.
         let sign = if value < 0.0 { "-" } else { "" };
-        out.extend_from_slice(format!("{sign}9.0e+999").as_bytes());
+        out.extend_from_slice(sign.as_bytes());
+        out.extend_from_slice(b"9.0e+999");
     }
     Ok(())
 }
@@ -79,36 +78,37 @@ fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn enc(wire: &str) -> String {
+    fn enc(head: &str, real: Value, tail: &str) -> String {
         let mut out = Vec::new();
-        encode_row(wire, &mut out).unwrap();
+        encode_row(head, &real, tail, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn splices_the_real_column_in_place() {
-        let wire = "{\"id\":\"a\",\"status\":200}\u{1f}0.30000000000000004\u{1f}{\"country\":null,\"timestamp\":9007199254740993}";
         assert_eq!(
-            enc(wire),
+            enc("{\"id\":\"a\",\"status\":200}", json!(0.1 + 0.2), "{\"country\":null,\"timestamp\":9007199254740993}"),
             "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
         );
+        assert_eq!(enc("{\"id\":\"a\"}", json!(1.5), "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
     }
 
     #[test]
     fn reals_come_out_shortest_and_exact() {
-        for (wire, want) in [
-            ("12.000000000000000", "12.0"),
-            ("123.45600000000000", "123.456"),
-            ("23.799999952316284", "23.799999952316284"),
-            ("4.9406564584124654e-324", "5e-324"),
-            ("Inf", "9.0e+999"),
-            ("-Inf", "-9.0e+999"),
-            ("\"fast\"", "\"fast\""),
-            ("null", "null"),
+        for (real, want) in [
+            (json!(12), "12.0"),
+            (json!(12.0), "12.0"),
+            (json!(123.456), "123.456"),
+            (json!(23.799999952316284), "23.799999952316284"),
+            (json!(5e-324), "5e-324"),
+            (json!(1e300), "1e300"),
+            (json!("fast"), "\"fast\""),
+            (Value::Null, "null"),
         ] {
-            let line = enc(&format!("{{\"id\":\"x\"}}\u{1f}{wire}\u{1f}{{\"c\":1}}"));
-            assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{wire}");
+            let line = enc("{\"id\":\"x\"}", real.clone(), "{\"c\":1}");
+            assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{real}");
         }
     }
 
@@ -116,10 +116,10 @@ mod tests {
     fn malformed_rows_are_errors_and_write_nothing() {
         let mut out = b"kept".to_vec();
         assert_eq!(
-            encode_row("{\"id\":\"a\"}", &mut out),
-            Err(MalformedRow { reason: "expected three fields" })
+            encode_row("{\"id\":\"a\"", &json!(1.0), "{}", &mut out),
+            Err(MalformedRow { reason: "head is not a JSON object" })
         );
-        assert!(encode_row("{\"id\":\"a\"}\u{1f}abc\u{1f}{}", &mut out).is_err());
+        assert!(encode_row("{}", &json!(true), "{}", &mut out).is_err());
         assert_eq!(out, b"kept");
     }
 }

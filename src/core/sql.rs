@@ -97,8 +97,10 @@ pub fn parse_any(rs: &ResultSet) -> Result<bool, BadResult> {
     decode::<Row>("any_in_set", rs).map(|r| r.any != 0)
 }
 
-/// One page of the export scan: `id`, the row's fingerprint term, and its wire row (see
-/// [`crate::core::jsonl`] for the shape).
+/// One page of the export scan: `id`, the row's fingerprint term, and its wire row in three
+/// pieces (see [`crate::core::jsonl`]): the JSON of the columns before `response_time`, the
+/// REAL itself (exact: a double crosses from SQLite to JavaScript without loss), and the JSON
+/// of the columns after it.
 ///
 /// Keyset pagination on `(event_date, id)`: `id > ?2 ORDER BY id LIMIT ?4` seeks straight to
 /// the cursor through `idx_traffic_events_date_id`, so each row is read once however far the scan
@@ -107,14 +109,11 @@ pub fn parse_any(rs: &ResultSet) -> Result<bool, BadResult> {
 pub const EXPORT_PAGE: &str = "\
 SELECT id,
   timestamp % 1000003 AS fp,
-  json_object('id', id, 'path', path, 'method', method, 'status', status)
-  || char(31) ||
-  CASE WHEN typeof(response_time) IN ('real', 'integer') THEN printf('%!.17g', response_time)
-       ELSE json_quote(response_time) END
-  || char(31) ||
+  json_object('id', id, 'path', path, 'method', method, 'status', status) AS head,
+  response_time,
   json_object('client_ip_hash', client_ip_hash, 'user_agent', user_agent, 'country', country,
               'timestamp', timestamp, 'event_date', event_date, 'is_error', is_error,
-              'created_at', created_at) AS line
+              'created_at', created_at) AS tail
 FROM traffic_events
 WHERE event_date = ?1 AND id > ?2 AND created_at < ?3
 ORDER BY id
@@ -138,8 +137,12 @@ pub struct PageRow {
     pub id: String,
     /// `timestamp % 1000003`: the row's term of the set fingerprint.
     pub fp: i64,
-    /// The wire row.
-    pub line: String,
+    /// JSON object of the columns before `response_time`.
+    pub head: String,
+    /// `response_time` as D1 hands it over: a number (or, in a hand-edited row, text or null).
+    pub response_time: Value,
+    /// JSON object of the columns after `response_time`.
+    pub tail: String,
 }
 
 /// Decodes an export page, consuming the result so that no row is held twice.

@@ -93,7 +93,7 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
         let n = page.len() as u64;
         lines.clear();
         for row in &page {
-            jsonl::encode_row(&row.line, &mut lines)?;
+            jsonl::encode_row(&row.head, &row.response_time, &row.tail, &mut lines)?;
             fp += row.fp;
         }
         w.write(&lines);
