@@ -596,13 +596,16 @@ pub struct Decision {
 /// Applies `cmd` to `rec`. Repeating a command is harmless: a second trigger of a running date
 /// changes nothing.
 pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> Result<Decision, Refusal> {
-    let decision = match cmd {
+    let mut decision = match cmd {
         Command::Trigger => trigger(rec, now_ms, cfg),
         Command::Cleanup => cleanup(rec, now_ms, cfg)?,
         Command::Reset => reset(rec, now_ms, cfg)?,
     };
-    let mut decision = decision;
-    decision.record.wake_at_ms = next_wake(&decision.record, now_ms, cfg);
+    // A command that changes nothing leaves the record untouched (so it does not supersede a
+    // step in flight); the shell only makes sure the alarm the record wants exists.
+    if matches!(decision.reply, Reply::Started | Reply::Resumed | Reply::WasReset) {
+        decision.record.wake_at_ms = next_wake(&decision.record, now_ms, cfg);
+    }
     Ok(decision)
 }
 
