@@ -1,0 +1,238 @@
+"""A real Worker on local workerd (`wrangler dev`), started on a free port with its own state.
+
+Not a mock: D1 is SQLite inside workerd, R2 and Durable Objects (with alarms) are workerd's.
+The harness only starts and stops processes, seeds data, and speaks HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "node_modules" / ".bin"
+TOKEN = "e2e-token-0123456789"
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
+    e["CI"] = "true"
+    e["WRANGLER_SEND_METRICS"] = "false"
+    return e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_member_gunzip(blob: bytes) -> bytes:
+    """Decompresses like readers that stop after the first gzip member, and checks that
+    nothing follows it."""
+    d = zlib.decompressobj(wbits=31)
+    out = d.decompress(blob) + d.flush()
+    assert d.eof, "gzip member is truncated"
+    assert d.unused_data == b"", f"{len(d.unused_data)} bytes follow the first gzip member"
+    return out
+
+
+COLUMNS = ["id", "path", "method", "status", "response_time", "client_ip_hash", "user_agent",
+           "country", "timestamp", "event_date", "is_error", "created_at"]
+
+
+class LocalWorker:
+    def __init__(self, workdir: Path, token: str | None = TOKEN, vars: dict | None = None):
+        self.workdir = workdir
+        self.persist = workdir / "state"
+        self.config_dir = workdir / "config"
+        self.token = token
+        self.vars = vars or {}
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "wrangler.log"
+        self._write_config()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        """The project's wrangler.toml, pointed at the built Worker, without the build step
+        (scripts/test builds once), with this test's vars."""
+        text = (ROOT / "wrangler.toml").read_text()
+        text = re.sub(r"\[build\]\ncommand = .*\n", "", text)
+        text = text.replace('main = "build/index.js"', f'main = "{ROOT}/build/index.js"')
+        text = text.replace('migrations_dir = "migrations"', f'migrations_dir = "{ROOT}/migrations"')
+        for key, value in self.vars.items():
+            line = f'{key} = "{value}"'
+            text, n = re.subn(rf"^{key} = .*$", line, text, flags=re.M)
+            if n == 0:
+                text = text.replace("[vars]\n", f"[vars]\n{line}\n")
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "wrangler.toml").write_text(text)
+        dev_vars = self.config_dir / ".dev.vars"
+        if self.token is None:
+            dev_vars.unlink(missing_ok=True)
+        else:
+            dev_vars.write_text(f"ADMIN_TOKEN={self.token}\n")
+
+    def wrangler(self, *args: str, timeout: int = 300) -> str:
+        cmd = [str(BIN / "wrangler"), *args, "--config", str(self.config_dir / "wrangler.toml")]
+        r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def migrate(self) -> None:
+        self.wrangler("d1", "migrations", "apply", "DB", "--local", "--persist-to", str(self.persist))
+
+    def seed(self, date: str, count: int) -> None:
+        subprocess.run([str(ROOT / "scripts" / "prepare-data"), "--count", str(count), "--date", date,
+                        "--persist-to", str(self.persist)], env=env(), check=True, capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=600)
+
+    def execute(self, sql: str) -> None:
+        self.wrangler("d1", "execute", "DB", "--local", "--persist-to", str(self.persist), "--command", sql)
+
+    # -- processes ----------------------------------------------------------------------------
+    def start(self) -> "LocalWorker":
+        self.port = free_port()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "wrangler"), "dev", "--config", str(self.config_dir / "wrangler.toml"),
+             "--port", str(self.port), "--ip", "127.0.0.1", "--persist-to", str(self.persist),
+             "--inspector-port", str(free_port())],
+            env=env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wrangler dev exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2)
+            except urllib.error.HTTPError:
+                return self  # the Worker answered (404 outside /admin/)
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"wrangler dev did not come up: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, token: str | None = "default", headers: dict | None = None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        tok = self.token if token == "default" else token
+        if tok is not None:
+            req.add_header("Authorization", f"Bearer {tok}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def api(self, method: str, path: str, **kw):
+        status, _, body = self.request(method, path, **kw)
+        try:
+            return status, json.loads(body)
+        except json.JSONDecodeError:
+            raise AssertionError(f"{method} {path} -> {status}, not JSON: {body[:300]!r}")
+
+    def cron(self) -> None:
+        status, _, body = self.request("GET", "/cdn-cgi/handler/scheduled?cron=17+3+*+*+*", token=None)
+        assert status == 200, body
+
+    def status(self, date: str) -> dict:
+        code, body = self.api("GET", f"/admin/archive-status?date={date}")
+        assert code == 200, body
+        return body["status"]
+
+    def wait_for(self, date: str, phases: set, timeout: float = 300) -> dict:
+        deadline = time.time() + timeout
+        while True:
+            st = self.status(date)
+            if st["phase"] in phases:
+                return st
+            if time.time() > deadline:
+                raise AssertionError(f"{date} stuck in {st['phase']}: {json.dumps(st)[:2000]}")
+            time.sleep(0.25)
+
+    # -- D1's SQLite file, read directly (exact integers, no JavaScript in between) ------------
+    def sqlite_file(self) -> Path:
+        files = [p for p in (self.persist / "v3" / "d1").rglob("*.sqlite") if p.name != "metadata.sqlite"]
+        assert len(files) == 1, files
+        return files[0]
+
+    def query(self, sql: str, *params):
+        con = sqlite3.connect(f"file:{self.sqlite_file()}?mode=ro", uri=True, timeout=30)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+    def rows(self, date: str) -> dict:
+        out = {}
+        for r in self.query(f"SELECT {', '.join(COLUMNS)} FROM traffic_events WHERE event_date = ?", date):
+            out[r[0]] = dict(zip(COLUMNS, r))
+        return out
+
+    def count(self, date: str) -> int:
+        return self.query("SELECT count(*) FROM traffic_events WHERE event_date = ?", date)[0][0]
+
+    def metadata(self, date: str) -> dict:
+        con = sqlite3.connect(f"file:{self.sqlite_file()}?mode=ro", uri=True, timeout=30)
+        con.row_factory = sqlite3.Row
+        try:
+            r = con.execute("SELECT * FROM archive_metadata WHERE date = ?", (date,)).fetchone()
+            return dict(r) if r else {}
+        finally:
+            con.close()
+
+    def archive_rows(self, date: str, generation: int | None = None) -> list:
+        q = f"/admin/archive?date={date}" + (f"&generation={generation}" if generation else "")
+        status, headers, body = self.request("GET", q)
+        assert status == 200, body[:500]
+        assert headers.get("Content-Type") == "application/gzip"
+        assert int(headers.get("Content-Length", len(body))) == len(body)
+        text = single_member_gunzip(body).decode("utf-8")
+        return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_same_rows(archived: list, expected: dict) -> None:
+    """Every expected row exactly once, every column equal, columns in table order."""
+    seen = {}
+    for row in archived:
+        assert list(row.keys()) == COLUMNS, list(row.keys())
+        assert row["id"] not in seen, f"row {row['id']} archived twice"
+        seen[row["id"]] = row
+    missing = expected.keys() - seen.keys()
+    extra = seen.keys() - expected.keys()
+    assert not missing, f"{len(missing)} rows missing, e.g. {sorted(missing)[:3]}"
+    assert not extra, f"{len(extra)} unexpected rows, e.g. {sorted(extra)[:3]}"
+    for rid, want in expected.items():
+        got = seen[rid]
+        for col in COLUMNS:
+            assert got[col] == want[col] and type(got[col]) is type(want[col]), (
+                f"row {rid} column {col}: archived {got[col]!r}, D1 had {want[col]!r}"
+            )

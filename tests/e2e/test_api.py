@@ -1,0 +1,70 @@
+"""Authentication and bad input on the admin API: every bad request gets a 4xx JSON error that
+says what to do, and changes nothing."""
+
+import pytest
+
+from conftest import day, make_worker
+from harness import LocalWorker
+
+DATE = day(8)
+
+
+@pytest.fixture(scope="module")
+def worker(workdir):
+    w = make_worker(workdir)
+    w.seed(DATE, 500)
+    w.start()
+    yield w
+    w.stop()
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", "e2e-token-012345678", "e2e-token-01234567890", "E2E-TOKEN-0123456789"])
+def test_missing_or_wrong_token_is_401(worker, token):
+    code, body = worker.api("GET", f"/admin/archive-status?date={DATE}", token=token)
+    assert code == 401, body
+    assert "Authorization: Bearer" in body["message"]
+
+
+BAD = [
+    ("GET", "/admin/archive-status", 400, "missing_date"),
+    ("GET", "/admin/archive-status?date=2025-02-30", 400, "bad_date"),
+    ("GET", "/admin/archive-status?date=2025-2-3", 400, "bad_date"),
+    ("GET", "/admin/archive-status?date=20250203", 400, "bad_date"),
+    ("GET", "/admin/archive-status?date=1999-12-31", 400, "bad_date"),
+    ("GET", "/admin/archive-status?date=9999-01-01", 400, "future_date"),
+    ("POST", f"/admin/trigger-archive?date={day(-1)}", 400, "future_date"),
+    ("POST", "/admin/trigger-archive?date=2025-01-01%27%3B%20DROP%20TABLE%20traffic_events%3B--", 400, "bad_date"),
+    ("POST", "/admin/trigger-archive?date=%E2%80%8B2025-01-01", 400, "bad_date"),
+    ("POST", "/admin/trigger-archive?date=%F0%9F%98%80", 400, "bad_date"),
+    ("GET", "/admin/archive-status?date=" + "9" * 5000, 414, "query_too_long"),
+    ("GET", f"/admin/archive?date={DATE}&generation=0", 400, "bad_parameter"),
+    ("GET", f"/admin/archive?date={DATE}&generation=abc", 400, "bad_parameter"),
+    ("GET", f"/admin/reset?date={DATE}", 405, "method_not_allowed"),
+    ("DELETE", f"/admin/trigger-archive?date={DATE}", 405, "method_not_allowed"),
+    ("PUT", "/admin/dates", 405, "method_not_allowed"),
+    ("GET", "/admin/nope", 404, "not_found"),
+    ("GET", "/", 404, "not_found"),
+    ("GET", f"/admin/archive?date={DATE}", 404, "no_archive"),
+]
+
+
+@pytest.mark.parametrize("method,path,code,error", BAD)
+def test_bad_input_is_a_4xx_json_error_and_changes_nothing(worker, method, path, code, error):
+    before = worker.count(DATE), worker.query("SELECT count(*) FROM archive_metadata")[0][0]
+    got, body = worker.api(method, path)
+    assert (got, body["error"]) == (code, error), body
+    assert len(body["message"]) > 20
+    assert (worker.count(DATE), worker.query("SELECT count(*) FROM archive_metadata")[0][0]) == before
+    assert worker.status(DATE)["phase"] == "idle"
+
+
+def test_no_token_configured_is_503_with_instructions(tmp_path):
+    w = LocalWorker(tmp_path, token=None)
+    w.migrate()
+    w.start()
+    try:
+        code, body = w.api("GET", f"/admin/archive-status?date={DATE}", token="anything")
+        assert code == 503
+        assert "wrangler secret put ADMIN_TOKEN" in body["message"]
+    finally:
+        w.stop()
