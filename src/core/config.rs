@@ -62,7 +62,7 @@ impl Default for Config {
             prefix: "traffic_events".into(),
             part_size: R2_MIN_PART_SIZE,
             page_rows: 2_000,
-            page_bytes: 4 * 1024 * 1024,
+            page_bytes: 1024 * 1024,
             step_rows: 200_000,
             step_bytes: 64 * 1024 * 1024,
             clean_batch_rows: 10_000,

@@ -160,8 +160,8 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
     }
 
     async fn load(&self, date: &str, cfg: &Config, with_carry: bool) -> Result<(Record, Vec<u8>), EngineError> {
-        // Room for one part, one page of compressed output, and the stream's end.
-        let capacity = (cfg.part_size + cfg.page_bytes) as usize + 65_536;
+        // Room for one part and one slice of output (see `perform::export`).
+        let capacity = cfg.part_size as usize + 256 * 1024;
         let loaded = self
             .store
             .load(with_carry.then_some(capacity))

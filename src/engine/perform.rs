@@ -12,6 +12,9 @@ use crate::ports::{Database, Durable, FailureKind, Host, ObjectStore};
 
 use super::Ports;
 
+/// Uncompressed bytes fed to the compressor between checks for a full part.
+const SLICE: usize = 64 * 1024;
+
 /// Performs `action`; returns its outcome and, for a successful export step, the new carry.
 pub(super) async fn perform<D: Database, O: ObjectStore, S: Durable, H: Host>(
     ports: &Ports<'_, D, O, S, H>,
@@ -73,7 +76,8 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
         return Err(StepError::CarryLost { expected: plan.carry_len, found: carry.len() as u64 });
     }
     let part_size = plan.part_size as usize;
-    let capacity = part_size + plan.page_bytes as usize + 65_536;
+    // Output never exceeds a part plus one slice's worth before it is uploaded (see below).
+    let capacity = part_size + 2 * SLICE;
     let mut w = PieceWriter::resume(plan.level, plan.stream, carry, capacity);
     let mut parts = Parts { key: &plan.key, upload_id: plan.upload_id.clone(), created: None, next: plan.next_part, done: Vec::new() };
 
@@ -96,7 +100,12 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
             jsonl::encode_row(&row.head, &row.response_time, &row.tail, &mut lines)?;
             fp += row.fp;
         }
-        w.write(&lines);
+        // Compress in slices and hand out full parts after each, so the output buffer stays at
+        // one part plus one slice: no reallocation, whatever the page size.
+        for slice in lines.chunks(SLICE) {
+            w.write(slice);
+            parts.upload_full(ports.r2, &mut w, part_size).await?;
+        }
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
             first_id.get_or_insert_with(|| first.id.clone());
             cursor.clone_from(&last.id);
@@ -112,8 +121,7 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
             page_rows = (plan.page_bytes / per_row).clamp(1, u64::from(plan.page_rows)) as u32;
         }
         drop(page);
-        io.max_buffer = io.max_buffer.max(w.pending() as u64 + lines.capacity() as u64);
-        parts.upload_full(ports.r2, &mut w, part_size).await?;
+        io.max_buffer = io.max_buffer.max(w.peak_buffer() as u64 + lines.capacity() as u64);
         if n < u64::from(limit) {
             scan_done = true;
             break;

@@ -8,6 +8,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Sche
 use crate::api::ApiError;
 use crate::core::machine::{Command, Reply};
 use crate::engine::{EngineError, Ports};
+use crate::ports::Host;
 
 use super::adapters::{DoStorage, WorkerHost, D1, R2};
 use super::{config, json_response};
@@ -47,7 +48,9 @@ impl DurableObject for DateArchiver {
         let ports = Ports { db: &db, r2: &r2, store: &store, host: &WorkerHost };
         // An engine error means durable storage failed: throw, and the platform retries the
         // alarm with backoff. Step failures are not errors here; the record handles them.
+        let memory_before = WorkerHost.memory_bytes();
         let report = ports.run_step(&date, &cfg).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
+        worker::console_debug!("{date}: {} -> {} (wasm memory {} -> {} bytes)", report.action, report.phase, memory_before, WorkerHost.memory_bytes());
         if let Some(err) = &report.error {
             worker::console_warn!("{date}: {} step failed: {err}", report.action);
         }

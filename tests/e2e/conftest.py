@@ -1,10 +1,14 @@
 """Fixtures: a local Worker per test module, always stopped, even when a test fails."""
 
 import datetime as dt
+import sys
+from pathlib import Path
 
 import pytest
 
-from harness import LocalWorker
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+from localworker import LocalWorker  # noqa: E402
 
 
 def day(offset: int) -> str:

@@ -4,7 +4,7 @@ says what to do, and changes nothing."""
 import pytest
 
 from conftest import day, make_worker
-from harness import LocalWorker
+from localworker import LocalWorker
 
 DATE = day(8)
 

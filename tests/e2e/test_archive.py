@@ -4,7 +4,7 @@ the admin API; archives compared row by row with what D1 held; D1 and metadata c
 import pytest
 
 from conftest import day, make_worker
-from harness import assert_same_rows
+from localworker import assert_same_rows
 
 DUE = day(6)       # past the 3-day retention: the cron picks it
 RECENT = day(1)    # inside retention: only the admin API with force=1 archives it

@@ -4,7 +4,7 @@ run on, and the archive holds every row exactly once."""
 import time
 
 from conftest import day, make_worker
-from harness import assert_same_rows
+from localworker import assert_same_rows
 
 DATE = day(9)
 ROWS = 120_000

@@ -1,5 +1,7 @@
 """A real Worker on local workerd (`wrangler dev`), started on a free port with its own state.
 
+Used by the end-to-end tests and by scripts/demo, bench and soak.
+
 Not a mock: D1 is SQLite inside workerd, R2 and Durable Objects (with alarms) are workerd's.
 The harness only starts and stops processes, seeds data, and speaks HTTP on 127.0.0.1.
 """
@@ -19,7 +21,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "node_modules" / ".bin"
 TOKEN = "e2e-token-0123456789"
 
