@@ -37,7 +37,8 @@ def main() -> int:
     w.migrate()
     t = time.time()
     w.seed(a.date, a.count)
-    w.seed((dt.date.fromisoformat(a.date) - dt.timedelta(days=1)).isoformat(), 1000)  # a neighbour
+    recent = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    w.seed(recent, 1000)  # inside the retention window: the cron must leave it alone
     print(f"==> seeded {a.count:,} events for {a.date} in {time.time() - t:.1f} s")
     w.start()
     print(f"==> Worker running on http://127.0.0.1:{w.port} (wrangler dev, local workerd)")
@@ -68,6 +69,7 @@ def main() -> int:
         print("==> summary")
         rows = [
             ("rows archived and deleted", f"{st['rows_exported']:,} (archive holds {lines:,} lines; D1 now holds {w.count(a.date):,} rows of {a.date})"),
+            ("left alone", f"{w.count(recent):,} rows of {recent} (inside the retention window)"),
             ("archive", f"{st['object_key']}  {mib(st['bytes_uploaded'])} in {st['parts_uploaded']} part(s)"),
             ("compression", f"{mib(st['uncompressed_bytes'])} JSONL -> {mib(st['bytes_uploaded'])}  ({st['uncompressed_bytes'] / max(1, st['bytes_uploaded']):.1f}x, {st['bytes_uploaded'] / max(1, st['rows_exported']):.1f} B/row)"),
             ("time", f"{elapsed:.1f} s end to end ({st['rows_exported'] / elapsed:,.0f} rows/s)"),

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -160,6 +161,19 @@ class LocalWorker:
             return status, json.loads(body)
         except json.JSONDecodeError:
             raise AssertionError(f"{method} {path} -> {status}, not JSON: {body[:300]!r}")
+
+    def sql(self, statement: str) -> int:
+        """Runs one statement on D1 through the Worker (test hook; needs FAULT_INJECT set)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/test/sql", data=statement.encode(), method="POST")
+        req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())["changes"]
+
+    def keys(self, prefix: str = "") -> list:
+        """Object keys in the bucket (test hook)."""
+        code, body = self.api("GET", f"/admin/test/list?prefix={urllib.parse.quote(prefix)}")
+        assert code == 200, body
+        return body["keys"]
 
     def cron(self) -> None:
         status, _, body = self.request("GET", "/cdn-cgi/handler/scheduled?cron=17+3+*+*+*", token=None)

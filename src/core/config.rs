@@ -51,8 +51,11 @@ pub struct Config {
     pub level: u8,
     /// Clean right after a verified upload (true) or wait for `trigger-cleanup`. Var `AUTO_CLEANUP`.
     pub auto_cleanup: bool,
-    /// Dates poked per cron invocation. Var `CRON_MAX_DATES`.
+    /// Failed dates the cron resumes per run. Var `CRON_MAX_DATES`.
     pub cron_max_dates: u32,
+    /// Due dates kept running at once by the cron and by each date that finishes: they share a
+    /// Worker isolate's memory. Var `MAX_RUNNING_DATES`.
+    pub max_running_dates: u32,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             level: 6,
             auto_cleanup: true,
             cron_max_dates: 30,
+            max_running_dates: 2,
         }
     }
 }
@@ -133,6 +137,7 @@ impl Config {
             level: range("COMPRESSION_LEVEL", num("COMPRESSION_LEVEL", d.level.into())?, 0, 9, "0..=9")? as u8,
             auto_cleanup,
             cron_max_dates: range("CRON_MAX_DATES", num("CRON_MAX_DATES", d.cron_max_dates.into())?, 1, 1000, "1..=1000")? as u32,
+            max_running_dates: range("MAX_RUNNING_DATES", num("MAX_RUNNING_DATES", d.max_running_dates.into())?, 1, 32, "1..=32")? as u32,
         };
         Ok(cfg)
     }

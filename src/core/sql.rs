@@ -3,10 +3,12 @@
 //! Not a query builder and not a database client: the statements are fixed text, run by the D1
 //! adapter in the Worker and, unchanged, by a real SQLite in the native tests.
 //!
-//! **The archived set** of a run is `event_date = :date AND created_at < :cutoff`, where `cutoff`
-//! is D1's own `unixepoch()` read when the export starts. `created_at` defaults to that same
-//! clock, so every row inserted after the capture is outside the set, wherever its id sorts.
-//! Rows whose `created_at` is NULL are never in a set; they stay in D1 (and show in health).
+//! **The archived set** of a run is `event_date = :date AND (created_at < :cutoff OR created_at
+//! IS NULL)`, where `cutoff` is D1's own `unixepoch()` read when the export starts. `created_at`
+//! defaults to that same clock, so every row inserted after the capture is outside the set,
+//! wherever its id sorts. Rows with a NULL `created_at` (written so by hand) are archived too;
+//! should one arrive during a run, verification (count and fingerprint) or the guarded range
+//! delete notices, and nothing unarchived is deleted.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -83,7 +85,7 @@ pub fn parse_clock(rs: &ResultSet) -> Result<i64, BadResult> {
 }
 
 /// Whether the set holds any row at all (a single index seek).
-pub const ANY_IN_SET: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = ?1 AND created_at < ?2) AS any";
+pub const ANY_IN_SET: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)) AS any";
 
 pub fn any_in_set(date: &str, cutoff: i64) -> Statement {
     Statement { sql: ANY_IN_SET, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }
@@ -115,7 +117,7 @@ SELECT id,
               'timestamp', timestamp, 'event_date', event_date, 'is_error', is_error,
               'created_at', created_at) AS tail
 FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND created_at < ?3
+WHERE event_date = ?1 AND id > ?2 AND (created_at < ?3 OR created_at IS NULL)
 ORDER BY id
 LIMIT ?4";
 
@@ -156,7 +158,7 @@ pub fn parse_page(rs: ResultSet) -> Result<Vec<PageRow>, BadResult> {
 /// Count and fingerprint of the whole archived set.
 pub const SET_SUMMARY: &str = "\
 SELECT count(*) AS rows, coalesce(sum(timestamp % 1000003), 0) AS fp, min(id) AS first_id, max(id) AS last_id
-FROM traffic_events WHERE event_date = ?1 AND created_at < ?2";
+FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
 
 pub fn set_summary(date: &str, cutoff: i64) -> Statement {
     Statement { sql: SET_SUMMARY, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }
@@ -182,9 +184,9 @@ pub fn parse_set_summary(rs: &ResultSet) -> Result<SetSummary, BadResult> {
 /// are atomic; a range that gained or lost rows since the export is left untouched.
 pub const DELETE_RANGE: &str = "\
 DELETE FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND created_at < ?4
+WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)
   AND (SELECT count(*) FROM traffic_events
-       WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND created_at < ?4) = ?5";
+       WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)) = ?5";
 
 pub fn delete_range(date: &str, after: &str, upto: &str, cutoff: i64, expected: u64) -> Statement {
     Statement {
@@ -202,7 +204,7 @@ pub fn delete_range(date: &str, after: &str, upto: &str, cutoff: i64, expected: 
 /// Rows of the set in the id range `(?2, ?3]`.
 pub const COUNT_RANGE: &str = "\
 SELECT count(*) AS rows FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND created_at < ?4";
+WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)";
 
 pub fn count_range(date: &str, after: &str, upto: &str, cutoff: i64) -> Statement {
     Statement {
@@ -226,7 +228,7 @@ pub fn parse_count(rs: &ResultSet) -> Result<u64, BadResult> {
 
 /// Rows of the set left anywhere: the final check before `d1_cleaned = 1`.
 pub const COUNT_SET: &str =
-    "SELECT count(*) AS rows FROM traffic_events WHERE event_date = ?1 AND created_at < ?2";
+    "SELECT count(*) AS rows FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
 
 pub fn count_set(date: &str, cutoff: i64) -> Statement {
     Statement { sql: COUNT_SET, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }

@@ -16,6 +16,8 @@ pub struct Status {
     pub failed_in: Option<&'static str>,
     pub generation: u32,
     pub object_key: Option<String>,
+    /// The open multipart upload, while exporting.
+    pub upload_id: Option<String>,
     pub rows_exported: u64,
     /// Rows of the archived set in D1, known once verified.
     pub rows_in_set: Option<u64>,
@@ -62,6 +64,7 @@ pub fn status(rec: &Record) -> Status {
         failed_in,
         generation: rec.generation,
         object_key: None,
+        upload_id: None,
         rows_exported: 0,
         rows_in_set: None,
         bytes_uploaded: 0,
@@ -92,6 +95,7 @@ pub fn status(rec: &Record) -> Status {
         Phase::Idle | Phase::Failed(_) => {}
         Phase::Exporting(ex) | Phase::Finalizing(ex) => {
             s.object_key = Some(ex.key.clone());
+            s.upload_id = ex.upload_id.clone();
             s.rows_exported = ex.rows;
             s.bytes_uploaded = ex.uploaded_bytes();
             s.uncompressed_bytes = ex.stream.raw_len;

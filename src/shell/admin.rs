@@ -48,7 +48,7 @@ fn method_not_allowed(allowed: &str) -> ApiError {
     ApiError::new(405, "method_not_allowed", format!("use {allowed} for this route"))
 }
 
-pub(super) async fn route(req: Request, env: &Env) -> ApiResult {
+pub(super) async fn route(mut req: Request, env: &Env) -> ApiResult {
     let url = req.url().map_err(|_| ApiError::new(400, "bad_url", "unparseable URL"))?;
     let path = url.path().to_string();
     if !path.starts_with("/admin/") {
@@ -123,6 +123,21 @@ pub(super) async fn route(req: Request, env: &Env) -> ApiResult {
             }
             dates(env, &cfg, today).await
         }
+        "/admin/bench/naive" if super::bench::enabled(env) => {
+            let day = date_param(q("date").as_deref(), today)?;
+            ok_json(200, &super::bench::naive(env, &day.to_string()).await?)
+        }
+        "/admin/test/upload" if super::faults::hooks_enabled(env) => {
+            let (key, id, op) = (q("key").unwrap_or_default(), q("upload_id").unwrap_or_default(), q("op").unwrap_or_default());
+            ok_json(200, &super::faults::upload_hook(env, &key, &id, &op).await?)
+        }
+        "/admin/test/list" if super::faults::hooks_enabled(env) => {
+            ok_json(200, &super::faults::list_hook(env, &q("prefix").unwrap_or_default()).await?)
+        }
+        "/admin/test/sql" if super::faults::hooks_enabled(env) => {
+            let sql = req.text().await.map_err(internal)?;
+            ok_json(200, &super::faults::sql_hook(env, &sql).await?)
+        }
         "/admin/health" => {
             if !is(&[Method::Get]) {
                 return Err(method_not_allowed("GET"));
@@ -185,7 +200,7 @@ async fn dates(env: &Env, cfg: &crate::core::config::Config, today: Day) -> ApiR
         .into_iter()
         .map(|row| Value::Object(names.iter().map(|n| n.to_string()).zip(row).collect()))
         .collect();
-    let pending: Vec<String> = super::cron::due_dates(&db, Day::last_archivable(today, cfg.retention_days), 1000)
+    let pending: Vec<String> = super::cron::due_dates(&db, Day::last_archivable(today, cfg.retention_days), 1000, &[])
         .await?
         .into_iter()
         .filter(|d| !known.iter().any(|k| k["date"].as_str() == Some(d)))

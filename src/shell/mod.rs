@@ -4,6 +4,8 @@
 
 mod adapters;
 mod admin;
+mod bench;
+mod faults;
 mod cron;
 mod object;
 

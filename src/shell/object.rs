@@ -11,6 +11,7 @@ use crate::engine::{EngineError, Ports};
 use crate::ports::Host;
 
 use super::adapters::{DoStorage, WorkerHost, D1, R2};
+use super::faults::{FaultPlan, FaultyDb, FaultyR2};
 use super::{config, json_response};
 
 /// Storage key holding the object's date, for the alarm (which gets no request).
@@ -43,7 +44,9 @@ impl DurableObject for DateArchiver {
             return Response::ok("no date");
         };
         let cfg = config(&self.env).map_err(|e| worker::Error::RustError(e.message))?;
-        let (db, r2) = (D1(self.env.d1("DB")?), R2(self.env.bucket("ARCHIVE")?));
+        let plan = FaultPlan::from_env(&self.env);
+        let db = FaultyDb { inner: D1(self.env.d1("DB")?), plan };
+        let r2 = FaultyR2 { inner: R2(self.env.bucket("ARCHIVE")?), plan };
         let store = DoStorage(self.state.storage());
         let ports = Ports { db: &db, r2: &r2, store: &store, host: &WorkerHost };
         // An engine error means durable storage failed: throw, and the platform retries the
@@ -55,6 +58,13 @@ impl DurableObject for DateArchiver {
             worker::console_warn!("{date}: {} step failed: {err}", report.action);
         }
         self.arm(report.wake_at_ms).await?;
+        // A date that just finished hands over to the next due ones (best effort: the daily
+        // cron does the same).
+        if report.action == "final-check" && report.phase == "cleaned" {
+            if let Err(e) = super::cron::hand_over(&self.env, Some(&date)).await {
+                worker::console_warn!("{date}: hand-over failed: {}", e.message);
+            }
+        }
         Response::ok(report.phase)
     }
 }
@@ -67,10 +77,9 @@ impl DateArchiver {
         if storage.get::<String>(DATE_KEY).await.map_err(internal)?.as_deref() != Some(date) {
             storage.put(DATE_KEY, date).await.map_err(internal)?;
         }
-        let (db, r2) = (
-            D1(self.env.d1("DB").map_err(internal)?),
-            R2(self.env.bucket("ARCHIVE").map_err(internal)?),
-        );
+        let plan = FaultPlan::from_env(&self.env);
+        let db = FaultyDb { inner: D1(self.env.d1("DB").map_err(internal)?), plan };
+        let r2 = FaultyR2 { inner: R2(self.env.bucket("ARCHIVE").map_err(internal)?), plan };
         let store = DoStorage(storage);
         let ports = Ports { db: &db, r2: &r2, store: &store, host: &WorkerHost };
         let cmd = match op {

@@ -1,0 +1,196 @@
+"""Faults on the real runtime: injected R2 and D1 failures (the FAULT_INJECT switch, inert in
+production), an upload aborted from outside, an archive deleted before cleaning, late rows,
+concurrent triggers, and a reset mid-export."""
+
+import concurrent.futures as cf
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import day, make_worker
+from localworker import assert_same_rows
+
+FAST = {"BACKOFF_BASE_MS": "300", "BACKOFF_MAX_MS": "2000", "MAX_ATTEMPTS": "3"}
+LATE = "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES ('{id}', '/late', 'GET', 'h', 1, '{date}')"
+
+
+def worker_with(tmp_path, date, rows, faults="none:0:0", **vars):
+    w = make_worker(tmp_path, vars={**FAST, "FAULT_INJECT": faults, **vars})
+    w.seed(date, rows)
+    return w
+
+
+def run_to_end(w, date, timeout=240):
+    st = w.wait_for(date, {"cleaned", "failed"}, timeout=timeout)
+    assert st["phase"] == "cleaned", st
+    return st
+
+
+def test_a_failing_d1_call_is_retried_with_backoff(tmp_path):
+    date = day(12)
+    w = worker_with(tmp_path, date, 20_000, faults="d1:5:1")
+    expected = w.rows(date)
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        st = run_to_end(w, date)
+        assert "injected fault" in st["last_error"] and st["attempts"] == 0
+        assert_same_rows(w.archive_rows(date), expected)
+        assert w.count(date) == 0
+    finally:
+        w.stop()
+
+
+def test_repeated_r2_failures_end_in_failed_then_a_trigger_resumes(tmp_path):
+    date = day(13)
+    # The day fits one part, so the first R2 call is the final put; it and the two retries fail.
+    w = worker_with(tmp_path, date, 30_000, faults="r2:1:3", STEP_ROWS="10000")
+    expected = w.rows(date)
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        seen_backoff = False
+        deadline = time.time() + 120
+        while (st := w.status(date))["phase"] != "failed":
+            seen_backoff |= st["attempts"] > 0 and st["next_step_at"] is not None
+            assert time.time() < deadline, st
+            time.sleep(0.05)
+        assert seen_backoff, "a failed step must wait for a backoff before its retry"
+        assert (st["failed_in"], st["attempts"]) == ("exporting", 3)
+        assert "injected fault" in st["last_error"]
+        m = w.metadata(date)
+        assert m["status"] == "failed" and "injected fault" in m["error_message"] and m["d1_cleaned"] == 0
+        assert w.count(date) == 30_000, "nothing deleted"
+        position = st["rows_exported"]
+        # Three steps of 10,000 rows were saved; the fourth, which ends the stream with the
+        # day's only (final) put, is the one that failed.
+        assert position == 30_000
+        code, body = w.api("POST", f"/admin/trigger-archive?date={date}")
+        assert code == 202 and body["result"] == "resumed" and body["status"]["rows_exported"] == position
+        run_to_end(w, date)
+        assert_same_rows(w.archive_rows(date), expected)
+        assert w.metadata(date)["status"] == "cleaned"
+    finally:
+        w.stop()
+
+
+def test_an_upload_aborted_from_outside_restarts_the_export(tmp_path):
+    date = day(14)
+    w = worker_with(tmp_path, date, 200_000, STEP_ROWS="8000")
+    expected = w.rows(date)
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        deadline = time.time() + 120
+        while not ((st := w.status(date))["upload_id"] and st["parts_uploaded"] >= 1):
+            assert st["phase"] == "exporting" and time.time() < deadline, st
+            time.sleep(0.02)
+        q = urllib.parse.urlencode({"key": st["object_key"], "upload_id": st["upload_id"], "op": "abort"})
+        assert w.api("POST", f"/admin/test/upload?{q}")[0] == 200
+        st = run_to_end(w, date)
+        assert "no longer exists" in st["last_error"], st
+        assert_same_rows(w.archive_rows(date), expected)
+    finally:
+        w.stop()
+
+
+def test_a_deleted_archive_stops_cleaning_and_nothing_is_deleted(tmp_path):
+    date = day(15)
+    w = worker_with(tmp_path, date, 5_000, AUTO_CLEANUP="false")
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        st = w.wait_for(date, {"uploaded"})
+        w.wrangler("r2", "object", "delete", f"traffic-archive/{st['object_key']}", "--local", "--persist-to", str(w.persist))
+        code, body = w.api("POST", f"/admin/trigger-cleanup?date={date}")
+        assert code == 202
+        st = w.wait_for(date, {"failed"})
+        assert "missing; nothing was deleted" in st["last_error"]
+        assert st["rows_deleted"] == 0 and w.count(date) == 5_000
+        assert w.metadata(date)["status"] == "failed"
+    finally:
+        w.stop()
+
+
+def test_late_rows_during_export_and_cleaning_survive_and_become_generation_2(tmp_path):
+    date = day(16)
+    w = worker_with(tmp_path, date, 150_000, STEP_ROWS="5000", AUTO_CLEANUP="false")
+    expected = w.rows(date)
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        deadline = time.time() + 120
+        while (st := w.status(date))["rows_exported"] < 20_000:
+            assert st["phase"] in ("idle", "exporting") and time.time() < deadline, st
+            time.sleep(0.01)
+        assert st["phase"] == "exporting"
+        # Ids sort by event time: '0000…' sorts before the cursor, '9999…' after it.
+        for rid in ("0000000000000-late-a", "9999999999999-late-b"):
+            assert w.sql(LATE.format(id=rid, date=date)) == 1
+        w.wait_for(date, {"uploaded"})
+        assert_same_rows(w.archive_rows(date), expected)
+        code, _ = w.api("POST", f"/admin/trigger-cleanup?date={date}")
+        assert code == 202
+        while w.status(date)["phase"] == "uploaded":
+            time.sleep(0.01)
+        for rid in ("0000000000000-late-c", "9999999999999-late-d"):
+            assert w.sql(LATE.format(id=rid, date=date)) == 1
+        run_to_end(w, date)
+        late = w.rows(date)
+        assert sorted(late) == ["0000000000000-late-a", "0000000000000-late-c", "9999999999999-late-b", "9999999999999-late-d"]
+        time.sleep(1.1)  # the next set's cutoff is D1's clock in whole seconds
+        code, body = w.api("POST", f"/admin/trigger-archive?date={date}")
+        assert code == 202 and body["status"]["generation"] == 2
+        st = w.wait_for(date, {"uploaded"})
+        w.api("POST", f"/admin/trigger-cleanup?date={date}")
+        st = run_to_end(w, date)
+        assert st["generation"] == 2 and st["object_key"].endswith("/0002.jsonl.gz")
+        assert_same_rows(w.archive_rows(date, generation=2), late)
+        assert w.count(date) == 0
+        assert w.metadata(date)["total_record_count"] == 150_004
+    finally:
+        w.stop()
+
+
+def test_concurrent_triggers_and_crons_make_one_run(tmp_path):
+    date = day(17)
+    w = worker_with(tmp_path, date, 60_000, STEP_ROWS="5000")
+    w.start()
+    try:
+        with cf.ThreadPoolExecutor(max_workers=70) as pool:
+            triggers = [pool.submit(w.api, "POST", f"/admin/trigger-archive?date={date}") for _ in range(50)]
+            crons = [pool.submit(w.cron) for _ in range(20)]
+            codes = [f.result()[0] for f in triggers]
+            for f in crons:
+                f.result()
+        assert set(codes) == {202}, codes
+        st = run_to_end(w, date)
+        assert st["generation"] == 1 and len(st["generations"]) == 1
+        keys = [k for k in w.keys(f"traffic_events/event_date={date}/") if k.endswith(".jsonl.gz")]
+        assert keys == [f"traffic_events/event_date={date}/0001.jsonl.gz"], keys
+        assert w.count(date) == 0
+    finally:
+        w.stop()
+
+
+def test_a_reset_during_export_leaves_no_orphaned_upload(tmp_path):
+    date = day(18)
+    w = worker_with(tmp_path, date, 200_000, STEP_ROWS="8000")
+    w.start()
+    try:
+        w.api("POST", f"/admin/trigger-archive?date={date}")
+        deadline = time.time() + 120
+        while not (st := w.status(date))["upload_id"]:
+            assert st["phase"] in ("idle", "exporting") and time.time() < deadline, st
+            time.sleep(0.02)
+        code, body = w.api("POST", f"/admin/reset?date={date}")
+        assert code == 200 and body["status"]["phase"] == "idle", body
+        q = urllib.parse.urlencode({"key": st["object_key"], "upload_id": st["upload_id"], "op": "probe"})
+        code, body = w.api("POST", f"/admin/test/upload?{q}")
+        assert code == 200 and body["alive"] is False, body
+        time.sleep(1)
+        assert w.status(date)["phase"] == "idle", "a step in flight must not resurrect the run"
+        assert w.count(date) == 200_000
+    finally:
+        w.stop()
