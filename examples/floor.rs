@@ -13,7 +13,6 @@ use d1_archiver::core::gzip::{PieceWriter, StreamPos};
 use d1_archiver::core::jsonl;
 use d1_archiver::core::sql::{self, Param};
 use rusqlite::types::ValueRef;
-use serde_json::Value;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -38,21 +37,34 @@ fn main() {
                 Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
             })
             .collect();
+        // The same wire form the D1 adapter builds, then the same parser and encoder.
         let mut q = st.query(rusqlite::params_from_iter(params.iter())).unwrap();
-        let mut n = 0;
-        lines.clear();
+        let mut wire = String::with_capacity(1 << 20);
+        let mut n = 0u64;
         while let Some(r) = q.next().unwrap() {
-            let real = match r.get_ref(3).unwrap() {
-                ValueRef::Real(f) => Value::from(f),
-                ValueRef::Integer(i) => Value::from(i as f64),
-                ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
-                _ => Value::Null,
-            };
-            let head: &str = r.get_ref(2).unwrap().as_str().unwrap();
-            let tail: &str = r.get_ref(4).unwrap().as_str().unwrap();
-            jsonl::encode_row(head, &real, tail, &mut lines).unwrap();
-            cursor = r.get(0).unwrap();
+            for i in 0..sql::PAGE_COLUMNS {
+                if i > 0 || n > 0 {
+                    wire.push(sql::WIRE_SEP);
+                }
+                match r.get_ref(i).unwrap() {
+                    ValueRef::Null => {}
+                    ValueRef::Integer(v) => wire.push_str(&v.to_string()),
+                    ValueRef::Real(f) => wire.push_str(&serde_json::to_string(&f).unwrap()),
+                    ValueRef::Text(t) => wire.push_str(std::str::from_utf8(t).unwrap()),
+                    ValueRef::Blob(_) => panic!("blob"),
+                }
+            }
             n += 1;
+        }
+        lines.clear();
+        let mut last = None;
+        for row in sql::page_rows(&wire) {
+            let row = row.unwrap();
+            jsonl::encode_row(row.head, row.real, row.tail, &mut lines).unwrap();
+            last = Some(row.head);
+        }
+        if let Some(head) = last {
+            cursor = sql::head_id(head).unwrap();
         }
         w.write(&lines);
         while let Some(part) = w.peek_part(5 << 20) {

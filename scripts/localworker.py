@@ -142,7 +142,7 @@ class LocalWorker:
         self.proc = None
 
     # -- HTTP ---------------------------------------------------------------------------------
-    def request(self, method: str, path: str, token: str | None = "default", headers: dict | None = None):
+    def request(self, method: str, path: str, token: str | None = "default", headers: dict | None = None, timeout: float = 60):
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
         tok = self.token if token == "default" else token
         if tok is not None:
@@ -150,7 +150,7 @@ class LocalWorker:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()

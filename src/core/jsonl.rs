@@ -4,11 +4,9 @@
 //! as 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`), because D1 hands
 //! integers to JavaScript as doubles and would round those above 2^53. SQLite prints REAL values
 //! with 15 significant digits there, and even `printf('%!.17g')` is inexact near 1e300, so the
-//! REAL column crosses as a number (a double, exact) and this module writes it as the shortest
-//! decimal that reads back as the same double (serde_json's float formatting), splicing it
-//! between the two halves SQLite rendered.
-
-use serde_json::Value;
+//! REAL column crosses as a number (a double, exact; JavaScript writes it as its shortest
+//! decimal) and this module writes it as the shortest decimal that reads back as the same
+//! double (serde_json's float formatting), splicing it between the two halves SQLite rendered.
 
 /// The column spliced in between the two halves.
 const REAL_KEY: &str = "response_time";
@@ -21,8 +19,9 @@ pub struct MalformedRow {
 }
 
 /// Appends the canonical JSONL line (ending in `\n`) for one row to `out`: `head` and `tail`
-/// are JSON objects, `real` the value of the column between them.
-pub fn encode_row(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
+/// are JSON objects, `real` the value of the column between them: a number in any exact
+/// decimal form, or JSON text (`"…"` or `null`).
+pub fn encode_row(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
     let start = out.len();
     encode_fields(head, real, tail, out).map_err(|reason| {
         out.truncate(start);
@@ -30,7 +29,7 @@ pub fn encode_row(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Re
     })
 }
 
-fn encode_fields(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+fn encode_fields(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let head = head
         .strip_suffix('}')
         .filter(|h| h.starts_with('{'))
@@ -53,16 +52,13 @@ fn encode_fields(head: &str, real: &Value, tail: &str, out: &mut Vec<u8>) -> Res
 }
 
 /// A REAL as a JSON number (always with a fraction or exponent, as SQL REALs are doubles);
-/// text or NULL in the column stays text or null.
-fn write_real(real: &Value, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let value = match real {
-        Value::Number(n) => n.as_f64().ok_or("REAL field is not a double")?,
-        Value::String(_) | Value::Null => {
-            serde_json::to_writer(&mut *out, real).map_err(|_| "REAL field did not serialize")?;
-            return Ok(());
-        }
-        Value::Bool(_) | Value::Array(_) | Value::Object(_) => return Err("REAL field has an impossible type"),
-    };
+/// text or NULL in the column stays JSON text or null.
+fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    if real == "null" || real.starts_with('"') {
+        out.extend_from_slice(real.as_bytes());
+        return Ok(());
+    }
+    let value: f64 = real.parse().map_err(|_| "REAL field is not a number")?;
     if value.is_finite() {
         // serde_json writes the shortest representation that parses back to the same double.
         serde_json::to_writer(&mut *out, &value).map_err(|_| "REAL field did not serialize")?;
@@ -78,36 +74,37 @@ fn write_real(real: &Value, out: &mut Vec<u8>) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn enc(head: &str, real: Value, tail: &str) -> String {
+    fn enc(head: &str, real: &str, tail: &str) -> String {
         let mut out = Vec::new();
-        encode_row(head, &real, tail, &mut out).unwrap();
+        encode_row(head, real, tail, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn splices_the_real_column_in_place() {
         assert_eq!(
-            enc("{\"id\":\"a\",\"status\":200}", json!(0.1 + 0.2), "{\"country\":null,\"timestamp\":9007199254740993}"),
+            enc("{\"id\":\"a\",\"status\":200}", "0.30000000000000004", "{\"country\":null,\"timestamp\":9007199254740993}"),
             "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
         );
-        assert_eq!(enc("{\"id\":\"a\"}", json!(1.5), "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
+        assert_eq!(enc("{\"id\":\"a\"}", "1.5", "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
     }
 
     #[test]
     fn reals_come_out_shortest_and_exact() {
         for (real, want) in [
-            (json!(12), "12.0"),
-            (json!(12.0), "12.0"),
-            (json!(123.456), "123.456"),
-            (json!(23.799999952316284), "23.799999952316284"),
-            (json!(5e-324), "5e-324"),
-            (json!(1e300), "1e+300"),
-            (json!("fast"), "\"fast\""),
-            (Value::Null, "null"),
+            ("12", "12.0"),
+            ("12.000000000000000", "12.0"),
+            ("123.456", "123.456"),
+            ("23.799999952316284", "23.799999952316284"),
+            ("5e-324", "5e-324"),
+            ("4.9406564584124654e-324", "5e-324"),
+            ("1e+300", "1e+300"),
+            ("Infinity", "9.0e+999"),
+            ("\"fast\"", "\"fast\""),
+            ("null", "null"),
         ] {
-            let line = enc("{\"id\":\"x\"}", real.clone(), "{\"c\":1}");
+            let line = enc("{\"id\":\"x\"}", real, "{\"c\":1}");
             assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{real}");
         }
     }
@@ -116,10 +113,10 @@ mod tests {
     fn malformed_rows_are_errors_and_write_nothing() {
         let mut out = b"kept".to_vec();
         assert_eq!(
-            encode_row("{\"id\":\"a\"", &json!(1.0), "{}", &mut out),
+            encode_row("{\"id\":\"a\"", "1.0", "{}", &mut out),
             Err(MalformedRow { reason: "head is not a JSON object" })
         );
-        assert!(encode_row("{}", &json!(true), "{}", &mut out).is_err());
+        assert!(encode_row("{}", "true", "{}", &mut out).is_err());
         assert_eq!(out, b"kept");
     }
 }

@@ -98,6 +98,10 @@ pub struct IoStats {
     pub rows_written: u64,
     pub queries: u64,
     pub max_buffer: u64,
+    /// Wall time spent waiting for D1's export pages beyond our own work on the previous one.
+    pub page_wait_ms: u64,
+    /// Wall time spent encoding, compressing and uploading.
+    pub encode_ms: u64,
 }
 
 /// The inputs of the finalize step.
@@ -472,6 +476,8 @@ fn note_io(rec: &mut Record, io: IoStats, export: bool) {
     rec.stats.rows_written += io.rows_written;
     rec.stats.queries += io.queries;
     rec.stats.max_buffer_bytes = rec.stats.max_buffer_bytes.max(io.max_buffer);
+    rec.stats.page_wait_ms += io.page_wait_ms;
+    rec.stats.encode_ms += io.encode_ms;
 }
 
 /// The record after the current step failed with `err`.

@@ -99,27 +99,39 @@ pub fn parse_any(rs: &ResultSet) -> Result<bool, BadResult> {
     decode::<Row>("any_in_set", rs).map(|r| r.any != 0)
 }
 
-/// One page of the export scan: `id`, the row's fingerprint term, and its wire row in three
-/// pieces (see [`crate::core::jsonl`]): the JSON of the columns before `response_time`, the
-/// REAL itself (exact: a double crosses from SQLite to JavaScript without loss), and the JSON
-/// of the columns after it.
+/// One page of the export scan. Per row: the row's fingerprint term, the JSON of the columns
+/// before `response_time`, the REAL itself (a number, exact: a double crosses from SQLite to
+/// JavaScript without loss; other values JSON-quoted), and the JSON of the columns after it.
+/// See [`crate::core::jsonl`] for how a line is put together, and [`PageRow`] for the wire form.
 ///
 /// Keyset pagination on `(event_date, id)`: `id > ?2 ORDER BY id LIMIT ?4` seeks straight to
 /// the cursor through `idx_traffic_events_date_id`, so each row is read once however far the scan
 /// is (OFFSET would re-read every skipped row, and D1 bills every row read). One result row per
 /// table row, with no aggregate or window: those make D1 count rows again through temp tables.
 pub const EXPORT_PAGE: &str = "\
-SELECT id,
-  timestamp % 1000003 AS fp,
-  json_object('id', id, 'path', path, 'method', method, 'status', status) AS head,
-  response_time,
-  json_object('client_ip_hash', client_ip_hash, 'user_agent', user_agent, 'country', country,
-              'timestamp', timestamp, 'event_date', event_date, 'is_error', is_error,
-              'created_at', created_at) AS tail
+SELECT (timestamp % 1000003) || char(31)
+    || json_object('id', id, 'path', path, 'method', method, 'status', status) || char(31)
+    || json_object('client_ip_hash', client_ip_hash, 'user_agent', user_agent, 'country', country,
+                   'timestamp', timestamp, 'event_date', event_date, 'is_error', is_error,
+                   'created_at', created_at) AS line,
+  CASE WHEN typeof(response_time) IN ('real', 'integer') THEN response_time
+       ELSE json_quote(response_time) END AS rt
 FROM traffic_events
 WHERE event_date = ?1 AND id > ?2 AND (created_at < ?3 OR created_at IS NULL)
 ORDER BY id
 LIMIT ?4";
+
+/// Columns of [`EXPORT_PAGE`]: `line` (fingerprint term, head and tail joined by
+/// [`LINE_SEP`]) and `rt`. Two values per row: the fewer values cross from D1, the faster.
+pub const PAGE_COLUMNS: usize = 2;
+
+/// Separates the values of a page on the wire (every value of every row, in order). None of
+/// them can hold it raw: `rt` is a number or JSON, `line` digits and JSON objects, and JSON
+/// escapes every control character.
+pub const WIRE_SEP: char = '\u{1e}';
+
+/// Separates the three parts of `line`.
+pub const LINE_SEP: char = '\u{1f}';
 
 pub fn export_page(date: &str, after_id: &str, cutoff: i64, max_rows: u32) -> Statement {
     Statement {
@@ -133,23 +145,94 @@ pub fn export_page(date: &str, after_id: &str, cutoff: i64, max_rows: u32) -> St
     }
 }
 
-/// One row of an export page.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PageRow {
-    pub id: String,
+/// One row of an export page, borrowed from the page's wire text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PageRow<'a> {
     /// `timestamp % 1000003`: the row's term of the set fingerprint.
     pub fp: i64,
     /// JSON object of the columns before `response_time`.
-    pub head: String,
-    /// `response_time` as D1 hands it over: a number (or, in a hand-edited row, text or null).
-    pub response_time: Value,
+    pub head: &'a str,
+    /// `response_time`: a number in any exact decimal form, or JSON (`"text"`, `null`).
+    pub real: &'a str,
     /// JSON object of the columns after `response_time`.
-    pub tail: String,
+    pub tail: &'a str,
 }
 
-/// Decodes an export page, consuming the result so that no row is held twice.
-pub fn parse_page(rs: ResultSet) -> Result<Vec<PageRow>, BadResult> {
-    rs.rows.into_iter().map(|row| decode_row("export_page", row)).collect()
+/// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
+/// NULL as the empty string (what JavaScript's `Array.prototype.join` makes of D1's rows).
+pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResult>> {
+    let bad = |detail: String| BadResult { statement: "export_page", detail };
+    let mut values = wire.split(WIRE_SEP);
+    let mut done = wire.is_empty();
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let fields: Vec<&str> = values.by_ref().take(PAGE_COLUMNS).collect();
+        match fields[..] {
+            [] => None,
+            [line, real] => {
+                let mut parts = line.splitn(3, LINE_SEP);
+                Some(match (parts.next(), parts.next(), parts.next()) {
+                    (Some(fp), Some(head), Some(tail)) => (if fp.is_empty() { Ok(0) } else { fp.parse::<i64>() })
+                        .map(|fp| PageRow { fp, head, real, tail })
+                        .map_err(|_| bad(format!("fingerprint {fp:?} is not an integer"))),
+                    _ => Err(bad(format!("row line has no three parts: {line:.60}"))),
+                })
+            }
+            _ => {
+                done = true;
+                Some(Err(bad(format!("a row has {} values, expected {PAGE_COLUMNS}", fields.len()))))
+            }
+        }
+    })
+}
+
+/// Rows in a page's wire text.
+pub fn page_len(wire: &str) -> u64 {
+    if wire.is_empty() {
+        0
+    } else {
+        (wire.matches(WIRE_SEP).count() as u64 + 1) / PAGE_COLUMNS as u64
+    }
+}
+
+/// The `head` of a page's last row, found from the end without parsing the rest.
+pub fn last_head(wire: &str) -> Option<&str> {
+    let line = wire.rsplitn(PAGE_COLUMNS + 1, WIRE_SEP).nth(PAGE_COLUMNS - 1)?;
+    line.splitn(3, LINE_SEP).nth(1)
+}
+
+/// The id of a row, read from its `head` (`{"id":"…",…}`).
+pub fn head_id(head: &str) -> Result<String, BadResult> {
+    let rest = head.strip_prefix("{\"id\":").ok_or_else(|| BadResult {
+        statement: "export_page",
+        detail: format!("row head does not start with the id: {:.40}", head),
+    })?;
+    let mut de = serde_json::Deserializer::from_str(rest);
+    String::deserialize(&mut de).map_err(|e| BadResult { statement: "export_page", detail: format!("row id: {e}") })
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn wire_pages_split_into_rows() {
+        let wire = "5\u{1f}{\"id\":\"a\\\"b\"}\u{1f}{}\u{1e}1.5\u{1e}\u{1f}{\"id\":\"c\"}\u{1f}{\"x\":1}\u{1e}null";
+        let rows: Vec<PageRow> = page_rows(wire).collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].fp, rows[0].real, rows[1].fp, rows[1].tail), (5, "1.5", 0, "{\"x\":1}"));
+        assert_eq!(head_id(rows[0].head).unwrap(), "a\"b");
+        assert_eq!(page_len(wire), 2);
+        assert_eq!(last_head(wire), Some("{\"id\":\"c\"}"));
+        let one = "7\u{1f}{\"id\":\"z\"}\u{1f}{}\u{1e}2.5";
+        assert_eq!((page_len(one), last_head(one)), (1, Some("{\"id\":\"z\"}")));
+        assert_eq!((page_len(""), last_head("")), (0, None));
+        assert_eq!(page_rows("").count(), 0);
+        assert!(page_rows("1\u{1f}{}\u{1e}1.0\u{1e}x").any(|r| r.is_err()));
+        assert!(page_rows("1{}\u{1e}1.0").any(|r| r.is_err()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,6 +56,13 @@ pub struct Stats {
     pub rows_written: u64,
     /// D1 queries issued.
     pub queries: u64,
+    /// Wall time the export spent waiting for D1's pages (the rest is encoding, compressing
+    /// and uploading).
+    #[serde(default)]
+    pub page_wait_ms: u64,
+    /// Wall time the export spent encoding, compressing and uploading.
+    #[serde(default)]
+    pub encode_ms: u64,
     /// When the set was captured and when it reached `Uploaded` (unix ms).
     pub export_started_ms: Option<i64>,
     pub uploaded_at_ms: Option<i64>,

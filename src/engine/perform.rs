@@ -86,29 +86,76 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
     let (mut rows, mut fp, mut raw) = (0u64, 0i64, 0u64);
     let mut since = plan.rows_since_checkpoint;
     let mut checkpoints = Vec::new();
-    let mut page_rows = plan.page_rows;
     let mut lines = Vec::with_capacity(plan.page_bytes as usize + 4096);
     let mut scan_done = false;
 
-    while rows < plan.step_rows && raw < plan.step_bytes {
-        let limit = page_rows.min((plan.step_rows - rows).min(u64::from(u32::MAX)) as u32).max(1);
-        let rs = query(ports.db, &sql::export_page(&plan.date, &cursor, plan.cutoff, limit), io).await?;
-        let page = sql::parse_page(rs)?;
-        let n = page.len() as u64;
-        lines.clear();
-        for row in &page {
-            jsonl::encode_row(&row.head, &row.response_time, &row.tail, &mut lines)?;
-            fp += row.fp;
+    let fetch = |after: String, limit: u32| {
+        let stmt = sql::export_page(&plan.date, &after, plan.cutoff, limit);
+        async move { ports.db.run_page(&stmt).await }
+    };
+    let budget = |rows: u64| plan.page_rows.min((plan.step_rows - rows).min(u64::from(u32::MAX)) as u32).max(1);
+    let mut limit = budget(0);
+    let asked = ports.host.now_ms();
+    let mut fetched = Some(fetch(cursor.clone(), limit).await);
+    io.page_wait_ms += (ports.host.now_ms() - asked).max(0) as u64;
+
+    // Page k+1 is asked for before page k is encoded, compressed and uploaded, so D1's work
+    // and ours overlap; the next cursor comes from page k's last row, read first.
+    while let Some(result) = fetched.take() {
+        let (wire, meta) = result?;
+        io.rows_read += meta.rows_read;
+        io.queries += 1;
+        let n = sql::page_len(&wire);
+        let last_id = match sql::last_head(&wire) {
+            Some(head) => Some(sql::head_id(head)?),
+            None => None,
+        };
+        let is_last = n < u64::from(limit);
+        // Keep pages near `page_bytes` whatever the rows' size (100 KB user agents).
+        let per_row = (wire.len() as u64 / n.max(1)).max(1);
+        let next_limit = budget(rows + n).min((plan.page_bytes / per_row).clamp(1, u64::from(plan.page_rows)) as u32);
+        let more = !is_last && rows + n < plan.step_rows && raw + wire.len() as u64 <= plan.step_bytes;
+
+        let started = ports.host.now_ms();
+        let encode = async {
+            lines.clear();
+            let mut page_fp = 0;
+            let mut first_head = None;
+            for row in sql::page_rows(&wire) {
+                let row = row?;
+                jsonl::encode_row(row.head, row.real, row.tail, &mut lines)?;
+                page_fp += row.fp;
+                first_head.get_or_insert(row.head);
+            }
+            // Compress in slices and hand out full parts after each, so the output buffer
+            // stays at one part plus one slice: no reallocation, whatever the page size.
+            for slice in lines.chunks(SLICE) {
+                w.write(slice);
+                parts.upload_full(ports.r2, &mut w, part_size).await?;
+            }
+            let first = match first_head {
+                Some(head) if first_id.is_none() => Some(sql::head_id(head)?),
+                _ => None,
+            };
+            Ok::<_, StepError>((page_fp, first, ports.host.now_ms() - started))
+        };
+        let (page_fp, first, busy_ms) = if more {
+            let next_cursor = last_id.clone().unwrap_or_else(|| cursor.clone());
+            let (next, encoded) = futures_util::future::join(fetch(next_cursor, next_limit), encode).await;
+            fetched = Some(next);
+            let encoded = encoded?;
+            io.page_wait_ms += ((ports.host.now_ms() - started) - encoded.2).max(0) as u64;
+            encoded
+        } else {
+            encode.await?
+        };
+        io.encode_ms += busy_ms.max(0) as u64;
+        fp += page_fp;
+        if first_id.is_none() {
+            first_id = first;
         }
-        // Compress in slices and hand out full parts after each, so the output buffer stays at
-        // one part plus one slice: no reallocation, whatever the page size.
-        for slice in lines.chunks(SLICE) {
-            w.write(slice);
-            parts.upload_full(ports.r2, &mut w, part_size).await?;
-        }
-        if let (Some(first), Some(last)) = (page.first(), page.last()) {
-            first_id.get_or_insert_with(|| first.id.clone());
-            cursor.clone_from(&last.id);
+        if let Some(id) = last_id {
+            cursor = id;
             rows += n;
             raw += lines.len() as u64;
             since += n;
@@ -116,16 +163,13 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
                 checkpoints.push(Checkpoint { upto: cursor.clone(), rows: since });
                 since = 0;
             }
-            // Keep the next page near `page_bytes` whatever the rows' size (100 KB user agents).
-            let per_row = (lines.len() as u64 / n).max(1);
-            page_rows = (plan.page_bytes / per_row).clamp(1, u64::from(plan.page_rows)) as u32;
         }
-        drop(page);
+        drop(wire);
         io.max_buffer = io.max_buffer.max(w.peak_buffer() as u64 + lines.capacity() as u64);
-        if n < u64::from(limit) {
+        if is_last {
             scan_done = true;
-            break;
         }
+        limit = next_limit;
     }
 
     let span = if scan_done { w.finish() } else { w.end_piece() };

@@ -64,8 +64,9 @@ fn meta_u64(meta: &JsValue, name: &str) -> u64 {
     Reflect::get(meta, &JsValue::from_str(name)).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) as u64
 }
 
-impl Database for D1 {
-    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+impl D1 {
+    /// Runs `stmt` with `.all()`: the JavaScript result object (`results`, `meta`).
+    async fn all(&self, stmt: &Statement) -> Result<JsValue, PortError> {
         const OP: &str = "d1";
         let params: Vec<JsValue> = stmt
             .params
@@ -78,9 +79,24 @@ impl Database for D1 {
             .collect();
         let prepared = self.0.prepare(stmt.sql).bind(&params).map_err(worker_err(OP))?;
         let promise = prepared.inner().all().map_err(js_err(OP))?;
-        let result = JsFuture::from(promise).await.map_err(js_err(OP))?;
+        JsFuture::from(promise).await.map_err(js_err(OP))
+    }
+}
+
+fn meta_of(result: &JsValue) -> Meta {
+    let meta = Reflect::get(result, &JsValue::from_str("meta")).unwrap_or(JsValue::UNDEFINED);
+    Meta {
+        rows_read: meta_u64(&meta, "rows_read"),
+        rows_written: meta_u64(&meta, "rows_written"),
+        changes: meta_u64(&meta, "changes"),
+    }
+}
+
+impl Database for D1 {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        const OP: &str = "d1";
+        let result = self.all(stmt).await?;
         let results = Reflect::get(&result, &JsValue::from_str("results")).map_err(js_err(OP))?;
-        let meta = Reflect::get(&result, &JsValue::from_str("meta")).unwrap_or(JsValue::UNDEFINED);
         let mut rows = Vec::new();
         if let Some(array) = results.dyn_ref::<Array>() {
             rows.reserve(array.length() as usize);
@@ -90,12 +106,25 @@ impl Database for D1 {
                 rows.push(values.iter().map(|v| to_value(&v)).collect());
             }
         }
-        let meta = Meta {
-            rows_read: meta_u64(&meta, "rows_read"),
-            rows_written: meta_u64(&meta, "rows_written"),
-            changes: meta_u64(&meta, "changes"),
-        };
-        Ok(ResultSet { rows, meta })
+        Ok(ResultSet { rows, meta: meta_of(&result) })
+    }
+
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        const OP: &str = "d1.page";
+        let result = self.all(stmt).await?;
+        let results = Reflect::get(&result, &JsValue::from_str("results")).map_err(js_err(OP))?;
+        let results: Array = results.dyn_into().map_err(js_err(OP))?;
+        // results.map(Object.values).flat().join(SEP), all inside JavaScript's builtins: one
+        // string crosses into wasm per page instead of one value per cell.
+        let object_values = Reflect::get(&js_sys::global(), &"Object".into())
+            .and_then(|o| Reflect::get(&o, &"values".into()))
+            .map_err(js_err(OP))?;
+        let map: js_sys::Function = Reflect::get(&results, &"map".into()).and_then(JsValue::dyn_into).map_err(js_err(OP))?;
+        let rows: Array = Reflect::apply(&map, &results, &Array::of1(&object_values))
+            .and_then(JsValue::dyn_into)
+            .map_err(js_err(OP))?;
+        let wire = String::from(rows.flat(1).join(&crate::core::sql::WIRE_SEP.to_string()));
+        Ok((wire, meta_of(&result)))
     }
 }
 

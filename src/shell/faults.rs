@@ -9,7 +9,7 @@ use std::cell::Cell;
 
 use worker::Env;
 
-use crate::core::sql::{ResultSet, Statement};
+use crate::core::sql::{Meta, ResultSet, Statement};
 use crate::ports::{Database, ObjectInfo, ObjectStore, PortError};
 
 thread_local! {
@@ -68,6 +68,10 @@ impl<D: Database> Database for FaultyDb<D> {
     async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
         check(&D1_CALLS, self.plan.d1, "d1")?;
         self.inner.run(stmt).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        check(&D1_CALLS, self.plan.d1, "d1.page")?;
+        self.inner.run_page(stmt).await
     }
 }
 

@@ -154,6 +154,23 @@ impl Database for SqliteDb {
         let meta = Meta { rows_read: rows.len() as u64 + changes, rows_written: changes, changes };
         Ok(ResultSet { rows, meta })
     }
+
+    /// What the D1 adapter's `Array.prototype.join` makes of the rows.
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        let rs = self.run(stmt).await?;
+        let mut wire = String::new();
+        for (i, v) in rs.rows.iter().flatten().enumerate() {
+            if i > 0 {
+                wire.push(d1_archiver::core::sql::WIRE_SEP);
+            }
+            match v {
+                Value::Null => {}
+                Value::String(s) => wire.push_str(s),
+                other => wire.push_str(&other.to_string()),
+            }
+        }
+        Ok((wire, rs.meta))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""scripts/soak's body: 1M-row days, killed with SIGKILL again and again until the kill count is
+reached, each day checked row by row against what D1 held before its run."""
+
+import argparse
+import datetime as dt
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from crashloop import run_with_kills  # noqa: E402
+from localworker import ROOT, LocalWorker  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    rng = random.Random(a.seed)
+    workdir = ROOT / ".wrangler" / "soak"
+    shutil.rmtree(workdir, ignore_errors=True)
+    w = LocalWorker(workdir, token="soak-token", vars={"MAX_RUNNING_DATES": "1"})
+    w.migrate()
+    today = dt.datetime.now(dt.timezone.utc).date()
+    others = [(today - dt.timedelta(days=d)).isoformat() for d in (1, 2)]
+    for o in others:
+        w.seed(o, 10_000)
+    before_others = {o: w.rows(o) for o in others}
+    started = time.time()
+    kills, days, totals = [], [], dict(lost=0, duplicated=0, altered=0, left_in_d1=0, cron_rescues=0)
+    offset = 20
+    try:
+        while len(kills) < a.kills:
+            date = (today - dt.timedelta(days=offset)).isoformat()
+            offset += 1
+            w.seed(date, a.rows)
+            out = run_with_kills(w, date, kills=min(12, a.kills - len(kills)), rng=rng, first=len(kills) + 1)
+            w.stop()
+            kills += out.kills
+            days.append((date, len(out.kills), out))
+            for k in totals:
+                totals[k] += getattr(out, k)
+            print(f"{date}: {len(out.kills)} kills, lost {out.lost}, duplicated {out.duplicated}, altered {out.altered}, left in D1 {out.left_in_d1}", flush=True)
+        w.start()
+        untouched = all(w.rows(o) == before_others[o] for o in others)
+    finally:
+        w.stop()
+    by_phase = {}
+    for k in kills:
+        by_phase[k.phase] = by_phase.get(k.phase, 0) + 1
+    print()
+    print(f"scripts/soak --rows {a.rows} --kills {a.kills} --seed {a.seed}: {time.time() - started:.0f} s")
+    print("| days | rows per day | kills survived | kills by phase seen | cron rescues | rows lost | rows duplicated | rows altered | rows left in D1 | other dates untouched |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|:--:|")
+    print(f"| {len(days)} | {a.rows:,} | {len(kills)} | {', '.join(f'{p}: {n}' for p, n in sorted(by_phase.items()))} | {totals['cron_rescues']} | "
+          f"{totals['lost']} | {totals['duplicated']} | {totals['altered']} | {totals['left_in_d1']} | {'yes' if untouched else 'NO'} |")
+    print()
+    for k in kills:
+        print(f"kill {k.number:>2}: aimed at {k.target:<10} phase {k.phase:<10} rows exported {k.rows_exported:>9,}  deleted {k.rows_deleted:>9,}")
+    ok = untouched and all(totals[k] == 0 for k in ("lost", "duplicated", "altered", "left_in_d1"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
