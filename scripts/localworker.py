@@ -230,7 +230,7 @@ class LocalWorker:
         status, headers, body = self.request("GET", q)
         assert status == 200, body[:500]
         assert headers.get("Content-Type") == "application/gzip"
-        assert int(headers.get("Content-Length", len(body))) == len(body)
+        assert int(headers["Content-Length"]) == len(body), headers
         text = single_member_gunzip(body).decode("utf-8")
         return [json.loads(line) for line in text.splitlines()]
 

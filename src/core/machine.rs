@@ -146,6 +146,8 @@ pub enum Outcome {
     Deleted { ranges: usize, rows: u64, io: IoStats },
     /// Rows of the set still in D1.
     Checked { remaining: u64, io: IoStats },
+    /// Nothing was done (the action was `Wait`); the record stays as it is.
+    Nothing,
     Failed(StepError),
 }
 

@@ -143,9 +143,7 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             result.map_err(EngineError::Effect)?;
         }
         let next = decision.record;
-        if decision.reply != Reply::AlreadyRunning || rec.phase != next.phase {
-            self.sync_metadata(&rec, &next, now).await.map_err(EngineError::Metadata)?;
-        }
+        self.sync_metadata(&rec, &next, now).await.map_err(EngineError::Metadata)?;
         let carry = carry_to_save(&rec, &next, None);
         if next != rec {
             self.save(&next, carry, rec.revision).await?;

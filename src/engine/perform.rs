@@ -23,7 +23,8 @@ pub(super) async fn perform<D: Database, O: ObjectStore, S: Durable, H: Host>(
 ) -> (Outcome, Option<Vec<u8>>) {
     let mut io = IoStats::default();
     let result = match action {
-        Action::Wait => return (Outcome::Checked { remaining: 0, io }, None),
+        // The engine never performs Wait; should it, nothing happens.
+        Action::Wait => return (Outcome::Nothing, None),
         Action::Capture { date } => capture(ports, &date, &mut io).await.map(|(cutoff, any)| {
             (Outcome::Captured { cutoff, any, io }, None)
         }),

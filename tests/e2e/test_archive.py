@@ -21,7 +21,9 @@ def worker(workdir):
         "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES "
         f"('0-edge-1', '/q?x=''1'' OR 1=1;--', 'GET', 200, 0.30000000000000004, 'h', 'emoji 😀 中文 \"quoted\" back\\\\slash ' || char(1) || char(9) || char(10), NULL, 9007199254740993, '{DUE}', 0, unixepoch() - 3600),"
         f"('0-edge-2', '/', 'GET', 500, 1e300, 'h', NULL, NULL, -9007199254740993, '{DUE}', 1, unixepoch() - 3600),"
-        f"('0-edge-3', '/', 'POST', 200, 5e-324, 'h', printf('%.*c', 100000, 'A'), 'JP', 9007199254740991, '{DUE}', 0, unixepoch() - 3600)"
+        f"('0-edge-3', '/', 'POST', 200, 5e-324, 'h', printf('%.*c', 100000, 'A'), 'JP', 9007199254740991, '{DUE}', 0, unixepoch() - 3600),"
+        # NULL in every nullable column, created_at included.
+        f"('0-edge-4', '/', 'GET', 200, 0, 'h', NULL, NULL, 9007199254740992, '{DUE}', 0, NULL)"
     )
     w.start()
     yield w
@@ -31,11 +33,11 @@ def worker(workdir):
 def test_cron_archives_the_due_date_exactly_and_leaves_the_recent_one(worker):
     expected = worker.rows(DUE)
     recent_before = worker.rows(RECENT)
-    assert len(expected) == ROWS + 3
+    assert len(expected) == ROWS + 4
     worker.cron()
     st = worker.wait_for(DUE, {"cleaned", "failed"})
     assert st["phase"] == "cleaned", st
-    assert st["rows_exported"] == st["rows_in_set"] == st["rows_deleted"] == ROWS + 3
+    assert st["rows_exported"] == st["rows_in_set"] == st["rows_deleted"] == ROWS + 4
     assert st["object_key"] == f"traffic_events/event_date={DUE}/0001.jsonl.gz"
     assert st["stats"]["steps"] >= 5, "a 40k-row day must take several bounded steps"
 
@@ -45,7 +47,7 @@ def test_cron_archives_the_due_date_exactly_and_leaves_the_recent_one(worker):
     assert worker.status(RECENT)["phase"] == "idle"
 
     m = worker.metadata(DUE)
-    assert (m["d1_cleaned"], m["record_count"], m["status"], m["generation"]) == (1, ROWS + 3, "cleaned", 1)
+    assert (m["d1_cleaned"], m["record_count"], m["status"], m["generation"]) == (1, ROWS + 4, "cleaned", 1)
     assert m["file_size_bytes"] == st["bytes_uploaded"] > 0
     assert m["r2_path"] == st["object_key"]
 
