@@ -227,6 +227,9 @@ def report(results: dict, sizes: list, a) -> str:
     for name, got, ok in checks:
         out.append(f"| {name} | {got} | {'pass' if ok else '**miss**'} |")
     out.append("")
+    notes = ROOT / "docs" / "benchmarks-notes.md"
+    if notes.exists():
+        out += ["", notes.read_text()]
     return "\n".join(out)
 
 

@@ -75,16 +75,18 @@ def kill_during(w: LocalWorker, date: str, target: str, rng: random.Random, time
     return st
 
 
-def run_with_kills(w: LocalWorker, date: str, kills: int, rng: random.Random, first: int = 1) -> Outcome:
-    """Triggers `date`, kills workerd `kills` times spread over TARGETS, lets it finish, and
-    checks the archive against D1's rows as they were before."""
+def run_with_kills(w: LocalWorker, date: str, kills: int, rng: random.Random, first: int = 1,
+                   targets: list = TARGETS) -> Outcome:
+    """Triggers `date`, kills workerd `kills` times aiming at `targets` in turn (a target already
+    passed means: kill now), lets it finish, and checks the archive against D1's rows as they
+    were before."""
     out = Outcome()
     expected = expected_digests(w, date)
     w.start()
     code, body = w.api("POST", f"/admin/trigger-archive?date={date}")
     assert code == 202, body
     for i in range(kills):
-        target = TARGETS[i % len(TARGETS)]
+        target = targets[i % len(targets)]
         st = kill_during(w, date, target, rng)
         if st is None:
             break
