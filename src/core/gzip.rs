@@ -38,7 +38,6 @@ pub struct StreamPos {
 /// One step's writer. Holds the compressor and the not-yet-uploaded output.
 pub struct PieceWriter {
     compressor: Box<CompressorOxide>,
-    flags: u32,
     hasher: crc32fast::Hasher,
     raw_len: u64,
     /// Compressed bytes not yet handed out as parts. Starts with the carry of the previous step.
@@ -72,7 +71,6 @@ impl PieceWriter {
         out.reserve(capacity.saturating_sub(out.len()));
         let mut writer = PieceWriter {
             compressor: Box::new(CompressorOxide::new(flags)),
-            flags,
             hasher: crc32fast::Hasher::new_with_initial_len(pos.crc, pos.raw_len),
             raw_len: pos.raw_len,
             out,
@@ -113,7 +111,8 @@ impl PieceWriter {
             len: end - self.piece_start,
             raw_len: self.piece_raw,
         };
-        self.compressor = Box::new(CompressorOxide::new(self.flags));
+        // A fresh dictionary and state, same parameters: the next piece refers to nothing before it.
+        self.compressor.reset();
         self.piece_start = end;
         self.piece_raw = 0;
         Some(span)

@@ -200,7 +200,7 @@ pub fn page_len(wire: &str) -> u64 {
 /// The `head` of a page's last row, found from the end without parsing the rest.
 pub fn last_head(wire: &str) -> Option<&str> {
     let line = wire.rsplitn(PAGE_COLUMNS + 1, WIRE_SEP).nth(PAGE_COLUMNS - 1)?;
-    line.splitn(3, LINE_SEP).nth(1)
+    line.split(LINE_SEP).nth(1)
 }
 
 /// The id of a row, read from its `head` (`{"id":"…",…}`).
