@@ -58,6 +58,12 @@ def test_bad_input_is_a_4xx_json_error_and_changes_nothing(worker, method, path,
     assert worker.status(DATE)["phase"] == "idle"
 
 
+def test_health_is_503_while_an_old_date_waits_in_d1(worker):
+    code, body = worker.api("GET", "/admin/health")
+    assert code == 503 and body["ok"] is False
+    assert any(DATE in r and "past its due time" in r for r in body["reasons"]), body
+
+
 def test_no_token_configured_is_503_with_instructions(tmp_path):
     w = LocalWorker(tmp_path, token=None)
     w.migrate()

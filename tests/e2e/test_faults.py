@@ -62,6 +62,8 @@ def test_repeated_r2_failures_end_in_failed_then_a_trigger_resumes(tmp_path):
         m = w.metadata(date)
         assert m["status"] == "failed" and "injected fault" in m["error_message"] and m["d1_cleaned"] == 0
         assert w.count(date) == 30_000, "nothing deleted"
+        code, health = w.api("GET", "/admin/health")
+        assert code == 503 and any(f"{date} failed" in r for r in health["reasons"]), health
         position = st["rows_exported"]
         # Three steps of 10,000 rows were saved; the fourth, which ends the stream with the
         # day's only (final) put, is the one that failed.
