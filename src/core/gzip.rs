@@ -13,14 +13,14 @@
 //! The last step appends an empty final block and the trailer (CRC-32 and length of the JSONL).
 //! Readers that stop after the first gzip member still read everything: there is only one.
 
-use miniz_oxide::deflate::core::{
-    compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush,
-    TDEFLStatus,
-};
+use flate2::{Compress, Compression, FlushCompress, Status};
 
 /// The fixed 10-byte gzip member header (RFC 1952): magic, CM=deflate, no flags, mtime 0,
 /// XFL 0, OS 255 (unknown). Fixed bytes keep the output a pure function of the rows.
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// Size of the compressor's output window per call.
+const SCRATCH: usize = 64 * 1024;
+
 /// Length of the gzip trailer: CRC-32 and ISIZE, both little-endian u32.
 pub const GZIP_TRAILER_LEN: u64 = 8;
 
@@ -37,7 +37,10 @@ pub struct StreamPos {
 
 /// One step's writer. Holds the compressor and the not-yet-uploaded output.
 pub struct PieceWriter {
-    compressor: Box<CompressorOxide>,
+    compressor: Compress,
+    /// Where the compressor writes before its output is appended to `out`: bounded, so `out`
+    /// grows by at most one slice's output between two part uploads.
+    scratch: Vec<u8>,
     hasher: crc32fast::Hasher,
     raw_len: u64,
     /// Compressed bytes not yet handed out as parts. Starts with the carry of the previous step.
@@ -65,12 +68,13 @@ impl PieceWriter {
     /// were produced but not uploaded; `capacity` sizes the output buffer once, so that it never
     /// reallocates in a normal step.
     pub fn resume(level: u8, pos: StreamPos, carry: Vec<u8>, capacity: usize) -> Self {
-        let flags = create_comp_flags_from_zip_params(i32::from(level.min(10)), -15, 0);
         let carry_len = carry.len() as u64;
         let mut out = carry;
         out.reserve(capacity.saturating_sub(out.len()));
         let mut writer = PieceWriter {
-            compressor: Box::new(CompressorOxide::new(flags)),
+            // Raw deflate (no zlib header): the gzip framing is ours.
+            compressor: Compress::new(Compression::new(u32::from(level.min(9))), false),
+            scratch: Vec::with_capacity(SCRATCH),
             hasher: crc32fast::Hasher::new_with_initial_len(pos.crc, pos.raw_len),
             raw_len: pos.raw_len,
             out,
@@ -95,7 +99,7 @@ impl PieceWriter {
         self.hasher.update(raw);
         self.raw_len += raw.len() as u64;
         self.piece_raw += raw.len() as u64;
-        self.run(raw, TDEFLFlush::None);
+        self.run(raw, FlushCompress::None);
     }
 
     /// Ends the current piece with a full flush and starts the next one with a fresh compressor.
@@ -104,15 +108,15 @@ impl PieceWriter {
         if self.piece_raw == 0 {
             return None;
         }
-        self.run(&[], TDEFLFlush::Full);
+        // A full flush ends the piece byte-aligned and resets the dictionary: what follows
+        // refers to nothing before it.
+        self.run(&[], FlushCompress::Full);
         let end = self.pos().out_len;
         let span = PieceSpan {
             offset: self.piece_start,
             len: end - self.piece_start,
             raw_len: self.piece_raw,
         };
-        // A fresh dictionary and state, same parameters: the next piece refers to nothing before it.
-        self.compressor.reset();
         self.piece_start = end;
         self.piece_raw = 0;
         Some(span)
@@ -121,7 +125,7 @@ impl PieceWriter {
     /// Ends the stream: the current piece, an empty final block, and the gzip trailer.
     pub fn finish(&mut self) -> Option<PieceSpan> {
         let span = self.end_piece();
-        self.run(&[], TDEFLFlush::Finish);
+        self.run(&[], FlushCompress::Finish);
         let crc = self.hasher.clone().finalize();
         self.out.extend_from_slice(&crc.to_le_bytes());
         // ISIZE is the length modulo 2^32 (RFC 1952).
@@ -169,23 +173,26 @@ impl PieceWriter {
         self.peak_out
     }
 
-    fn run(&mut self, input: &[u8], flush: TDEFLFlush) {
-        let out = &mut self.out;
+    fn run(&mut self, input: &[u8], flush: FlushCompress) {
         let mut rest = input;
         loop {
-            let (status, consumed) = compress_to_output(&mut self.compressor, rest, flush, |bytes| {
-                out.extend_from_slice(bytes);
-                true
-            });
-            rest = &rest[consumed..];
+            self.scratch.clear();
+            let before = self.compressor.total_in();
+            let status = self
+                .compressor
+                .compress_vec(rest, &mut self.scratch, flush)
+                // Only a misuse of the API fails here (the parameters are fixed); stopping
+                // would silently drop rows, so fail loudly instead.
+                .unwrap_or_else(|e| panic!("deflate refused input: {e}"));
+            rest = &rest[(self.compressor.total_in() - before) as usize..];
+            self.out.extend_from_slice(&self.scratch);
+            let scratch_full = self.scratch.len() == self.scratch.capacity();
             match status {
-                TDEFLStatus::Okay | TDEFLStatus::Done if rest.is_empty() => break,
-                TDEFLStatus::Okay => continue,
-                // The callback never refuses and the parameters are fixed, so these cannot happen;
-                // stopping here would silently drop rows, so fail loudly instead.
-                TDEFLStatus::Done | TDEFLStatus::BadParam | TDEFLStatus::PutBufFailed => {
-                    panic!("deflate refused input: {status:?}")
-                }
+                Status::StreamEnd => break,
+                // Done when the input is in and the compressor had room to spare (for a flush,
+                // zlib's rule: it is complete once a call leaves output space unused).
+                Status::Ok | Status::BufError if rest.is_empty() && !scratch_full => break,
+                Status::Ok | Status::BufError => continue,
             }
         }
         self.note_peak();
