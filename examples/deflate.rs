@@ -15,7 +15,8 @@ fn main() {
         let t = Instant::now();
         let mut c = flate2::Compress::new(flate2::Compression::new(u32::from(level)), false);
         let mut zlib_rs = Vec::with_capacity(data.len());
-        c.compress_vec(&data, &mut zlib_rs, flate2::FlushCompress::Finish).expect("deflate");
+        c.compress_vec(&data, &mut zlib_rs, flate2::FlushCompress::Finish)
+            .expect("deflate");
         let zlib_rs_s = t.elapsed().as_secs_f64();
         let mb = data.len() as f64 / 1e6;
         println!(

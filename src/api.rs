@@ -5,7 +5,7 @@
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::core::date::{Day, DateError};
+use crate::core::date::{DateError, Day};
 
 /// An API error: HTTP status and a message that says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,7 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, error, message: message.into() }
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+        }
     }
 
     pub fn body(&self) -> String {
@@ -56,7 +60,11 @@ pub const MAX_QUERY_LEN: usize = 512;
 /// Validates the `date` parameter: present, a real calendar day, not in the future.
 pub fn date_param(value: Option<&str>, today: Day) -> Result<Day, ApiError> {
     let value = value.ok_or_else(|| {
-        ApiError::new(400, "missing_date", "query parameter `date` is required, e.g. ?date=2026-11-20")
+        ApiError::new(
+            400,
+            "missing_date",
+            "query parameter `date` is required, e.g. ?date=2026-11-20",
+        )
     })?;
     Day::parse(value, today).map_err(|e| {
         let code = match e {
@@ -73,7 +81,11 @@ pub fn number_param(name: &'static str, value: Option<&str>) -> Result<Option<u3
     match value {
         None => Ok(None),
         Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
-            ApiError::new(400, "bad_parameter", format!("`{name}` must be a positive whole number, got {:?}", truncate(v)))
+            ApiError::new(
+                400,
+                "bad_parameter",
+                format!("`{name}` must be a positive whole number, got {:?}", truncate(v)),
+            )
         }),
     }
 }
@@ -97,7 +109,10 @@ mod tests {
         assert_eq!(authorize(Some(""), Some("Bearer x")).unwrap_err().status, 503);
         assert_eq!(authorize(Some("secret"), None).unwrap_err().status, 401);
         assert_eq!(authorize(Some("secret"), Some("Bearer secre")).unwrap_err().status, 401);
-        assert_eq!(authorize(Some("secret"), Some("Bearer secrets")).unwrap_err().status, 401);
+        assert_eq!(
+            authorize(Some("secret"), Some("Bearer secrets")).unwrap_err().status,
+            401
+        );
         assert_eq!(authorize(Some("secret"), Some("secret")).unwrap_err().status, 401);
         assert!(authorize(Some("secret"), Some("Bearer secret")).is_ok());
     }

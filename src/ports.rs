@@ -32,7 +32,11 @@ pub struct PortError {
 
 impl PortError {
     pub fn transient(op: &'static str, message: impl Into<String>) -> PortError {
-        PortError { kind: FailureKind::Transient, op, message: message.into() }
+        PortError {
+            kind: FailureKind::Transient,
+            op,
+            message: message.into(),
+        }
     }
 }
 

@@ -44,14 +44,30 @@ fn drive_through_faults(w: &World) {
     panic!("the run did not finish: {:?}", w.status(DATE));
 }
 
-fn check(w: &World, expected: &std::collections::BTreeMap<String, serde_json::Value>, other: &std::collections::BTreeMap<String, serde_json::Value>, label: &str) {
+fn check(
+    w: &World,
+    expected: &std::collections::BTreeMap<String, serde_json::Value>,
+    other: &std::collections::BTreeMap<String, serde_json::Value>,
+    label: &str,
+) {
     let st = w.status(DATE);
     assert_eq!(st.phase, "cleaned", "{label}: {st:?}");
-    let object = w.r2.object(&st.object_key.unwrap()).unwrap_or_else(|| panic!("{label}: no object"));
-    assert_eq!(assert_archive_matches(&gunzip_single_member(&object), expected), ROWS as usize, "{label}");
+    let object =
+        w.r2.object(&st.object_key.unwrap())
+            .unwrap_or_else(|| panic!("{label}: no object"));
+    assert_eq!(
+        assert_archive_matches(&gunzip_single_member(&object), expected),
+        ROWS as usize,
+        "{label}"
+    );
     assert_eq!(count_date(&w.db, DATE), 0, "{label}: rows left in D1");
     assert_eq!(&expected_rows(&w.db, OTHER), other, "{label}: other date touched");
-    let cleaned: i64 = w.db.conn.query_row("SELECT d1_cleaned FROM archive_metadata WHERE date = ?1", [DATE], |r| r.get(0)).unwrap();
+    let cleaned: i64 =
+        w.db.conn
+            .query_row("SELECT d1_cleaned FROM archive_metadata WHERE date = ?1", [DATE], |r| {
+                r.get(0)
+            })
+            .unwrap();
     assert_eq!(cleaned, 1, "{label}");
 }
 
@@ -63,13 +79,29 @@ fn reference_calls() -> u64 {
     drive_through_faults(&w);
     check(&w, &expected, &other, "reference");
     let log = w.faults.log.borrow().clone();
-    for op in ["d1.select", "d1.delete", "d1.metadata", "r2.create_upload", "r2.upload_part", "r2.complete", "r2.head", "r2.get", "r2.put", "do.load", "do.save"] {
+    for op in [
+        "d1.select",
+        "d1.delete",
+        "d1.metadata",
+        "r2.create_upload",
+        "r2.upload_part",
+        "r2.complete",
+        "r2.head",
+        "r2.get",
+        "r2.put",
+        "do.load",
+        "do.save",
+    ] {
         assert!(log.contains(&op), "the reference run never calls {op}");
     }
     assert!(w.status(DATE).parts_uploaded >= 2, "the run must span several parts");
     let calls = w.faults.calls.get();
     assert!(calls > 40, "a run of {calls} calls is too short to mean much");
-    eprintln!("reference run: {calls} port calls, {} steps, {} parts", w.status(DATE).stats.steps, w.status(DATE).parts_uploaded);
+    eprintln!(
+        "reference run: {calls} port calls, {} steps, {} parts",
+        w.status(DATE).stats.steps,
+        w.status(DATE).parts_uploaded
+    );
     calls
 }
 
@@ -113,6 +145,9 @@ fn a_crash_after_every_call_restarts_from_durable_state() {
         w.faults.reset();
         drive_through_faults(&w);
         check(&w, &expected, &other, &format!("crash after call {k} ({op})"));
-        assert!(w.r2.open_uploads() <= 1, "crash after call {k}: more than one orphaned upload");
+        assert!(
+            w.r2.open_uploads() <= 1,
+            "crash after call {k}: more than one orphaned upload"
+        );
     }
 }

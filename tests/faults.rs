@@ -17,7 +17,11 @@ fn world(cfg: Config, rows: u64) -> World {
 
 fn metadata(w: &World) -> (String, Option<String>, i64) {
     w.db.conn
-        .query_row("SELECT status, error_message, d1_cleaned FROM archive_metadata WHERE date = ?1", [DATE], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            "SELECT status, error_message, d1_cleaned FROM archive_metadata WHERE date = ?1",
+            [DATE],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap()
 }
 
@@ -44,10 +48,19 @@ fn an_upload_aborted_from_outside_restarts_the_export_cleanly() {
 
 #[test]
 fn a_deleted_archive_stops_cleaning_before_any_delete() {
-    let w = world(Config { auto_cleanup: false, ..small_config() }, 2_000);
+    let w = world(
+        Config {
+            auto_cleanup: false,
+            ..small_config()
+        },
+        2_000,
+    );
     w.run(DATE);
     let st = w.status(DATE);
-    assert_eq!(st.phase, "uploaded", "with AUTO_CLEANUP off the run waits after the upload");
+    assert_eq!(
+        st.phase, "uploaded",
+        "with AUTO_CLEANUP off the run waits after the upload"
+    );
     assert_eq!(metadata(&w).0, "uploaded");
     w.r2.objects.borrow_mut().remove(&st.object_key.clone().unwrap());
     w.command(DATE, Command::Cleanup).unwrap();
@@ -55,8 +68,19 @@ fn a_deleted_archive_stops_cleaning_before_any_delete() {
     let st = w.status(DATE);
     assert_eq!((st.phase, st.failed_in), ("failed", Some("cleaning")));
     assert_eq!(st.rows_deleted, 0);
-    assert!(st.last_error.as_deref().unwrap().contains("missing; nothing was deleted"), "{:?}", st.last_error);
-    assert_eq!(count_date(&w.db, DATE), 2_000, "nothing may be deleted without the archive");
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("missing; nothing was deleted"),
+        "{:?}",
+        st.last_error
+    );
+    assert_eq!(
+        count_date(&w.db, DATE),
+        2_000,
+        "nothing may be deleted without the archive"
+    );
     let (status, error, cleaned) = metadata(&w);
     assert_eq!((status.as_str(), cleaned), ("failed", 0));
     assert!(error.unwrap().contains("missing"));
@@ -82,7 +106,9 @@ fn repeated_failures_end_in_failed_with_the_error_and_a_trigger_resumes() {
     }
     let before = w.status(DATE).rows_exported;
     assert!(before > 0);
-    w.db.conn.execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away").unwrap();
+    w.db.conn
+        .execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away")
+        .unwrap();
     let mut delays = Vec::new();
     w.drive(DATE, |w, _| {
         let r = w.record(DATE);
@@ -96,14 +122,19 @@ fn repeated_failures_end_in_failed_with_the_error_and_a_trigger_resumes() {
     assert_eq!(status, "failed");
     assert!(error.unwrap().contains("no such table"));
 
-    w.db.conn.execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events").unwrap();
+    w.db.conn
+        .execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events")
+        .unwrap();
     let resumed = w.command(DATE, Command::Trigger).unwrap();
     assert_eq!(resumed.reply, d1_archiver::core::machine::Reply::Resumed);
     assert_eq!(resumed.status.rows_exported, before);
     w.drive(DATE, |_, _| {});
     let st = w.status(DATE);
     assert_eq!(st.phase, "cleaned");
-    assert_archive_matches(&gunzip_single_member(&w.r2.object(&st.object_key.unwrap()).unwrap()), &expected);
+    assert_archive_matches(
+        &gunzip_single_member(&w.r2.object(&st.object_key.unwrap()).unwrap()),
+        &expected,
+    );
 }
 
 #[test]
@@ -129,7 +160,11 @@ fn a_reset_that_would_lose_data_is_refused() {
     let w = world(small_config(), 1_000);
     w.run(DATE);
     match w.command(DATE, Command::Reset) {
-        Err(EngineError::Refused(r)) => assert!(r.reason.contains("only copy") || r.reason.contains("only in"), "{}", r.reason),
+        Err(EngineError::Refused(r)) => assert!(
+            r.reason.contains("only copy") || r.reason.contains("only in"),
+            "{}",
+            r.reason
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(w.status(DATE).phase, "cleaned");
@@ -137,10 +172,23 @@ fn a_reset_that_would_lose_data_is_refused() {
 
 #[test]
 fn a_range_that_changed_after_the_export_is_not_deleted() {
-    let w = world(Config { auto_cleanup: false, ..small_config() }, 2_000);
+    let w = world(
+        Config {
+            auto_cleanup: false,
+            ..small_config()
+        },
+        2_000,
+    );
     w.run(DATE);
     // A row that claims an old created_at appears inside an exported id range.
-    let first_id: String = w.db.conn.query_row("SELECT min(id) FROM traffic_events WHERE event_date = ?1", [DATE], |r| r.get(0)).unwrap();
+    let first_id: String =
+        w.db.conn
+            .query_row(
+                "SELECT min(id) FROM traffic_events WHERE event_date = ?1",
+                [DATE],
+                |r| r.get(0),
+            )
+            .unwrap();
     w.db.conn
         .execute(
             "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date, created_at) VALUES (?1, '/sneaky', 'GET', 'h', 1, ?2, 1)",
@@ -152,7 +200,11 @@ fn a_range_that_changed_after_the_export_is_not_deleted() {
     let st = w.status(DATE);
     assert_eq!((st.phase, st.failed_in), ("failed", Some("cleaning")));
     assert!(st.last_error.unwrap().contains("refused to delete"));
-    assert_eq!(count_date(&w.db, DATE), 2_001, "the changed range and everything after it stay");
+    assert_eq!(
+        count_date(&w.db, DATE),
+        2_001,
+        "the changed range and everything after it stay"
+    );
 }
 
 #[test]
@@ -169,5 +221,12 @@ fn triggers_are_idempotent() {
     });
     let st = w.status(DATE);
     assert_eq!((st.phase, st.generation), ("cleaned", 1));
-    assert_eq!(w.r2.objects.borrow().keys().filter(|k| k.ends_with(".jsonl.gz")).count(), 1);
+    assert_eq!(
+        w.r2.objects
+            .borrow()
+            .keys()
+            .filter(|k| k.ends_with(".jsonl.gz"))
+            .count(),
+        1
+    );
 }

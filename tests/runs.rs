@@ -29,19 +29,26 @@ fn full_run(cfg: Config, rows: u64) -> (World, Vec<u8>) {
     let key = st.object_key.clone().unwrap();
     assert_eq!(key, "traffic_events/event_date=2026-11-20/0001.jsonl.gz");
     let object = w.r2.object(&key).expect("archive object");
-    assert_eq!(assert_archive_matches(&gunzip_single_member(&object), &expected), rows as usize);
+    assert_eq!(
+        assert_archive_matches(&gunzip_single_member(&object), &expected),
+        rows as usize
+    );
     assert_eq!(count_date(&w.db, DATE), 0, "D1 still holds rows of the date");
     assert_eq!(expected_rows(&w.db, OTHER), other_before, "the other date was touched");
     assert_eq!(w.r2.open_uploads(), 0, "an upload was left open");
 
-    let (cleaned, count, size, status): (i64, i64, i64, String) = w
-        .db
-        .conn
-        .query_row("SELECT d1_cleaned, record_count, file_size_bytes, status FROM archive_metadata WHERE date = ?1", [DATE], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .unwrap();
-    assert_eq!((cleaned, count as u64, size as usize, status.as_str()), (1, rows, object.len(), "cleaned"));
+    let (cleaned, count, size, status): (i64, i64, i64, String) =
+        w.db.conn
+            .query_row(
+                "SELECT d1_cleaned, record_count, file_size_bytes, status FROM archive_metadata WHERE date = ?1",
+                [DATE],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+    assert_eq!(
+        (cleaned, count as u64, size as usize, status.as_str()),
+        (1, rows, object.len(), "cleaned")
+    );
     (w, object)
 }
 
@@ -60,7 +67,11 @@ fn a_day_of_one_row() {
 fn a_day_of_many_parts_and_steps() {
     let (w, object) = full_run(small_config(), 6_000);
     let st = w.status(DATE);
-    assert!(st.parts_uploaded >= 3, "expected several parts, got {}", st.parts_uploaded);
+    assert!(
+        st.parts_uploaded >= 3,
+        "expected several parts, got {}",
+        st.parts_uploaded
+    );
     assert!(st.stats.steps >= 10, "expected many steps, got {}", st.stats.steps);
     assert_eq!(st.bytes_uploaded, object.len() as u64);
 }
@@ -75,9 +86,20 @@ fn seek_index_pieces_inflate_alone() {
     assert!(pieces.len() >= 3);
     let mut total = 0;
     for p in pieces {
-        let (off, len) = (p["offset"].as_u64().unwrap() as usize, p["len"].as_u64().unwrap() as usize);
+        let (off, len) = (
+            p["offset"].as_u64().unwrap() as usize,
+            p["len"].as_u64().unwrap() as usize,
+        );
         let text = String::from_utf8(inflate_piece(&object[off..off + len])).unwrap();
-        let ids: Vec<String> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
         assert_eq!(ids.len() as u64, p["rows"].as_u64().unwrap());
         assert_eq!(ids.first().unwrap(), p["first_id"].as_str().unwrap());
         assert_eq!(ids.last().unwrap(), p["last_id"].as_str().unwrap());
@@ -92,7 +114,8 @@ fn inflate_piece(bytes: &[u8]) -> Vec<u8> {
     loop {
         out.reserve(1 << 16);
         let before = out.len();
-        d.decompress_vec(&bytes[d.total_in() as usize..], &mut out, flate2::FlushDecompress::Sync).unwrap();
+        d.decompress_vec(&bytes[d.total_in() as usize..], &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
         if d.total_in() as usize == bytes.len() && out.len() == before {
             return out;
         }
@@ -102,7 +125,14 @@ fn inflate_piece(bytes: &[u8]) -> Vec<u8> {
 /// Over 200,000 rows with R2's real 5 MiB minimum part size.
 #[test]
 fn more_than_200k_rows_with_real_part_size() {
-    let cfg = Config { part_size: 5 * 1024 * 1024, page_rows: 2_000, step_rows: 50_000, clean_batch_rows: 10_000, clean_step_rows: 100_000, ..Config::default() };
+    let cfg = Config {
+        part_size: 5 * 1024 * 1024,
+        page_rows: 2_000,
+        step_rows: 50_000,
+        clean_batch_rows: 10_000,
+        clean_step_rows: 100_000,
+        ..Config::default()
+    };
     let (w, _) = full_run(cfg, 210_000);
     assert!(w.status(DATE).stats.steps >= 6);
 }
@@ -113,14 +143,20 @@ fn object_of_exactly_two_parts() {
     // The object's bytes do not depend on the part size, so measure once, then choose the
     // part size as half the object (nudging the row count until the size is even).
     for rows in 40_000..40_050 {
-        let probe = World::new(Config { part_size: 64 * 1024 * 1024, ..small_config() });
+        let probe = World::new(Config {
+            part_size: 64 * 1024 * 1024,
+            ..small_config()
+        });
         seed(&probe.db, DATE, rows, 7, now_s(&probe));
         probe.run(DATE);
         let size = probe.status(DATE).bytes_uploaded;
         if size % 2 == 1 {
             continue;
         }
-        let cfg = Config { part_size: size / 2, ..small_config() };
+        let cfg = Config {
+            part_size: size / 2,
+            ..small_config()
+        };
         let (w, object) = full_run(cfg, rows);
         assert_eq!(object.len() as u64, size);
         assert_eq!(w.status(DATE).parts_uploaded, 2);
@@ -171,16 +207,24 @@ fn late_rows_survive_and_become_the_next_generation() {
     w.run(DATE);
     let st = w.status(DATE);
     assert_eq!((st.phase, st.generation), ("cleaned", 2));
-    let object = w.r2.object("traffic_events/event_date=2026-11-20/0002.jsonl.gz").unwrap();
+    let object =
+        w.r2.object("traffic_events/event_date=2026-11-20/0002.jsonl.gz")
+            .unwrap();
     assert_archive_matches(&gunzip_single_member(&object), &late);
     assert_eq!(count_date(&w.db, DATE), 0);
-    assert!(w.r2.object("traffic_events/event_date=2026-11-20/0001.jsonl.gz").is_some());
+    assert!(w
+        .r2
+        .object("traffic_events/event_date=2026-11-20/0001.jsonl.gz")
+        .is_some());
     assert_eq!(st.generations.len(), 2);
 
     // A third trigger with nothing new creates no object.
     w.run(DATE);
     assert_eq!(w.status(DATE).generation, 2);
-    assert!(w.r2.object("traffic_events/event_date=2026-11-20/0003.jsonl.gz").is_none());
+    assert!(w
+        .r2
+        .object("traffic_events/event_date=2026-11-20/0003.jsonl.gz")
+        .is_none());
 }
 
 /// Integers past 2^53, 100 KB text and NULLs come back exactly.
@@ -191,7 +235,12 @@ fn hostile_values_round_trip() {
     let rows: Vec<(String, Option<String>, i64, f64)> = vec![
         ("1".into(), Some(big_ua), 9_007_199_254_740_993, 0.1 + 0.2),
         ("2".into(), None, 9_007_199_254_740_992, 23.799999952316284),
-        ("3".into(), Some("\u{0}\u{1}\u{1f}\n\r\t\u{2028}中文 'quoted'".into()), -9_223_372_036_854_775_808, 5e-324),
+        (
+            "3".into(),
+            Some("\u{0}\u{1}\u{1f}\n\r\t\u{2028}中文 'quoted'".into()),
+            -9_223_372_036_854_775_808,
+            5e-324,
+        ),
         ("4".into(), Some("".into()), i64::MAX, 1e300),
     ];
     for (id, ua, ts, rt) in &rows {
@@ -208,7 +257,10 @@ fn hostile_values_round_trip() {
     let object = w.r2.object(&w.status(DATE).object_key.unwrap()).unwrap();
     let text = gunzip_single_member(&object);
     assert_archive_matches(&text, &expected);
-    assert!(text.contains("\"timestamp\":9007199254740993"), "big integer must be exact in the text");
+    assert!(
+        text.contains("\"timestamp\":9007199254740993"),
+        "big integer must be exact in the text"
+    );
     assert!(text.contains("\"response_time\":0.30000000000000004"));
 }
 
@@ -216,8 +268,17 @@ fn hostile_values_round_trip() {
 fn other_dates_are_never_touched_and_metadata_is_written() {
     let (w, _) = full_run(small_config(), 500);
     let (r2_path, gen): (String, i64) =
-        w.db.conn.query_row("SELECT r2_path, generation FROM archive_metadata WHERE date = ?1", [DATE], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    assert_eq!((r2_path.as_str(), gen), ("traffic_events/event_date=2026-11-20/0001.jsonl.gz", 1));
+        w.db.conn
+            .query_row(
+                "SELECT r2_path, generation FROM archive_metadata WHERE date = ?1",
+                [DATE],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+    assert_eq!(
+        (r2_path.as_str(), gen),
+        ("traffic_events/event_date=2026-11-20/0001.jsonl.gz", 1)
+    );
     assert_eq!(count_date(&w.db, OTHER), 50);
 }
 

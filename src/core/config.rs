@@ -85,11 +85,21 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
     /// The var is not a number of the right kind.
-    #[error("var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy")]
-    Parse { name: &'static str, value: String, kind: &'static str },
+    #[error(
+        "var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy"
+    )]
+    Parse {
+        name: &'static str,
+        value: String,
+        kind: &'static str,
+    },
     /// The var is a number outside its allowed range.
     #[error("var {name} = {value} is out of range: {rule}; fix it in wrangler.toml [vars] and redeploy")]
-    Range { name: &'static str, value: u64, rule: &'static str },
+    Range {
+        name: &'static str,
+        value: u64,
+        rule: &'static str,
+    },
 }
 
 impl Config {
@@ -99,11 +109,15 @@ impl Config {
         let num = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
                 None => Ok(default),
-                Some(v) => v.trim().replace('_', "").parse::<u64>().map_err(|_| ConfigError::Parse {
-                    name,
-                    value: v,
-                    kind: "whole number",
-                }),
+                Some(v) => v
+                    .trim()
+                    .replace('_', "")
+                    .parse::<u64>()
+                    .map_err(|_| ConfigError::Parse {
+                        name,
+                        value: v,
+                        kind: "whole number",
+                    }),
             }
         };
         let range = |name: &'static str, value: u64, lo: u64, hi: u64, rule: &'static str| {
@@ -118,26 +132,116 @@ impl Config {
             Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
             Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
             Some(v) => {
-                return Err(ConfigError::Parse { name: "AUTO_CLEANUP", value: v, kind: "boolean (true/false)" })
+                return Err(ConfigError::Parse {
+                    name: "AUTO_CLEANUP",
+                    value: v,
+                    kind: "boolean (true/false)",
+                })
             }
         };
         let cfg = Config {
-            retention_days: range("RETENTION_DAYS", num("RETENTION_DAYS", d.retention_days.into())?, 1, 3650, "1..=3650 days")? as u32,
-            prefix: get("ARCHIVE_PREFIX").map(|p| p.trim_matches('/').to_string()).unwrap_or(d.prefix),
-            part_size: range("PART_SIZE_BYTES", num("PART_SIZE_BYTES", d.part_size)?, R2_MIN_PART_SIZE, MAX_PART_SIZE, "5 MiB (R2's minimum) ..= 32 MiB")?,
-            page_rows: range("PAGE_ROWS", num("PAGE_ROWS", d.page_rows.into())?, 1, 50_000, "1..=50000")? as u32,
-            page_bytes: range("PAGE_BYTES", num("PAGE_BYTES", d.page_bytes)?, 65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB")?,
-            step_rows: range("STEP_ROWS", num("STEP_ROWS", d.step_rows)?, 1, 10_000_000, "1..=10000000")?,
-            step_bytes: range("STEP_BYTES", num("STEP_BYTES", d.step_bytes)?, 65_536, 1 << 30, "64 KiB ..= 1 GiB")?,
-            clean_batch_rows: range("CLEAN_BATCH_ROWS", num("CLEAN_BATCH_ROWS", d.clean_batch_rows)?, 1, 1_000_000, "1..=1000000")?,
-            clean_step_rows: range("CLEAN_STEP_ROWS", num("CLEAN_STEP_ROWS", d.clean_step_rows)?, 1, 50_000_000, "1..=50000000")?,
-            max_attempts: range("MAX_ATTEMPTS", num("MAX_ATTEMPTS", d.max_attempts.into())?, 1, 100, "1..=100")? as u32,
-            backoff_base_ms: range("BACKOFF_BASE_MS", num("BACKOFF_BASE_MS", d.backoff_base_ms)?, 1, 3_600_000, "1 ms ..= 1 h")?,
-            backoff_max_ms: range("BACKOFF_MAX_MS", num("BACKOFF_MAX_MS", d.backoff_max_ms)?, 1, 86_400_000, "1 ms ..= 1 day")?,
-            level: range("COMPRESSION_LEVEL", num("COMPRESSION_LEVEL", d.level.into())?, 0, 9, "0..=9")? as u8,
+            retention_days: range(
+                "RETENTION_DAYS",
+                num("RETENTION_DAYS", d.retention_days.into())?,
+                1,
+                3650,
+                "1..=3650 days",
+            )? as u32,
+            prefix: get("ARCHIVE_PREFIX")
+                .map(|p| p.trim_matches('/').to_string())
+                .unwrap_or(d.prefix),
+            part_size: range(
+                "PART_SIZE_BYTES",
+                num("PART_SIZE_BYTES", d.part_size)?,
+                R2_MIN_PART_SIZE,
+                MAX_PART_SIZE,
+                "5 MiB (R2's minimum) ..= 32 MiB",
+            )?,
+            page_rows: range(
+                "PAGE_ROWS",
+                num("PAGE_ROWS", d.page_rows.into())?,
+                1,
+                50_000,
+                "1..=50000",
+            )? as u32,
+            page_bytes: range(
+                "PAGE_BYTES",
+                num("PAGE_BYTES", d.page_bytes)?,
+                65_536,
+                16 * 1024 * 1024,
+                "64 KiB ..= 16 MiB",
+            )?,
+            step_rows: range(
+                "STEP_ROWS",
+                num("STEP_ROWS", d.step_rows)?,
+                1,
+                10_000_000,
+                "1..=10000000",
+            )?,
+            step_bytes: range(
+                "STEP_BYTES",
+                num("STEP_BYTES", d.step_bytes)?,
+                65_536,
+                1 << 30,
+                "64 KiB ..= 1 GiB",
+            )?,
+            clean_batch_rows: range(
+                "CLEAN_BATCH_ROWS",
+                num("CLEAN_BATCH_ROWS", d.clean_batch_rows)?,
+                1,
+                1_000_000,
+                "1..=1000000",
+            )?,
+            clean_step_rows: range(
+                "CLEAN_STEP_ROWS",
+                num("CLEAN_STEP_ROWS", d.clean_step_rows)?,
+                1,
+                50_000_000,
+                "1..=50000000",
+            )?,
+            max_attempts: range(
+                "MAX_ATTEMPTS",
+                num("MAX_ATTEMPTS", d.max_attempts.into())?,
+                1,
+                100,
+                "1..=100",
+            )? as u32,
+            backoff_base_ms: range(
+                "BACKOFF_BASE_MS",
+                num("BACKOFF_BASE_MS", d.backoff_base_ms)?,
+                1,
+                3_600_000,
+                "1 ms ..= 1 h",
+            )?,
+            backoff_max_ms: range(
+                "BACKOFF_MAX_MS",
+                num("BACKOFF_MAX_MS", d.backoff_max_ms)?,
+                1,
+                86_400_000,
+                "1 ms ..= 1 day",
+            )?,
+            level: range(
+                "COMPRESSION_LEVEL",
+                num("COMPRESSION_LEVEL", d.level.into())?,
+                0,
+                9,
+                "0..=9",
+            )? as u8,
             auto_cleanup,
-            cron_max_dates: range("CRON_MAX_DATES", num("CRON_MAX_DATES", d.cron_max_dates.into())?, 1, 1000, "1..=1000")? as u32,
-            max_running_dates: range("MAX_RUNNING_DATES", num("MAX_RUNNING_DATES", d.max_running_dates.into())?, 1, 32, "1..=32")? as u32,
+            cron_max_dates: range(
+                "CRON_MAX_DATES",
+                num("CRON_MAX_DATES", d.cron_max_dates.into())?,
+                1,
+                1000,
+                "1..=1000",
+            )? as u32,
+            max_running_dates: range(
+                "MAX_RUNNING_DATES",
+                num("MAX_RUNNING_DATES", d.max_running_dates.into())?,
+                1,
+                32,
+                "1..=32",
+            )? as u32,
         };
         Ok(cfg)
     }
@@ -173,7 +277,13 @@ mod tests {
     #[test]
     fn garbage_is_a_parse_error() {
         let err = Config::from_vars(vars(&[("AUTO_CLEANUP", "maybe")])).unwrap_err();
-        assert!(matches!(err, ConfigError::Parse { name: "AUTO_CLEANUP", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Parse {
+                name: "AUTO_CLEANUP",
+                ..
+            }
+        ));
         assert!(Config::from_vars(vars(&[("STEP_ROWS", "-1")])).is_err());
     }
 

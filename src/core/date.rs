@@ -28,7 +28,10 @@ impl Day {
     pub fn parse(input: &str, today: Day) -> Result<Day, DateError> {
         let day = Day::parse_any(input)?;
         if day > today {
-            return Err(DateError::Future { date: day.to_string(), today: today.to_string() });
+            return Err(DateError::Future {
+                date: day.to_string(),
+                today: today.to_string(),
+            });
         }
         if day.0 < NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or(NaiveDate::MIN) {
             return Err(DateError::TooOld(day.to_string()));
@@ -42,7 +45,9 @@ impl Day {
         let shape_ok = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
             return Err(DateError::Malformed(input.chars().take(40).collect()));
         }
@@ -112,7 +117,16 @@ mod tests {
     #[test]
     fn strict_shape_and_real_days_only() {
         let today = d("2026-11-26");
-        for bad in ["2025-02-30", "2025-2-3", "20250203", "2025-02-03 ", "2025-13-01", "'; DROP TABLE x;--", "２０２５-01-01", ""] {
+        for bad in [
+            "2025-02-30",
+            "2025-2-3",
+            "20250203",
+            "2025-02-03 ",
+            "2025-13-01",
+            "'; DROP TABLE x;--",
+            "２０２５-01-01",
+            "",
+        ] {
             assert!(matches!(Day::parse(bad, today), Err(DateError::Malformed(_))), "{bad}");
         }
         assert_eq!(Day::parse("2024-02-29", today).unwrap().to_string(), "2024-02-29");
@@ -133,7 +147,13 @@ mod tests {
 
     #[test]
     fn hive_keys() {
-        assert_eq!(object_key("traffic_events/", "2026-11-20", 1), "traffic_events/event_date=2026-11-20/0001.jsonl.gz");
-        assert_eq!(index_key("p/event_date=2026-11-20/0002.jsonl.gz"), "p/event_date=2026-11-20/0002.index.json");
+        assert_eq!(
+            object_key("traffic_events/", "2026-11-20", 1),
+            "traffic_events/event_date=2026-11-20/0001.jsonl.gz"
+        );
+        assert_eq!(
+            index_key("p/event_date=2026-11-20/0002.jsonl.gz"),
+            "p/event_date=2026-11-20/0002.index.json"
+        );
     }
 }

@@ -222,7 +222,8 @@ mod tests {
             out.reserve(64 * 1024);
             let before = out.len();
             let input = &bytes[d.total_in() as usize..];
-            d.decompress_vec(input, &mut out, flate2::FlushDecompress::Sync).unwrap();
+            d.decompress_vec(input, &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
             if d.total_in() as usize == bytes.len() && out.len() == before {
                 return out;
             }
@@ -250,7 +251,11 @@ mod tests {
         for (i, chunk) in chunks.iter().enumerate() {
             let mut w = PieceWriter::resume(6, pos, std::mem::take(&mut carry), 1 << 16);
             w.write(chunk);
-            let span = if i == chunks.len() - 1 { w.finish() } else { w.end_piece() };
+            let span = if i == chunks.len() - 1 {
+                w.finish()
+            } else {
+                w.end_piece()
+            };
             spans.push(span.unwrap());
             // Hand out 100-byte "parts"; keep the rest as carry, like the export does.
             while let Some(part) = w.peek_part(100) {

@@ -87,7 +87,10 @@ mod tests {
             enc("{\"id\":\"a\",\"status\":200}", "0.30000000000000004", "{\"country\":null,\"timestamp\":9007199254740993}"),
             "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
         );
-        assert_eq!(enc("{\"id\":\"a\"}", "1.5", "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
+        assert_eq!(
+            enc("{\"id\":\"a\"}", "1.5", "{}"),
+            "{\"id\":\"a\",\"response_time\":1.5}\n"
+        );
     }
 
     #[test]
@@ -105,7 +108,11 @@ mod tests {
             ("null", "null"),
         ] {
             let line = enc("{\"id\":\"x\"}", real, "{\"c\":1}");
-            assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{real}");
+            assert_eq!(
+                line,
+                format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"),
+                "{real}"
+            );
         }
     }
 
@@ -114,7 +121,9 @@ mod tests {
         let mut out = b"kept".to_vec();
         assert_eq!(
             encode_row("{\"id\":\"a\"", "1.0", "{}", &mut out),
-            Err(MalformedRow { reason: "head is not a JSON object" })
+            Err(MalformedRow {
+                reason: "head is not a JSON object"
+            })
         );
         assert!(encode_row("{}", "true", "{}", &mut out).is_err());
         assert_eq!(out, b"kept");

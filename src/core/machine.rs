@@ -138,14 +138,29 @@ pub struct CleanPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// `any` is false when the set is empty.
-    Captured { cutoff: i64, any: bool, io: IoStats },
+    Captured {
+        cutoff: i64,
+        any: bool,
+        io: IoStats,
+    },
     Exported(ExportProgress),
     /// The object is complete and matches; the set in D1 matches the export.
-    Finalized { first_id: Option<String>, last_id: Option<String>, io: IoStats },
+    Finalized {
+        first_id: Option<String>,
+        last_id: Option<String>,
+        io: IoStats,
+    },
     /// The first `ranges` ranges of the plan are deleted.
-    Deleted { ranges: usize, rows: u64, io: IoStats },
+    Deleted {
+        ranges: usize,
+        rows: u64,
+        io: IoStats,
+    },
     /// Rows of the set still in D1.
-    Checked { remaining: u64, io: IoStats },
+    Checked {
+        remaining: u64,
+        io: IoStats,
+    },
     /// Nothing was done (the action was `Wait`); the record stays as it is.
     Nothing,
     Failed(StepError),
@@ -170,17 +185,29 @@ pub enum StepError {
     #[error("the saved compressor output is {found} bytes but the record expects {expected}; the export starts over from the first row")]
     CarryLost { expected: u64, found: u64 },
     /// The completed object is not the object that was written.
-    #[error("archive object {key} does not match what was uploaded ({detail}); the export starts over from the first row")]
+    #[error(
+        "archive object {key} does not match what was uploaded ({detail}); the export starts over from the first row"
+    )]
     ObjectMismatch { key: String, detail: String },
     /// The set in D1 is not what was exported: rows changed during the export.
     #[error("D1 holds {in_d1} rows of the archived set (fingerprint {fp_d1}) but {exported} were exported (fingerprint {fp_exported}); rows changed during the export, so it starts over")]
-    SetChanged { exported: u64, in_d1: u64, fp_exported: i64, fp_d1: i64 },
+    SetChanged {
+        exported: u64,
+        in_d1: u64,
+        fp_exported: i64,
+        fp_d1: i64,
+    },
     /// The archive object vanished after it was verified. Nothing is deleted without it.
     #[error("archive object {key} is missing; nothing was deleted from D1. Restore the object, or reset the date (POST /admin/reset) and archive it again")]
     ArchiveMissing { key: String },
     /// A range of the set no longer holds the rows the archive holds for it.
     #[error("refused to delete ids ({after:?}, {upto:?}]: D1 holds {in_d1} rows of the set there but the archive holds {archived}; nothing in that range was deleted. Rows were changed outside the archiver: inspect them, then reset the date")]
-    DeleteRefused { after: String, upto: String, archived: u64, in_d1: u64 },
+    DeleteRefused {
+        after: String,
+        upto: String,
+        archived: u64,
+        in_d1: u64,
+    },
     /// After every range was deleted, rows of the set remain.
     #[error("{remaining} rows of the archived set are still in D1 after cleaning; they are not in the archive and were kept. Inspect rows of this date with a NULL or altered created_at")]
     RowsLeft { remaining: u64 },
@@ -314,7 +341,10 @@ fn index_json(date: &str, ex: &Export) -> String {
 fn clean_action(date: &str, archive: &Archive, next: usize, cfg: &Config) -> Action {
     let s = &archive.summary;
     if next >= archive.checkpoints.len() {
-        return Action::FinalCheck { date: date.to_string(), cutoff: s.cutoff };
+        return Action::FinalCheck {
+            date: date.to_string(),
+            cutoff: s.cutoff,
+        };
     }
     let mut ranges = Vec::new();
     let mut rows = 0;
@@ -323,7 +353,11 @@ fn clean_action(date: &str, archive: &Archive, next: usize, cfg: &Config) -> Act
         if !ranges.is_empty() && rows + cp.rows > cfg.clean_step_rows {
             break;
         }
-        let after = if i == 0 { String::new() } else { archive.checkpoints[i - 1].upto.clone() };
+        let after = if i == 0 {
+            String::new()
+        } else {
+            archive.checkpoints[i - 1].upto.clone()
+        };
         ranges.push((after, cp.upto.clone(), cp.rows));
         rows += cp.rows;
     }
@@ -343,7 +377,11 @@ pub fn next_wake(rec: &Record, now_ms: i64, cfg: &Config) -> Option<i64> {
         Phase::Uploaded(_) => cfg.auto_cleanup,
         Phase::Idle | Phase::Cleaned(_) | Phase::Failed(_) => false,
     };
-    let delay = if rec.attempts == 0 { 0 } else { cfg.backoff_ms(rec.attempts) as i64 };
+    let delay = if rec.attempts == 0 {
+        0
+    } else {
+        cfg.backoff_ms(rec.attempts) as i64
+    };
     running.then_some(now_ms + delay)
 }
 
@@ -393,10 +431,17 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, now_ms: i64, cfg: &Conf
             ex.single_put = p.single_put;
             let too_many = ex.parts.len() > R2_MAX_PARTS;
             let part_size = ex.part_size;
-            let phase = if p.finished { Phase::Finalizing(ex) } else { Phase::Exporting(ex) };
+            let phase = if p.finished {
+                Phase::Finalizing(ex)
+            } else {
+                Phase::Exporting(ex)
+            };
             if too_many {
                 rec.phase = phase;
-                let err = StepError::TooManyParts { max: R2_MAX_PARTS, part_size };
+                let err = StepError::TooManyParts {
+                    max: R2_MAX_PARTS,
+                    part_size,
+                };
                 return stop(rec, err.to_string(), now_ms);
             }
             phase
@@ -425,7 +470,11 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, now_ms: i64, cfg: &Conf
         }
         (Phase::Uploaded(archive), Outcome::Deleted { ranges, rows, io }) => {
             note_io(&mut rec, io, false);
-            Phase::Cleaning(Cleaning { archive, next: ranges, rows_deleted: rows })
+            Phase::Cleaning(Cleaning {
+                archive,
+                next: ranges,
+                rows_deleted: rows,
+            })
         }
         (Phase::Cleaning(mut c), Outcome::Deleted { ranges, rows, io }) => {
             note_io(&mut rec, io, false);
@@ -436,7 +485,11 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, now_ms: i64, cfg: &Conf
         // An archive of zero rows has no ranges: its cleaning is only the final check.
         (Phase::Uploaded(archive), Outcome::Checked { remaining, io }) => {
             note_io(&mut rec, io, false);
-            let c = Cleaning { archive, next: 0, rows_deleted: 0 };
+            let c = Cleaning {
+                archive,
+                next: 0,
+                rows_deleted: 0,
+            };
             return finish_cleaning(rec, c, remaining, now_ms, cfg);
         }
         (Phase::Cleaning(c), Outcome::Checked { remaining, io }) => {
@@ -505,7 +558,11 @@ pub fn handle_failure(mut rec: Record, err: StepError, now_ms: i64, cfg: &Config
                 _ => return handle_failure_as_retry(rec, message, now_ms, cfg),
             };
             if restarts > cfg.max_attempts {
-                return stop(rec, format!("{message} (gave up after {} restarts)", restarts - 1), now_ms);
+                return stop(
+                    rec,
+                    format!("{message} (gave up after {} restarts)", restarts - 1),
+                    now_ms,
+                );
             }
             rec.phase = Phase::Exporting(Export::new(
                 object_key(&cfg.prefix, &rec.date, rec.generation),
@@ -538,7 +595,11 @@ fn stop(mut rec: Record, error: String, now_ms: i64) -> Record {
     };
     rec.attempts = rec.attempts.max(1);
     rec.last_error = Some(error.clone());
-    rec.phase = Phase::Failed(Failure { at: Box::new(at), error, attempts: rec.attempts });
+    rec.phase = Phase::Failed(Failure {
+        at: Box::new(at),
+        error,
+        attempts: rec.attempts,
+    });
     rec.updated_at_ms = Some(now_ms);
     rec.wake_at_ms = None;
     rec
@@ -618,13 +679,24 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
 }
 
 fn decided(record: Record, reply: Reply) -> Decision {
-    Decision { record, reply, effects: Vec::new() }
+    Decision {
+        record,
+        reply,
+        effects: Vec::new(),
+    }
 }
 
 fn trigger(mut rec: Record, now_ms: i64, cfg: &Config) -> Decision {
     match rec.phase {
         Phase::Idle | Phase::Cleaned(_) => {
-            rec.generation = rec.history.iter().map(|h| h.generation).max().unwrap_or(0).max(rec.generation) + 1;
+            rec.generation = rec
+                .history
+                .iter()
+                .map(|h| h.generation)
+                .max()
+                .unwrap_or(0)
+                .max(rec.generation)
+                + 1;
             if matches!(rec.phase, Phase::Idle) && rec.history.is_empty() {
                 rec.generation = rec.generation.max(1);
             }
@@ -734,5 +806,9 @@ fn reset(mut rec: Record, now_ms: i64, cfg: &Config) -> Result<Decision, Refusal
     rec.updated_at_ms = Some(now_ms);
     rec.finished_at_ms = None;
     let _ = cfg;
-    Ok(Decision { record: rec, reply: Reply::WasReset, effects })
+    Ok(Decision {
+        record: rec,
+        reply: Reply::WasReset,
+        effects,
+    })
 }

@@ -54,8 +54,13 @@ pub struct BadResult {
 
 /// Decodes one positional row into a tuple or struct (serde reads a struct from a sequence).
 fn decode_row<T: for<'de> Deserialize<'de>>(name: &'static str, row: Vec<Value>) -> Result<T, BadResult> {
-    T::deserialize(serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(row.into_iter()))
-        .map_err(|e| BadResult { statement: name, detail: e.to_string() })
+    T::deserialize(serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(
+        row.into_iter(),
+    ))
+    .map_err(|e| BadResult {
+        statement: name,
+        detail: e.to_string(),
+    })
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(name: &'static str, rs: &ResultSet) -> Result<T, BadResult> {
@@ -73,7 +78,10 @@ fn decode<T: for<'de> Deserialize<'de>>(name: &'static str, rs: &ResultSet) -> R
 pub const CLOCK: &str = "SELECT unixepoch() AS now";
 
 pub fn clock() -> Statement {
-    Statement { sql: CLOCK, params: vec![] }
+    Statement {
+        sql: CLOCK,
+        params: vec![],
+    }
 }
 
 pub fn parse_clock(rs: &ResultSet) -> Result<i64, BadResult> {
@@ -88,7 +96,10 @@ pub fn parse_clock(rs: &ResultSet) -> Result<i64, BadResult> {
 pub const ANY_IN_SET: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)) AS any";
 
 pub fn any_in_set(date: &str, cutoff: i64) -> Statement {
-    Statement { sql: ANY_IN_SET, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }
+    Statement {
+        sql: ANY_IN_SET,
+        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
+    }
 }
 
 pub fn parse_any(rs: &ResultSet) -> Result<bool, BadResult> {
@@ -161,7 +172,10 @@ pub struct PageRow<'a> {
 /// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
 /// NULL as the empty string (what JavaScript's `Array.prototype.join` makes of D1's rows).
 pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResult>> {
-    let bad = |detail: String| BadResult { statement: "export_page", detail };
+    let bad = |detail: String| BadResult {
+        statement: "export_page",
+        detail,
+    };
     let mut values = wire.split(WIRE_SEP);
     let mut done = wire.is_empty();
     std::iter::from_fn(move || {
@@ -182,7 +196,10 @@ pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResu
             }
             _ => {
                 done = true;
-                Some(Err(bad(format!("a row has {} values, expected {PAGE_COLUMNS}", fields.len()))))
+                Some(Err(bad(format!(
+                    "a row has {} values, expected {PAGE_COLUMNS}",
+                    fields.len()
+                ))))
             }
         }
     })
@@ -210,7 +227,10 @@ pub fn head_id(head: &str) -> Result<String, BadResult> {
         detail: format!("row head does not start with the id: {:.40}", head),
     })?;
     let mut de = serde_json::Deserializer::from_str(rest);
-    String::deserialize(&mut de).map_err(|e| BadResult { statement: "export_page", detail: format!("row id: {e}") })
+    String::deserialize(&mut de).map_err(|e| BadResult {
+        statement: "export_page",
+        detail: format!("row id: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -222,7 +242,10 @@ mod page_tests {
         let wire = "5\u{1f}{\"id\":\"a\\\"b\"}\u{1f}{}\u{1e}1.5\u{1e}\u{1f}{\"id\":\"c\"}\u{1f}{\"x\":1}\u{1e}null";
         let rows: Vec<PageRow> = page_rows(wire).collect::<Result<_, _>>().unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].fp, rows[0].real, rows[1].fp, rows[1].tail), (5, "1.5", 0, "{\"x\":1}"));
+        assert_eq!(
+            (rows[0].fp, rows[0].real, rows[1].fp, rows[1].tail),
+            (5, "1.5", 0, "{\"x\":1}")
+        );
         assert_eq!(head_id(rows[0].head).unwrap(), "a\"b");
         assert_eq!(page_len(wire), 2);
         assert_eq!(last_head(wire), Some("{\"id\":\"c\"}"));
@@ -244,7 +267,10 @@ SELECT count(*) AS rows, coalesce(sum(timestamp % 1000003), 0) AS fp, min(id) AS
 FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
 
 pub fn set_summary(date: &str, cutoff: i64) -> Statement {
-    Statement { sql: SET_SUMMARY, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }
+    Statement {
+        sql: SET_SUMMARY,
+        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -314,7 +340,10 @@ pub const COUNT_SET: &str =
     "SELECT count(*) AS rows FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
 
 pub fn count_set(date: &str, cutoff: i64) -> Statement {
-    Statement { sql: COUNT_SET, params: vec![Param::Text(date.into()), Param::Int(cutoff)] }
+    Statement {
+        sql: COUNT_SET,
+        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,5 +430,8 @@ pub fn upsert_metadata(m: &MetadataRow) -> Statement {
         Param::Int(i64::from(m.attempts)),
         Param::Int(m.updated_at),
     ];
-    Statement { sql: UPSERT_METADATA, params }
+    Statement {
+        sql: UPSERT_METADATA,
+        params,
+    }
 }

@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::core::config::Config;
 use crate::core::machine::{
-    handle_command, handle_failure, handle_outcome, next_action, Action, Command, Effect, Outcome,
-    Refusal, Reply, StepError,
+    handle_command, handle_failure, handle_outcome, next_action, Action, Command, Effect, Outcome, Refusal, Reply,
+    StepError,
 };
 use crate::core::sql;
 use crate::core::state::{Phase, Record, STATE_VERSION};
@@ -143,12 +143,18 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             result.map_err(EngineError::Effect)?;
         }
         let next = decision.record;
-        self.sync_metadata(&rec, &next, now).await.map_err(EngineError::Metadata)?;
+        self.sync_metadata(&rec, &next, now)
+            .await
+            .map_err(EngineError::Metadata)?;
         let carry = carry_to_save(&rec, &next, None);
         if next != rec {
             self.save(&next, carry, rec.revision).await?;
         }
-        Ok(CommandReport { reply: decision.reply, status: status(&next), wake_at_ms: next.wake_at_ms })
+        Ok(CommandReport {
+            reply: decision.reply,
+            status: status(&next),
+            wake_at_ms: next.wake_at_ms,
+        })
     }
 
     /// The status of `date`.
@@ -164,17 +170,27 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             .store
             .load(with_carry.then_some(capacity))
             .await
-            .map_err(|source| EngineError::Storage { date: date.into(), source })?;
+            .map_err(|source| EngineError::Storage {
+                date: date.into(),
+                source,
+            })?;
         let Some((json, carry)) = loaded else {
             return Ok((Record::new(date), Vec::new()));
         };
-        let corrupt = |detail: String, found: u32| EngineError::Corrupt { date: date.into(), detail, found };
+        let corrupt = |detail: String, found: u32| EngineError::Corrupt {
+            date: date.into(),
+            detail,
+            found,
+        };
         let version = serde_json::from_str::<serde_json::Value>(&json)
             .ok()
             .and_then(|v| v.get("version").and_then(|v| v.as_u64()))
             .unwrap_or(0) as u32;
         if version != STATE_VERSION {
-            return Err(corrupt(format!("state version {version}, this code reads {STATE_VERSION}"), version));
+            return Err(corrupt(
+                format!("state version {version}, this code reads {STATE_VERSION}"),
+                version,
+            ));
         }
         let rec: Record = serde_json::from_str(&json).map_err(|e| corrupt(e.to_string(), version))?;
         if rec.date != date {
@@ -194,11 +210,16 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
         self.store
             .save(&json, carry, expected_revision)
             .await
-            .map_err(|source| EngineError::Storage { date: rec.date.clone(), source })
+            .map_err(|source| EngineError::Storage {
+                date: rec.date.clone(),
+                source,
+            })
     }
 
     async fn sync_metadata(&self, before: &Record, after: &Record, now: i64) -> Result<(), PortError> {
-        let Some(row) = metadata_row(after, now) else { return Ok(()) };
+        let Some(row) = metadata_row(after, now) else {
+            return Ok(());
+        };
         let unchanged = metadata_row(before, now).as_ref() == Some(&row);
         if unchanged {
             return Ok(());

@@ -3,9 +3,7 @@
 
 use crate::core::gzip::PieceWriter;
 use crate::core::jsonl;
-use crate::core::machine::{
-    Action, CleanPlan, ExportPlan, ExportProgress, FinalizePlan, IoStats, Outcome, StepError,
-};
+use crate::core::machine::{Action, CleanPlan, ExportPlan, ExportProgress, FinalizePlan, IoStats, Outcome, StepError};
 use crate::core::sql::{self, Meta, ResultSet, Statement};
 use crate::core::state::{Checkpoint, PartRef, Piece};
 use crate::ports::{Database, Durable, FailureKind, Host, ObjectStore};
@@ -25,9 +23,9 @@ pub(super) async fn perform<D: Database, O: ObjectStore, S: Durable, H: Host>(
     let result = match action {
         // The engine never performs Wait; should it, nothing happens.
         Action::Wait => return (Outcome::Nothing, None),
-        Action::Capture { date } => capture(ports, &date, &mut io).await.map(|(cutoff, any)| {
-            (Outcome::Captured { cutoff, any, io }, None)
-        }),
+        Action::Capture { date } => capture(ports, &date, &mut io)
+            .await
+            .map(|(cutoff, any)| (Outcome::Captured { cutoff, any, io }, None)),
         Action::Export(plan) => export(ports, plan, carry, &mut io)
             .await
             .map(|(progress, carry)| (Outcome::Exported(progress), Some(carry))),
@@ -37,19 +35,21 @@ pub(super) async fn perform<D: Database, O: ObjectStore, S: Durable, H: Host>(
         Action::Clean(plan) => clean(ports, &plan, &mut io)
             .await
             .map(|(ranges, rows)| (Outcome::Deleted { ranges, rows, io }, None)),
-        Action::FinalCheck { date, cutoff } => {
-            query(ports.db, &sql::count_set(&date, cutoff), &mut io)
-                .await
-                .and_then(|rs| Ok(sql::parse_count(&rs)?))
-                .map(|remaining| (Outcome::Checked { remaining, io }, None))
-        }
+        Action::FinalCheck { date, cutoff } => query(ports.db, &sql::count_set(&date, cutoff), &mut io)
+            .await
+            .and_then(|rs| Ok(sql::parse_count(&rs)?))
+            .map(|remaining| (Outcome::Checked { remaining, io }, None)),
     };
     result.unwrap_or_else(|e| (Outcome::Failed(e), None))
 }
 
 async fn query<D: Database>(db: &D, stmt: &Statement, io: &mut IoStats) -> Result<ResultSet, StepError> {
     let rs = db.run(stmt).await?;
-    let Meta { rows_read, rows_written, .. } = rs.meta;
+    let Meta {
+        rows_read,
+        rows_written,
+        ..
+    } = rs.meta;
     io.rows_read += rows_read;
     io.rows_written += rows_written;
     io.queries += 1;
@@ -74,13 +74,22 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
     io: &mut IoStats,
 ) -> Result<(ExportProgress, Vec<u8>), StepError> {
     if carry.len() as u64 != plan.carry_len {
-        return Err(StepError::CarryLost { expected: plan.carry_len, found: carry.len() as u64 });
+        return Err(StepError::CarryLost {
+            expected: plan.carry_len,
+            found: carry.len() as u64,
+        });
     }
     let part_size = plan.part_size as usize;
     // Output never exceeds a part plus one slice's worth before it is uploaded (see below).
     let capacity = part_size + 2 * SLICE;
     let mut w = PieceWriter::resume(plan.level, plan.stream, carry, capacity);
-    let mut parts = Parts { key: &plan.key, upload_id: plan.upload_id.clone(), created: None, next: plan.next_part, done: Vec::new() };
+    let mut parts = Parts {
+        key: &plan.key,
+        upload_id: plan.upload_id.clone(),
+        created: None,
+        next: plan.next_part,
+        done: Vec::new(),
+    };
 
     let mut cursor = plan.cursor.clone();
     let mut first_id: Option<String> = None;
@@ -94,7 +103,11 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
         let stmt = sql::export_page(&plan.date, &after, plan.cutoff, limit);
         async move { ports.db.run_page(&stmt).await }
     };
-    let budget = |rows: u64| plan.page_rows.min((plan.step_rows - rows).min(u64::from(u32::MAX)) as u32).max(1);
+    let budget = |rows: u64| {
+        plan.page_rows
+            .min((plan.step_rows - rows).min(u64::from(u32::MAX)) as u32)
+            .max(1)
+    };
     let mut limit = budget(0);
     let asked = ports.host.now_ms();
     let mut fetched = Some(fetch(cursor.clone(), limit).await);
@@ -161,7 +174,10 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
             raw += lines.len() as u64;
             since += n;
             if since >= plan.checkpoint_rows {
-                checkpoints.push(Checkpoint { upto: cursor.clone(), rows: since });
+                checkpoints.push(Checkpoint {
+                    upto: cursor.clone(),
+                    rows: since,
+                });
                 since = 0;
             }
         }
@@ -187,7 +203,10 @@ async fn export<D: Database, O: ObjectStore, S: Durable, H: Host>(
     let stream = w.pos();
     let carry = if scan_done {
         if since > 0 {
-            checkpoints.push(Checkpoint { upto: cursor.clone(), rows: since });
+            checkpoints.push(Checkpoint {
+                upto: cursor.clone(),
+                rows: since,
+            });
             since = 0;
         }
         let rest = w.take_all();
@@ -233,7 +252,12 @@ struct Parts<'k> {
 }
 
 impl Parts<'_> {
-    async fn upload_full<O: ObjectStore>(&mut self, r2: &O, w: &mut PieceWriter, part_size: usize) -> Result<(), StepError> {
+    async fn upload_full<O: ObjectStore>(
+        &mut self,
+        r2: &O,
+        w: &mut PieceWriter,
+        part_size: usize,
+    ) -> Result<(), StepError> {
         while let Some(part) = w.peek_part(part_size) {
             self.upload(r2, part).await?;
             w.consume(part_size);
@@ -251,14 +275,23 @@ impl Parts<'_> {
                 id
             }
         };
-        let etag = r2.upload_part(self.key, &upload_id, self.next, bytes).await.map_err(|e| {
-            if e.kind == FailureKind::NoSuchUpload {
-                StepError::UploadGone { key: self.key.to_string(), upload_id: upload_id.clone() }
-            } else {
-                StepError::Port(e)
-            }
-        })?;
-        self.done.push(PartRef { number: self.next, etag });
+        let etag = r2
+            .upload_part(self.key, &upload_id, self.next, bytes)
+            .await
+            .map_err(|e| {
+                if e.kind == FailureKind::NoSuchUpload {
+                    StepError::UploadGone {
+                        key: self.key.to_string(),
+                        upload_id: upload_id.clone(),
+                    }
+                } else {
+                    StepError::Port(e)
+                }
+            })?;
+        self.done.push(PartRef {
+            number: self.next,
+            etag,
+        });
         self.next += 1;
         Ok(())
     }
@@ -278,19 +311,29 @@ async fn finalize<D: Database, O: ObjectStore, S: Durable, H: Host>(
             // size and trailer checks below tell; if the object is not there, start over.
             Err(e) if e.kind == FailureKind::NoSuchUpload => {
                 if r2.head(&plan.key).await?.map(|o| o.size) != Some(plan.bytes) {
-                    return Err(StepError::UploadGone { key: plan.key.clone(), upload_id: upload_id.clone() });
+                    return Err(StepError::UploadGone {
+                        key: plan.key.clone(),
+                        upload_id: upload_id.clone(),
+                    });
                 }
             }
             Err(e) => return Err(e.into()),
         }
     }
-    let mismatch = |detail: String| StepError::ObjectMismatch { key: plan.key.clone(), detail };
+    let mismatch = |detail: String| StepError::ObjectMismatch {
+        key: plan.key.clone(),
+        detail,
+    };
     let size = r2.head(&plan.key).await?.map(|o| o.size);
     if size != Some(plan.bytes) {
         return Err(mismatch(format!("size {size:?}, expected {}", plan.bytes)));
     }
     let trailer = r2
-        .get_range(&plan.key, plan.bytes - crate::core::gzip::GZIP_TRAILER_LEN, crate::core::gzip::GZIP_TRAILER_LEN)
+        .get_range(
+            &plan.key,
+            plan.bytes - crate::core::gzip::GZIP_TRAILER_LEN,
+            crate::core::gzip::GZIP_TRAILER_LEN,
+        )
         .await?
         .ok_or_else(|| mismatch("object vanished while reading its trailer".into()))?;
     let mut want = plan.crc32.to_le_bytes().to_vec();
@@ -300,9 +343,19 @@ async fn finalize<D: Database, O: ObjectStore, S: Durable, H: Host>(
     }
     let set = sql::parse_set_summary(&query(ports.db, &sql::set_summary(&plan.date, plan.cutoff), io).await?)?;
     if set.rows != plan.rows || set.fp != plan.fp {
-        return Err(StepError::SetChanged { exported: plan.rows, in_d1: set.rows, fp_exported: plan.fp, fp_d1: set.fp });
+        return Err(StepError::SetChanged {
+            exported: plan.rows,
+            in_d1: set.rows,
+            fp_exported: plan.fp,
+            fp_d1: set.fp,
+        });
     }
-    r2.put(&plan.index_key, plan.index_json.clone().into_bytes(), "application/json").await?;
+    r2.put(
+        &plan.index_key,
+        plan.index_json.clone().into_bytes(),
+        "application/json",
+    )
+    .await?;
     Ok((set.first_id, set.last_id))
 }
 
@@ -318,12 +371,23 @@ async fn clean<D: Database, O: ObjectStore, S: Durable, H: Host>(
     }
     let mut deleted = 0;
     for (after, upto, expected) in &plan.ranges {
-        let rs = query(ports.db, &sql::delete_range(&plan.date, after, upto, plan.cutoff, *expected), io).await?;
+        let rs = query(
+            ports.db,
+            &sql::delete_range(&plan.date, after, upto, plan.cutoff, *expected),
+            io,
+        )
+        .await?;
         if rs.meta.changes != *expected {
             // Deleted by an earlier run of this step (0 left), or refused by the guard.
-            let left = sql::parse_count(&query(ports.db, &sql::count_range(&plan.date, after, upto, plan.cutoff), io).await?)?;
+            let left =
+                sql::parse_count(&query(ports.db, &sql::count_range(&plan.date, after, upto, plan.cutoff), io).await?)?;
             if left != 0 {
-                return Err(StepError::DeleteRefused { after: after.clone(), upto: upto.clone(), archived: *expected, in_d1: left });
+                return Err(StepError::DeleteRefused {
+                    after: after.clone(),
+                    upto: upto.clone(),
+                    archived: *expected,
+                    in_d1: left,
+                });
             }
         }
         deleted += expected;

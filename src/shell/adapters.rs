@@ -61,7 +61,10 @@ fn to_value(v: &JsValue) -> Value {
 }
 
 fn meta_u64(meta: &JsValue, name: &str) -> u64 {
-    Reflect::get(meta, &JsValue::from_str(name)).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) as u64
+    Reflect::get(meta, &JsValue::from_str(name))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0) as u64
 }
 
 impl D1 {
@@ -106,7 +109,10 @@ impl Database for D1 {
                 rows.push(values.iter().map(|v| to_value(&v)).collect());
             }
         }
-        Ok(ResultSet { rows, meta: meta_of(&result) })
+        Ok(ResultSet {
+            rows,
+            meta: meta_of(&result),
+        })
     }
 
     async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
@@ -119,7 +125,9 @@ impl Database for D1 {
         let object_values = Reflect::get(&js_sys::global(), &"Object".into())
             .and_then(|o| Reflect::get(&o, &"values".into()))
             .map_err(js_err(OP))?;
-        let map: js_sys::Function = Reflect::get(&results, &"map".into()).and_then(JsValue::dyn_into).map_err(js_err(OP))?;
+        let map: js_sys::Function = Reflect::get(&results, &"map".into())
+            .and_then(JsValue::dyn_into)
+            .map_err(js_err(OP))?;
         let rows: Array = Reflect::apply(&map, &results, &Array::of1(&object_values))
             .and_then(JsValue::dyn_into)
             .map_err(js_err(OP))?;
@@ -153,8 +161,12 @@ impl ObjectStore for R2 {
         let http = Object::new();
         let _ = Reflect::set(&http, &"contentType".into(), &"application/gzip".into());
         let _ = Reflect::set(&options, &"httpMetadata".into(), &http);
-        let promise = self.raw().create_multipart_upload(key.to_string(), options.into()).map_err(js_err(OP))?;
-        let upload: worker::worker_sys::R2MultipartUpload = JsFuture::from(promise).await.map_err(js_err(OP))?.unchecked_into();
+        let promise = self
+            .raw()
+            .create_multipart_upload(key.to_string(), options.into())
+            .map_err(js_err(OP))?;
+        let upload: worker::worker_sys::R2MultipartUpload =
+            JsFuture::from(promise).await.map_err(js_err(OP))?.unchecked_into();
         upload.upload_id().map_err(js_err(OP))
     }
 
@@ -162,7 +174,10 @@ impl ObjectStore for R2 {
         const OP: &str = "r2.upload_part";
         // Copied straight into JavaScript memory: no second part-sized buffer in wasm.
         let data = Uint8Array::from(bytes);
-        let promise = self.upload(key, upload_id)?.upload_part(number, data.into()).map_err(js_err(OP))?;
+        let promise = self
+            .upload(key, upload_id)?
+            .upload_part(number, data.into())
+            .map_err(js_err(OP))?;
         let part = JsFuture::from(promise).await.map_err(js_err(OP))?;
         Reflect::get(&part, &"etag".into())
             .ok()
@@ -196,7 +211,10 @@ impl ObjectStore for R2 {
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), PortError> {
         self.0
             .put(key, bytes)
-            .http_metadata(worker::HttpMetadata { content_type: Some(content_type.into()), ..Default::default() })
+            .http_metadata(worker::HttpMetadata {
+                content_type: Some(content_type.into()),
+                ..Default::default()
+            })
             .execute()
             .await
             .map_err(worker_err("r2.put"))?;
@@ -252,8 +270,12 @@ impl DoStorage {
 impl Durable for DoStorage {
     async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError> {
         let map = self.get_raw(vec![RECORD.into(), CARRY_COUNT.into()]).await?;
-        let Some(json) = map.get(&RECORD.into()).as_string() else { return Ok(None) };
-        let Some(capacity) = carry_capacity else { return Ok(Some((json, Vec::new()))) };
+        let Some(json) = map.get(&RECORD.into()).as_string() else {
+            return Ok(None);
+        };
+        let Some(capacity) = carry_capacity else {
+            return Ok(Some((json, Vec::new())));
+        };
         let count = map.get(&CARRY_COUNT.into()).as_f64().unwrap_or(0.0) as usize;
         let mut carry = Vec::with_capacity(capacity.max(count * DO_VALUE_CHUNK));
         if count > 0 {
@@ -282,14 +304,21 @@ impl Durable for DoStorage {
             .and_then(|v| v.get("revision").and_then(Value::as_u64))
             .unwrap_or(0);
         if revision != expected_revision {
-            return Err(PortError { kind: FailureKind::Conflict, op: OP, message: format!("record is at revision {revision}, expected {expected_revision}") });
+            return Err(PortError {
+                kind: FailureKind::Conflict,
+                op: OP,
+                message: format!("record is at revision {revision}, expected {expected_revision}"),
+            });
         }
         let values = Object::new();
         let _ = Reflect::set(&values, &RECORD.into(), &record_json.into());
         if let Some(carry) = carry {
             let chunks: Vec<&[u8]> = carry.chunks(DO_VALUE_CHUNK).collect();
             if chunks.len() + 2 > DO_MAX_KEYS_PER_PUT {
-                return Err(PortError::transient(OP, "carry too large for one atomic put; lower PART_SIZE_BYTES"));
+                return Err(PortError::transient(
+                    OP,
+                    "carry too large for one atomic put; lower PART_SIZE_BYTES",
+                ));
             }
             let _ = Reflect::set(&values, &CARRY_COUNT.into(), &JsValue::from(chunks.len() as u32));
             for (i, chunk) in chunks.iter().enumerate() {

@@ -49,16 +49,30 @@ fn method_not_allowed(allowed: &str) -> ApiError {
 }
 
 pub(super) async fn route(mut req: Request, env: &Env) -> ApiResult {
-    let url = req.url().map_err(|_| ApiError::new(400, "bad_url", "unparseable URL"))?;
+    let url = req
+        .url()
+        .map_err(|_| ApiError::new(400, "bad_url", "unparseable URL"))?;
     let path = url.path().to_string();
     if !path.starts_with("/admin/") {
-        return Err(ApiError::new(404, "not_found", "this Worker only serves /admin/*; see README.md for the routes"));
+        return Err(ApiError::new(
+            404,
+            "not_found",
+            "this Worker only serves /admin/*; see README.md for the routes",
+        ));
     }
-    let token = env.secret("ADMIN_TOKEN").map(|s| s.to_string()).or_else(|_| env.var("ADMIN_TOKEN").map(|s| s.to_string())).ok();
+    let token = env
+        .secret("ADMIN_TOKEN")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("ADMIN_TOKEN").map(|s| s.to_string()))
+        .ok();
     let header = req.headers().get("authorization").ok().flatten();
     authorize(token.as_deref(), header.as_deref())?;
     if url.query().map_or(0, str::len) > MAX_QUERY_LEN {
-        return Err(ApiError::new(414, "query_too_long", format!("the query string is longer than {MAX_QUERY_LEN} bytes; send only date, force and generation")));
+        return Err(ApiError::new(
+            414,
+            "query_too_long",
+            format!("the query string is longer than {MAX_QUERY_LEN} bytes; send only date, force and generation"),
+        ));
     }
     let q = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let cfg = config(env)?;
@@ -162,39 +176,69 @@ async fn archive(env: &Env, prefix: &str, date: &str, generation: Option<u32>) -
             let st = &v["status"];
             match st["phase"].as_str() {
                 Some("uploaded" | "cleaning" | "cleaned") => st["object_key"].as_str().unwrap_or_default().to_string(),
-                _ => st["generations"].as_array().and_then(|g| g.last()).and_then(|g| g["key"].as_str()).unwrap_or_default().to_string(),
+                _ => st["generations"]
+                    .as_array()
+                    .and_then(|g| g.last())
+                    .and_then(|g| g["key"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
             }
         }
     };
     if key.is_empty() {
-        return Err(ApiError::new(404, "no_archive", format!("{date} has no finished archive yet; see GET /admin/archive-status?date={date}")));
+        return Err(ApiError::new(
+            404,
+            "no_archive",
+            format!("{date} has no finished archive yet; see GET /admin/archive-status?date={date}"),
+        ));
     }
     let bucket = env.bucket("ARCHIVE").map_err(internal)?;
     let Some(object) = bucket.get(&key).execute().await.map_err(internal)? else {
         return Err(ApiError::new(404, "no_archive", format!("object {key} does not exist")));
     };
     let size = object.size();
-    let body = object.body().ok_or_else(|| ApiError::new(503, "unavailable", "object has no body; retry"))?;
+    let body = object
+        .body()
+        .ok_or_else(|| ApiError::new(503, "unavailable", "object has no body; retry"))?;
     // R2's body stream has a known length, so the runtime sends Content-Length, not chunks.
     let mut resp = Response::from_body(body.response_body().map_err(internal)?).map_err(internal)?;
     let h = resp.headers_mut();
     h.set("content-type", "application/gzip").map_err(internal)?;
     h.set("content-length", &size.to_string()).map_err(internal)?;
     let file = key.rsplit('/').next().unwrap_or("archive.jsonl.gz");
-    h.set("content-disposition", &format!("attachment; filename=\"{date}-{file}\"")).map_err(internal)?;
+    h.set(
+        "content-disposition",
+        &format!("attachment; filename=\"{date}-{file}\""),
+    )
+    .map_err(internal)?;
     h.set("x-archive-key", &key).map_err(internal)?;
     Ok(resp)
 }
 
 async fn query(db: &D1, sql: &'static str, params: Vec<Param>) -> Result<Vec<Vec<Value>>, ApiError> {
-    db.run(&Statement { sql, params }).await.map(|rs| rs.rows).map_err(d1_error)
+    db.run(&Statement { sql, params })
+        .await
+        .map(|rs| rs.rows)
+        .map_err(d1_error)
 }
 
 const LIST: &str = "SELECT date, status, generation, record_count, total_record_count, rows_deleted, d1_cleaned, file_size_bytes, r2_path, error_message, updated_at FROM archive_metadata ORDER BY date LIMIT 1000";
 
 async fn dates(env: &Env, cfg: &crate::core::config::Config, today: Day) -> ApiResult {
     let db = D1(env.d1("DB").map_err(internal)?);
-    let names = ["date", "phase", "generation", "record_count", "total_record_count", "rows_deleted", "d1_cleaned", "file_size_bytes", "r2_path", "error_message", "updated_at"];
+    let names = [
+        "date",
+        "phase",
+        "generation",
+        "record_count",
+        "total_record_count",
+        "rows_deleted",
+        "d1_cleaned",
+        "file_size_bytes",
+        "r2_path",
+        "error_message",
+        "updated_at",
+    ];
     let known: Vec<Value> = query(&db, LIST, vec![])
         .await?
         .into_iter()
@@ -205,25 +249,53 @@ async fn dates(env: &Env, cfg: &crate::core::config::Config, today: Day) -> ApiR
         .into_iter()
         .filter(|d| !known.iter().any(|k| k["date"].as_str() == Some(d)))
         .collect();
-    ok_json(200, &json!({ "dates": known, "pending": pending, "retention_days": cfg.retention_days }))
+    ok_json(
+        200,
+        &json!({ "dates": known, "pending": pending, "retention_days": cfg.retention_days }),
+    )
 }
 
 async fn health(env: &Env, cfg: &crate::core::config::Config, today: Day) -> ApiResult {
     let db = D1(env.d1("DB").map_err(internal)?);
     let now = WorkerHost.now_ms();
     let mut reasons = Vec::new();
-    for row in query(&db, "SELECT date, error_message FROM archive_metadata WHERE status = 'failed' ORDER BY date LIMIT 50", vec![]).await? {
-        reasons.push(format!("{} failed: {}", row[0].as_str().unwrap_or("?"), row[1].as_str().unwrap_or("")));
+    for row in query(
+        &db,
+        "SELECT date, error_message FROM archive_metadata WHERE status = 'failed' ORDER BY date LIMIT 50",
+        vec![],
+    )
+    .await?
+    {
+        reasons.push(format!(
+            "{} failed: {}",
+            row[0].as_str().unwrap_or("?"),
+            row[1].as_str().unwrap_or("")
+        ));
     }
     // A date is overdue when it is more than a day past the first day it could be archived.
     let overdue_before = Day::last_archivable(today, cfg.retention_days).minus_days(1);
-    let oldest = query(&db, "SELECT min(event_date) FROM traffic_events WHERE event_date < ?1", vec![Param::Text(overdue_before.to_string())]).await?;
+    let oldest = query(
+        &db,
+        "SELECT min(event_date) FROM traffic_events WHERE event_date < ?1",
+        vec![Param::Text(overdue_before.to_string())],
+    )
+    .await?;
     if let Some(d) = oldest.first().and_then(|r| r.first()).and_then(|v| v.as_str()) {
         reasons.push(format!("D1 still holds rows of {d}, more than a day past its due time; check the cron and GET /admin/archive-status?date={d}"));
     }
-    query(&db, "INSERT INTO archiver_heartbeat (name, at) VALUES ('first_seen', ?1) ON CONFLICT (name) DO NOTHING", vec![Param::Int(now)]).await?;
+    query(
+        &db,
+        "INSERT INTO archiver_heartbeat (name, at) VALUES ('first_seen', ?1) ON CONFLICT (name) DO NOTHING",
+        vec![Param::Int(now)],
+    )
+    .await?;
     let beats = query(&db, "SELECT name, at FROM archiver_heartbeat", vec![]).await?;
-    let at = |name: &str| beats.iter().find(|r| r[0].as_str() == Some(name)).and_then(|r| r[1].as_i64());
+    let at = |name: &str| {
+        beats
+            .iter()
+            .find(|r| r[0].as_str() == Some(name))
+            .and_then(|r| r[1].as_i64())
+    };
     let last_cron = at("cron");
     let since = last_cron.or(at("first_seen")).unwrap_or(now);
     if now - since > 2 * 86_400_000 {

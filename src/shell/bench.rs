@@ -27,7 +27,11 @@ pub(super) async fn naive(env: &Env, date: &str) -> Result<Value, ApiError> {
     loop {
         let rs = db
             .prepare("SELECT * FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT ?2 OFFSET ?3")
-            .bind(&[JsValue::from_str(date), JsValue::from_f64(page), JsValue::from_f64(all.len() as f64)])
+            .bind(&[
+                JsValue::from_str(date),
+                JsValue::from_f64(page),
+                JsValue::from_f64(all.len() as f64),
+            ])
             .map_err(fail)?
             .all()
             .await

@@ -18,7 +18,8 @@ use super::config;
 /// The next date after `?1` and no later than `?2` with rows: one index seek per date.
 const NEXT_DATE: &str = "SELECT min(event_date) AS d FROM traffic_events WHERE event_date > ?1 AND event_date <= ?2";
 const FAILED_DATES: &str = "SELECT date FROM archive_metadata WHERE status = 'failed' ORDER BY date LIMIT ?1";
-const HEARTBEAT: &str = "INSERT INTO archiver_heartbeat (name, at) VALUES ('cron', ?1) ON CONFLICT (name) DO UPDATE SET at = excluded.at";
+const HEARTBEAT: &str =
+    "INSERT INTO archiver_heartbeat (name, at) VALUES ('cron', ?1) ON CONFLICT (name) DO UPDATE SET at = excluded.at";
 
 fn d1_error(e: crate::ports::PortError) -> ApiError {
     ApiError::new(503, "d1_unavailable", format!("{e}; retry"))
@@ -29,9 +30,20 @@ pub(super) async fn due_dates(db: &D1, last: Day, limit: u32, skip: &[String]) -
     let mut dates = Vec::new();
     let mut after = String::new();
     while dates.len() < limit as usize {
-        let stmt = Statement { sql: NEXT_DATE, params: vec![Param::Text(after.clone()), Param::Text(last.to_string())] };
+        let stmt = Statement {
+            sql: NEXT_DATE,
+            params: vec![Param::Text(after.clone()), Param::Text(last.to_string())],
+        };
         let rs = db.run(&stmt).await.map_err(d1_error)?;
-        let Some(next) = rs.rows.first().and_then(|r| r.first()).and_then(|v| v.as_str()).map(str::to_string) else { break };
+        let Some(next) = rs
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+        else {
+            break;
+        };
         after.clone_from(&next);
         // Rows with a malformed event_date cannot be archived by date; skip them.
         if Day::parse_any(&next).is_ok() && !skip.contains(&next) {
@@ -43,10 +55,17 @@ pub(super) async fn due_dates(db: &D1, last: Day, limit: u32, skip: &[String]) -
 
 async fn failed_dates(db: &D1, limit: u32) -> Result<Vec<String>, ApiError> {
     let rs = db
-        .run(&Statement { sql: FAILED_DATES, params: vec![Param::Int(i64::from(limit))] })
+        .run(&Statement {
+            sql: FAILED_DATES,
+            params: vec![Param::Int(i64::from(limit))],
+        })
         .await
         .map_err(d1_error)?;
-    Ok(rs.rows.iter().filter_map(|r| r.first()?.as_str().map(str::to_string)).collect())
+    Ok(rs
+        .rows
+        .iter()
+        .filter_map(|r| r.first()?.as_str().map(str::to_string))
+        .collect())
 }
 
 async fn poke(env: &Env, dates: &[String]) -> Vec<String> {
@@ -70,7 +89,13 @@ pub(super) async fn hand_over(env: &Env, finished: Option<&str>) -> Result<Vec<S
     let today = Day::from_unix_ms(WorkerHost.now_ms());
     let mut skip = failed_dates(&db, 1000).await?;
     skip.extend(finished.map(str::to_string));
-    let due = due_dates(&db, Day::last_archivable(today, cfg.retention_days), cfg.max_running_dates, &skip).await?;
+    let due = due_dates(
+        &db,
+        Day::last_archivable(today, cfg.retention_days),
+        cfg.max_running_dates,
+        &skip,
+    )
+    .await?;
     Ok(poke(env, &due).await)
 }
 
@@ -82,6 +107,11 @@ pub(super) async fn run(env: &Env) -> Result<Vec<String>, ApiError> {
     let mut poked = hand_over(env, None).await?;
     let failed = failed_dates(&db, cfg.cron_max_dates).await?;
     poked.extend(poke(env, &failed).await);
-    db.run(&Statement { sql: HEARTBEAT, params: vec![Param::Int(now)] }).await.map_err(d1_error)?;
+    db.run(&Statement {
+        sql: HEARTBEAT,
+        params: vec![Param::Int(now)],
+    })
+    .await
+    .map_err(d1_error)?;
     Ok(poked)
 }

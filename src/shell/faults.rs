@@ -26,7 +26,9 @@ pub struct FaultPlan {
 
 impl FaultPlan {
     pub fn from_env(env: &Env) -> FaultPlan {
-        env.var("FAULT_INJECT").map(|v| FaultPlan::parse(&v.to_string())).unwrap_or_default()
+        env.var("FAULT_INJECT")
+            .map(|v| FaultPlan::parse(&v.to_string()))
+            .unwrap_or_default()
     }
 
     pub fn parse(spec: &str) -> FaultPlan {
@@ -46,14 +48,21 @@ impl FaultPlan {
     }
 }
 
-fn check(counter: &'static std::thread::LocalKey<Cell<u64>>, window: Option<(u64, u64)>, op: &'static str) -> Result<(), PortError> {
+fn check(
+    counter: &'static std::thread::LocalKey<Cell<u64>>,
+    window: Option<(u64, u64)>,
+    op: &'static str,
+) -> Result<(), PortError> {
     let Some((first, count)) = window else { return Ok(()) };
     let n = counter.with(|c| {
         c.set(c.get() + 1);
         c.get()
     });
     if n >= first && n < first + count {
-        return Err(PortError::transient(op, format!("injected fault (FAULT_INJECT, call {n})")));
+        return Err(PortError::transient(
+            op,
+            format!("injected fault (FAULT_INJECT, call {n})"),
+        ));
     }
     Ok(())
 }
@@ -130,8 +139,16 @@ pub fn hooks_enabled(env: &Env) -> bool {
 /// `/admin/test/list?prefix=P`: the keys in the bucket under a prefix (at most 1000).
 pub async fn list_hook(env: &Env, prefix: &str) -> Result<serde_json::Value, crate::api::ApiError> {
     use crate::api::ApiError;
-    let bucket = env.bucket("ARCHIVE").map_err(|e| ApiError::new(500, "binding", e.to_string()))?;
-    let objects = bucket.list().prefix(prefix).limit(1000).execute().await.map_err(|e| ApiError::new(503, "r2", e.to_string()))?;
+    let bucket = env
+        .bucket("ARCHIVE")
+        .map_err(|e| ApiError::new(500, "binding", e.to_string()))?;
+    let objects = bucket
+        .list()
+        .prefix(prefix)
+        .limit(1000)
+        .execute()
+        .await
+        .map_err(|e| ApiError::new(503, "r2", e.to_string()))?;
     let keys: Vec<String> = objects.objects().iter().map(|o| o.key()).collect();
     Ok(serde_json::json!({ "keys": keys }))
 }
@@ -140,19 +157,33 @@ pub async fn list_hook(env: &Env, prefix: &str) -> Result<serde_json::Value, cra
 pub async fn sql_hook(env: &Env, sql: &str) -> Result<serde_json::Value, crate::api::ApiError> {
     use crate::api::ApiError;
     let db = env.d1("DB").map_err(|e| ApiError::new(500, "binding", e.to_string()))?;
-    let r = db.prepare(sql).run().await.map_err(|e| ApiError::new(400, "sql", e.to_string()))?;
+    let r = db
+        .prepare(sql)
+        .run()
+        .await
+        .map_err(|e| ApiError::new(400, "sql", e.to_string()))?;
     let changes = r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0);
     Ok(serde_json::json!({ "changes": changes }))
 }
 
 /// `/admin/test/upload?key=K&upload_id=U&op=abort|probe`: aborts an upload from outside the
 /// date's object, or probes whether it still exists (by uploading a throwaway part 10000).
-pub async fn upload_hook(env: &Env, key: &str, upload_id: &str, op: &str) -> Result<serde_json::Value, crate::api::ApiError> {
+pub async fn upload_hook(
+    env: &Env,
+    key: &str,
+    upload_id: &str,
+    op: &str,
+) -> Result<serde_json::Value, crate::api::ApiError> {
     use crate::api::ApiError;
-    let r2 = super::adapters::R2(env.bucket("ARCHIVE").map_err(|e| ApiError::new(500, "binding", e.to_string()))?);
+    let r2 = super::adapters::R2(
+        env.bucket("ARCHIVE")
+            .map_err(|e| ApiError::new(500, "binding", e.to_string()))?,
+    );
     match op {
         "abort" => {
-            r2.abort_upload(key, upload_id).await.map_err(|e| ApiError::new(503, "r2", e.to_string()))?;
+            r2.abort_upload(key, upload_id)
+                .await
+                .map_err(|e| ApiError::new(503, "r2", e.to_string()))?;
             Ok(serde_json::json!({ "aborted": true }))
         }
         "probe" => match r2.upload_part(key, upload_id, 10_000, b"probe").await {

@@ -5,8 +5,8 @@
 mod adapters;
 mod admin;
 mod bench;
-mod faults;
 mod cron;
+mod faults;
 mod object;
 
 // The Durable Object class is exported to JavaScript by its `#[durable_object]` attribute.
@@ -26,7 +26,8 @@ pub(crate) fn config(env: &Env) -> Result<Config, ApiError> {
 
 pub(crate) fn json_response(status: u16, body: &str) -> worker::Result<Response> {
     let mut resp = Response::ok(body)?.with_status(status);
-    resp.headers_mut().set("content-type", "application/json; charset=utf-8")?;
+    resp.headers_mut()
+        .set("content-type", "application/json; charset=utf-8")?;
     resp.headers_mut().set("cache-control", "no-store")?;
     Ok(resp)
 }

@@ -30,7 +30,11 @@ impl DurableObject for DateArchiver {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         let url = req.url()?;
-        let date = url.query_pairs().find(|(k, _)| k == "date").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let date = url
+            .query_pairs()
+            .find(|(k, _)| k == "date")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         let op = url.path().trim_start_matches('/').to_string();
         match self.handle(&op, &date).await {
             Ok(resp) => Ok(resp),
@@ -45,15 +49,35 @@ impl DurableObject for DateArchiver {
         };
         let cfg = config(&self.env).map_err(|e| worker::Error::RustError(e.message))?;
         let plan = FaultPlan::from_env(&self.env);
-        let db = FaultyDb { inner: D1(self.env.d1("DB")?), plan };
-        let r2 = FaultyR2 { inner: R2(self.env.bucket("ARCHIVE")?), plan };
+        let db = FaultyDb {
+            inner: D1(self.env.d1("DB")?),
+            plan,
+        };
+        let r2 = FaultyR2 {
+            inner: R2(self.env.bucket("ARCHIVE")?),
+            plan,
+        };
         let store = DoStorage(self.state.storage());
-        let ports = Ports { db: &db, r2: &r2, store: &store, host: &WorkerHost };
+        let ports = Ports {
+            db: &db,
+            r2: &r2,
+            store: &store,
+            host: &WorkerHost,
+        };
         // An engine error means durable storage failed: throw, and the platform retries the
         // alarm with backoff. Step failures are not errors here; the record handles them.
         let memory_before = WorkerHost.memory_bytes();
-        let report = ports.run_step(&date, &cfg).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
-        worker::console_debug!("{date}: {} -> {} (wasm memory {} -> {} bytes)", report.action, report.phase, memory_before, WorkerHost.memory_bytes());
+        let report = ports
+            .run_step(&date, &cfg)
+            .await
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        worker::console_debug!(
+            "{date}: {} -> {} (wasm memory {} -> {} bytes)",
+            report.action,
+            report.phase,
+            memory_before,
+            WorkerHost.memory_bytes()
+        );
         if let Some(err) = &report.error {
             worker::console_warn!("{date}: {} step failed: {err}", report.action);
         }
@@ -78,10 +102,21 @@ impl DateArchiver {
             storage.put(DATE_KEY, date).await.map_err(internal)?;
         }
         let plan = FaultPlan::from_env(&self.env);
-        let db = FaultyDb { inner: D1(self.env.d1("DB").map_err(internal)?), plan };
-        let r2 = FaultyR2 { inner: R2(self.env.bucket("ARCHIVE").map_err(internal)?), plan };
+        let db = FaultyDb {
+            inner: D1(self.env.d1("DB").map_err(internal)?),
+            plan,
+        };
+        let r2 = FaultyR2 {
+            inner: R2(self.env.bucket("ARCHIVE").map_err(internal)?),
+            plan,
+        };
         let store = DoStorage(storage);
-        let ports = Ports { db: &db, r2: &r2, store: &store, host: &WorkerHost };
+        let ports = Ports {
+            db: &db,
+            r2: &r2,
+            store: &store,
+            host: &WorkerHost,
+        };
         let cmd = match op {
             "status" => {
                 let (status, _) = ports.status(date, &cfg).await.map_err(engine_error)?;
@@ -135,6 +170,8 @@ fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::Refused(r) => ApiError::new(409, "conflict", r.reason),
         EngineError::Corrupt { .. } => ApiError::new(500, "corrupt_state", e.to_string()),
-        EngineError::Storage { .. } | EngineError::Effect(_) | EngineError::Metadata(_) => ApiError::new(503, "unavailable", e.to_string()),
+        EngineError::Storage { .. } | EngineError::Effect(_) | EngineError::Metadata(_) => {
+            ApiError::new(503, "unavailable", e.to_string())
+        }
     }
 }

@@ -56,7 +56,11 @@ pub struct Faults {
 
 impl Faults {
     pub fn new() -> Rc<Faults> {
-        Rc::new(Faults { calls: Cell::new(0), mode: Cell::new(FaultMode::None), log: RefCell::new(Vec::new()) })
+        Rc::new(Faults {
+            calls: Cell::new(0),
+            mode: Cell::new(FaultMode::None),
+            log: RefCell::new(Vec::new()),
+        })
     }
 
     pub fn tick(&self, op: &'static str) -> Result<(), PortError> {
@@ -141,17 +145,26 @@ impl Database for SqliteDb {
                 Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
             })
             .collect();
-        let mut st = self.conn.prepare(stmt.sql).map_err(|e| PortError::transient(op, e.to_string()))?;
+        let mut st = self
+            .conn
+            .prepare(stmt.sql)
+            .map_err(|e| PortError::transient(op, e.to_string()))?;
         let ncol = st.column_count();
         let mut rows = Vec::new();
         {
-            let mut q = st.query(rusqlite::params_from_iter(params.iter())).map_err(|e| PortError::transient(op, e.to_string()))?;
+            let mut q = st
+                .query(rusqlite::params_from_iter(params.iter()))
+                .map_err(|e| PortError::transient(op, e.to_string()))?;
             while let Some(r) = q.next().map_err(|e| PortError::transient(op, e.to_string()))? {
                 rows.push((0..ncol).map(|i| d1_value(r.get_ref(i).unwrap())).collect::<Vec<_>>());
             }
         }
         let changes = if ncol == 0 { self.conn.changes() } else { 0 };
-        let meta = Meta { rows_read: rows.len() as u64 + changes, rows_written: changes, changes };
+        let meta = Meta {
+            rows_read: rows.len() as u64 + changes,
+            rows_written: changes,
+            changes,
+        };
         Ok(ResultSet { rows, meta })
     }
 
@@ -191,12 +204,22 @@ pub struct FakeR2 {
 }
 
 fn no_such_upload(op: &'static str) -> PortError {
-    PortError { kind: FailureKind::NoSuchUpload, op, message: "The specified multipart upload does not exist. (10024)".into() }
+    PortError {
+        kind: FailureKind::NoSuchUpload,
+        op,
+        message: "The specified multipart upload does not exist. (10024)".into(),
+    }
 }
 
 impl FakeR2 {
     pub fn new(faults: Rc<Faults>, min_part: usize) -> FakeR2 {
-        FakeR2 { objects: Default::default(), uploads: Default::default(), next_id: Cell::new(0), min_part, faults }
+        FakeR2 {
+            objects: Default::default(),
+            uploads: Default::default(),
+            next_id: Cell::new(0),
+            min_part,
+            faults,
+        }
     }
 
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
@@ -213,14 +236,23 @@ impl ObjectStore for FakeR2 {
         self.faults.tick("r2.create_upload")?;
         let id = format!("upload-{}", self.next_id.get());
         self.next_id.set(self.next_id.get() + 1);
-        self.uploads.borrow_mut().insert(id.clone(), Upload { key: key.into(), parts: BTreeMap::new() });
+        self.uploads.borrow_mut().insert(
+            id.clone(),
+            Upload {
+                key: key.into(),
+                parts: BTreeMap::new(),
+            },
+        );
         Ok(id)
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: &[u8]) -> Result<String, PortError> {
         self.faults.tick("r2.upload_part")?;
         let mut uploads = self.uploads.borrow_mut();
-        let up = uploads.get_mut(upload_id).filter(|u| u.key == key).ok_or_else(|| no_such_upload("r2.upload_part"))?;
+        let up = uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_such_upload("r2.upload_part"))?;
         let etag = format!("etag-{upload_id}-{number}-{}", self.next_id.get());
         self.next_id.set(self.next_id.get() + 1);
         up.parts.insert(number, (etag.clone(), bytes.to_vec()));
@@ -230,16 +262,25 @@ impl ObjectStore for FakeR2 {
     async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[(u16, String)]) -> Result<(), PortError> {
         self.faults.tick("r2.complete")?;
         let mut uploads = self.uploads.borrow_mut();
-        let up = uploads.get(upload_id).filter(|u| u.key == key).ok_or_else(|| no_such_upload("r2.complete"))?;
+        let up = uploads
+            .get(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_such_upload("r2.complete"))?;
         let mut body = Vec::new();
         let mut sizes = Vec::new();
         for (i, (n, etag)) in parts.iter().enumerate() {
             if i > 0 && *n <= parts[i - 1].0 {
                 return Err(PortError::transient("r2.complete", "parts must be in ascending order"));
             }
-            let (have, bytes) = up.parts.get(n).ok_or_else(|| PortError::transient("r2.complete", format!("part {n} not found (10025)")))?;
+            let (have, bytes) = up
+                .parts
+                .get(n)
+                .ok_or_else(|| PortError::transient("r2.complete", format!("part {n} not found (10025)")))?;
             if have != etag {
-                return Err(PortError::transient("r2.complete", format!("part {n}: etag {etag} was replaced (10025)")));
+                return Err(PortError::transient(
+                    "r2.complete",
+                    format!("part {n}: etag {etag} was replaced (10025)"),
+                ));
             }
             sizes.push(bytes.len());
             body.extend_from_slice(bytes);
@@ -248,7 +289,10 @@ impl ObjectStore for FakeR2 {
             if non_final.iter().any(|s| *s != non_final[0] || *s < self.min_part) {
                 return Err(PortError::transient(
                     "r2.complete",
-                    format!("InvalidPart: All non-trailing parts must have the same length, at least {} (10048): {sizes:?}", self.min_part),
+                    format!(
+                        "InvalidPart: All non-trailing parts must have the same length, at least {} (10048): {sizes:?}",
+                        self.min_part
+                    ),
                 ));
             }
         }
@@ -271,7 +315,11 @@ impl ObjectStore for FakeR2 {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, PortError> {
         self.faults.tick("r2.head")?;
-        Ok(self.objects.borrow().get(key).map(|b| ObjectInfo { size: b.len() as u64 }))
+        Ok(self
+            .objects
+            .borrow()
+            .get(key)
+            .map(|b| ObjectInfo { size: b.len() as u64 }))
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>, PortError> {
@@ -299,12 +347,17 @@ pub struct FakeStore {
 
 impl FakeStore {
     pub fn new(faults: Rc<Faults>) -> FakeStore {
-        FakeStore { saved: RefCell::new(None), faults }
+        FakeStore {
+            saved: RefCell::new(None),
+            faults,
+        }
     }
 
     pub fn revision(&self) -> u64 {
         self.saved.borrow().as_ref().map_or(0, |(json, _)| {
-            serde_json::from_str::<Value>(json).unwrap()["revision"].as_u64().unwrap()
+            serde_json::from_str::<Value>(json).unwrap()["revision"]
+                .as_u64()
+                .unwrap()
         })
     }
 }
@@ -328,7 +381,11 @@ impl Durable for FakeStore {
     async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError> {
         self.faults.tick("do.save")?;
         if self.revision() != expected_revision {
-            return Err(PortError { kind: FailureKind::Conflict, op: "do.save", message: "record changed".into() });
+            return Err(PortError {
+                kind: FailureKind::Conflict,
+                op: "do.save",
+                message: "record changed".into(),
+            });
         }
         let mut saved = self.saved.borrow_mut();
         let old_carry = saved.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
@@ -387,14 +444,21 @@ impl World {
             db: SqliteDb::new(faults.clone()),
             r2: FakeR2::new(faults.clone(), cfg.part_size as usize),
             store: FakeStore::new(faults.clone()),
-            host: FakeHost { now: Cell::new(1_795_000_000_000) },
+            host: FakeHost {
+                now: Cell::new(1_795_000_000_000),
+            },
             faults,
             cfg,
         }
     }
 
     pub fn ports(&self) -> Ports<'_, SqliteDb, FakeR2, FakeStore, FakeHost> {
-        Ports { db: &self.db, r2: &self.r2, store: &self.store, host: &self.host }
+        Ports {
+            db: &self.db,
+            r2: &self.r2,
+            store: &self.store,
+            host: &self.host,
+        }
     }
 
     pub fn step(&self, date: &str) -> Result<StepReport, EngineError> {
@@ -458,13 +522,31 @@ impl Rng {
     }
 }
 
-const PATHS: &[&str] = &["/", "/api/v1/items", "/login", "/café/menü", "/搜索?q=1", "/a\"b\\c", "/emoji/🚀"];
-const AGENTS: &[&str] = &["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "Go-http-client/2.0", "bot\u{1}\u{7f}\ttab\nnewline"];
+const PATHS: &[&str] = &[
+    "/",
+    "/api/v1/items",
+    "/login",
+    "/café/menü",
+    "/搜索?q=1",
+    "/a\"b\\c",
+    "/emoji/🚀",
+];
+const AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64)",
+    "curl/8.5.0",
+    "Go-http-client/2.0",
+    "bot\u{1}\u{7f}\ttab\nnewline",
+];
 
 /// Inserts `n` rows for `date` (`created_at` an hour before `now_s`), varied like real traffic:
 /// unicode, quotes, control characters, NULLs, long tails, fractional response times.
 pub fn seed(db: &SqliteDb, date: &str, n: u64, seed: u64, now_s: i64) {
-    let day_start = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
+    let day_start = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
     let mut rng = Rng(seed | 1);
     let tx = db.conn.unchecked_transaction().unwrap();
     {
@@ -474,7 +556,11 @@ pub fn seed(db: &SqliteDb, date: &str, n: u64, seed: u64, now_s: i64) {
         for i in 0..n {
             let ts = day_start + (i as i64 * (DAY_MS - 1)) / (n.max(1) as i64);
             let id = format!("{ts:013}-{:08x}", rng.next() as u32);
-            let path = if rng.below(10) == 0 { format!("/p/{}", rng.next()) } else { PATHS[rng.below(PATHS.len() as u64) as usize].to_string() };
+            let path = if rng.below(10) == 0 {
+                format!("/p/{}", rng.next())
+            } else {
+                PATHS[rng.below(PATHS.len() as u64) as usize].to_string()
+            };
             let status: i64 = [200, 200, 200, 301, 404, 500][rng.below(6) as usize];
             let rt = (rng.next() % 100_000) as f64 / 7.0;
             let ua: Option<String> = match rng.below(8) {
@@ -509,7 +595,20 @@ pub fn expected_rows(db: &SqliteDb, date: &str) -> BTreeMap<String, Value> {
         .conn
         .prepare("SELECT id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at FROM traffic_events WHERE event_date = ?1")
         .unwrap();
-    let names = ["id", "path", "method", "status", "response_time", "client_ip_hash", "user_agent", "country", "timestamp", "event_date", "is_error", "created_at"];
+    let names = [
+        "id",
+        "path",
+        "method",
+        "status",
+        "response_time",
+        "client_ip_hash",
+        "user_agent",
+        "country",
+        "timestamp",
+        "event_date",
+        "is_error",
+        "created_at",
+    ];
     let mut out = BTreeMap::new();
     let mut q = st.query([date]).unwrap();
     while let Some(r) = q.next().unwrap() {
@@ -530,7 +629,13 @@ pub fn expected_rows(db: &SqliteDb, date: &str) -> BTreeMap<String, Value> {
 }
 
 pub fn count_date(db: &SqliteDb, date: &str) -> u64 {
-    db.conn.query_row("SELECT count(*) FROM traffic_events WHERE event_date = ?1", [date], |r| r.get(0)).unwrap()
+    db.conn
+        .query_row(
+            "SELECT count(*) FROM traffic_events WHERE event_date = ?1",
+            [date],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 /// Decompresses with a reader that stops after the first gzip member.
@@ -549,14 +654,29 @@ pub fn assert_archive_matches(text: &str, expected: &BTreeMap<String, Value>) ->
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["id", "path", "method", "status", "response_time", "client_ip_hash", "user_agent", "country", "timestamp", "event_date", "is_error", "created_at"]
+            [
+                "id",
+                "path",
+                "method",
+                "status",
+                "response_time",
+                "client_ip_hash",
+                "user_agent",
+                "country",
+                "timestamp",
+                "event_date",
+                "is_error",
+                "created_at"
+            ]
         );
         let id = v["id"].as_str().unwrap().to_string();
         assert!(seen.insert(id.clone(), v).is_none(), "row {id} archived twice");
     }
     assert_eq!(seen.len(), expected.len(), "row count");
     for (id, want) in expected {
-        let got = seen.get(id).unwrap_or_else(|| panic!("row {id} missing from the archive"));
+        let got = seen
+            .get(id)
+            .unwrap_or_else(|| panic!("row {id} missing from the archive"));
         assert_eq!(got, want, "row {id}");
     }
     seen.len()
