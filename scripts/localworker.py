@@ -184,6 +184,14 @@ class LocalWorker:
         assert code == 200, body
         return body["status"]
 
+    def wait_until(self, date: str, cond, while_in: tuple = ("idle", "exporting"), timeout: float = 120) -> dict:
+        """Polls the status until `cond(status)` holds; the date must stay in `while_in` meanwhile."""
+        deadline = time.time() + timeout
+        while not cond(st := self.status(date)):
+            assert st["phase"] in while_in and time.time() < deadline, st
+            time.sleep(0.01)
+        return st
+
     def wait_for(self, date: str, phases: set, timeout: float = 300) -> dict:
         deadline = time.time() + timeout
         while True:

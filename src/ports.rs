@@ -77,9 +77,9 @@ pub trait ObjectStore {
 
 /// The Durable Object's own storage: the record (JSON) and the carry bytes, saved together.
 pub trait Durable {
-    /// The saved record, and the carry if `carry_capacity` is given (else an empty carry). The
-    /// carry comes in a buffer of at least that many bytes, so the export can keep writing
-    /// into it without reallocating.
+    /// The saved record, and the carry if `carry_capacity` is given (else an empty carry). A
+    /// non-empty carry comes in a buffer of at least that many bytes, so the export can keep
+    /// writing into it without reallocating; an empty one allocates nothing.
     async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError>;
     /// Saves the record, and the carry if given (`None` keeps the saved carry), in one atomic
     /// write, **only if** the saved record's revision is still `expected_revision` (0 when

@@ -11,12 +11,22 @@ const DATE: &str = "2026-11-20";
 const OTHER: &str = "2026-11-19";
 const ROWS: u64 = 5_000;
 
-fn world() -> World {
+type Rows = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// A fresh world with the date and a neighbour seeded, and both dates' rows as they were.
+struct Scenario {
+    w: World,
+    expected: Rows,
+    other: Rows,
+}
+
+fn scenario() -> Scenario {
     let w = World::new(small_config());
     let now_s = w.host.now.get() / 1000;
     seed(&w.db, DATE, ROWS, 21, now_s);
     seed(&w.db, OTHER, 40, 22, now_s);
-    w
+    let (expected, other) = (expected_rows(&w.db, DATE), expected_rows(&w.db, OTHER));
+    Scenario { w, expected, other }
 }
 
 /// Drives like the platform: a trigger or alarm that throws is simply delivered again.
@@ -44,12 +54,7 @@ fn drive_through_faults(w: &World) {
     panic!("the run did not finish: {:?}", w.status(DATE));
 }
 
-fn check(
-    w: &World,
-    expected: &std::collections::BTreeMap<String, serde_json::Value>,
-    other: &std::collections::BTreeMap<String, serde_json::Value>,
-    label: &str,
-) {
+fn check(Scenario { w, expected, other }: &Scenario, label: &str) {
     let st = w.status(DATE);
     assert_eq!(st.phase, "cleaned", "{label}: {st:?}");
     let object =
@@ -73,11 +78,10 @@ fn check(
 
 /// Counts the calls of an undisturbed run, and checks that it covers every kind of call.
 fn reference_calls() -> u64 {
-    let w = world();
-    let expected = expected_rows(&w.db, DATE);
-    let other = expected_rows(&w.db, OTHER);
-    drive_through_faults(&w);
-    check(&w, &expected, &other, "reference");
+    let s = scenario();
+    let w = &s.w;
+    drive_through_faults(w);
+    check(&s, "reference");
     let log = w.faults.log.borrow().clone();
     for op in [
         "d1.select",
@@ -109,13 +113,11 @@ fn reference_calls() -> u64 {
 fn every_call_failing_once_still_archives_exactly() {
     let calls = reference_calls();
     for k in 1..=calls {
-        let w = world();
-        let expected = expected_rows(&w.db, DATE);
-        let other = expected_rows(&w.db, OTHER);
-        w.faults.mode.set(FaultMode::FailAt(k));
-        drive_through_faults(&w);
-        let op = w.faults.log.borrow()[k as usize - 1];
-        check(&w, &expected, &other, &format!("fail at call {k} ({op})"));
+        let s = scenario();
+        s.w.faults.mode.set(FaultMode::FailAt(k));
+        drive_through_faults(&s.w);
+        let op = s.w.faults.log.borrow()[k as usize - 1];
+        check(&s, &format!("fail at call {k} ({op})"));
     }
 }
 
@@ -123,9 +125,8 @@ fn every_call_failing_once_still_archives_exactly() {
 fn a_crash_after_every_call_restarts_from_durable_state() {
     let calls = reference_calls();
     for k in 1..=calls {
-        let w = world();
-        let expected = expected_rows(&w.db, DATE);
-        let other = expected_rows(&w.db, OTHER);
+        let s = scenario();
+        let w = &s.w;
         w.faults.mode.set(FaultMode::CrashAfter(k));
         // Run until the crash: everything after call k fails and is lost.
         for _ in 0..10_000 {
@@ -143,8 +144,8 @@ fn a_crash_after_every_call_restarts_from_durable_state() {
         let op = w.faults.log.borrow()[k as usize - 1];
         // Restart: only what the fakes hold durably (D1, R2, Durable Object storage) remains.
         w.faults.reset();
-        drive_through_faults(&w);
-        check(&w, &expected, &other, &format!("crash after call {k} ({op})"));
+        drive_through_faults(w);
+        check(&s, &format!("crash after call {k} ({op})"));
         assert!(
             w.r2.open_uploads() <= 1,
             "crash after call {k}: more than one orphaned upload"

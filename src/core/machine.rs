@@ -45,6 +45,20 @@ pub enum Action {
     FinalCheck { date: String, cutoff: i64 },
 }
 
+impl Action {
+    /// A short name for logs and step reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Wait => "wait",
+            Action::Capture { .. } => "capture",
+            Action::Export(_) => "export",
+            Action::Finalize(_) => "finalize",
+            Action::Clean(_) => "clean",
+            Action::FinalCheck { .. } => "final-check",
+        }
+    }
+}
+
 /// The inputs of one export step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportPlan {
@@ -542,20 +556,12 @@ pub fn handle_failure(mut rec: Record, err: StepError, now_ms: i64, cfg: &Config
     rec.updated_at_ms = Some(now_ms);
     match err.recovery() {
         Recovery::Stop => stop(rec, message, now_ms),
-        Recovery::Retry => {
-            rec.attempts += 1;
-            if rec.attempts >= cfg.max_attempts {
-                stop(rec, message, now_ms)
-            } else {
-                rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
-                rec
-            }
-        }
+        Recovery::Retry => retry(rec, message, now_ms, cfg),
         Recovery::RestartExport => {
             let restarts = match &rec.phase {
                 Phase::Exporting(ex) | Phase::Finalizing(ex) => ex.restarts + 1,
                 // Only export steps restart; anywhere else this is a plain retry.
-                _ => return handle_failure_as_retry(rec, message, now_ms, cfg),
+                _ => return retry(rec, message, now_ms, cfg),
             };
             if restarts > cfg.max_attempts {
                 return stop(
@@ -577,7 +583,8 @@ pub fn handle_failure(mut rec: Record, err: StepError, now_ms: i64, cfg: &Config
     }
 }
 
-fn handle_failure_as_retry(mut rec: Record, message: String, now_ms: i64, cfg: &Config) -> Record {
+/// One more attempt after a backoff, or `Failed` once `max_attempts` are used up.
+fn retry(mut rec: Record, message: String, now_ms: i64, cfg: &Config) -> Record {
     rec.attempts += 1;
     if rec.attempts >= cfg.max_attempts {
         return stop(rec, message, now_ms);

@@ -76,7 +76,7 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
         let started = self.host.now_ms();
         let (rec, carry) = self.load(date, cfg, true).await?;
         let action = next_action(&rec, cfg);
-        let action_name = action_name(&action);
+        let action_name = action.name();
         if action == Action::Wait {
             return Ok(StepReport {
                 action: action_name,
@@ -251,16 +251,5 @@ fn expected_carry(rec: &Record) -> u64 {
             _ => 0,
         },
         _ => 0,
-    }
-}
-
-fn action_name(action: &Action) -> &'static str {
-    match action {
-        Action::Wait => "wait",
-        Action::Capture { .. } => "capture",
-        Action::Export(_) => "export",
-        Action::Finalize(_) => "finalize",
-        Action::Clean(_) => "clean",
-        Action::FinalCheck { .. } => "final-check",
     }
 }

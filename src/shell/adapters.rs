@@ -277,8 +277,9 @@ impl Durable for DoStorage {
             return Ok(Some((json, Vec::new())));
         };
         let count = map.get(&CARRY_COUNT.into()).as_f64().unwrap_or(0.0) as usize;
-        let mut carry = Vec::with_capacity(capacity.max(count * DO_VALUE_CHUNK));
+        let mut carry = Vec::new();
         if count > 0 {
+            carry.reserve(capacity.max(count * DO_VALUE_CHUNK));
             let chunks = self.get_raw((0..count).map(chunk_key).collect()).await?;
             for i in 0..count {
                 let v = chunks.get(&chunk_key(i).into());

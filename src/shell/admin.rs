@@ -36,8 +36,10 @@ pub(super) async fn call_object(env: &Env, date: &str, op: &str) -> Result<(u16,
     Ok((resp.status_code(), body))
 }
 
-fn passthrough(code: u16, body: &str) -> ApiResult {
-    json_response(code, body).map_err(internal)
+/// Hands `op` for `day` to the date's Durable Object and relays its answer.
+async fn forward(env: &Env, day: Day, op: &str) -> ApiResult {
+    let (code, body) = call_object(env, &day.to_string(), op).await?;
+    json_response(code, &body).map_err(internal)
 }
 
 fn ok_json(code: u16, v: &Value) -> ApiResult {
@@ -78,13 +80,18 @@ pub(super) async fn route(mut req: Request, env: &Env) -> ApiResult {
     let cfg = config(env)?;
     let today = Day::from_unix_ms(WorkerHost.now_ms());
     let method = req.method();
-    let is = |m: &[Method]| m.contains(&method);
+    let allow = |allowed: &[Method]| -> Result<(), ApiError> {
+        if allowed.contains(&method) {
+            return Ok(());
+        }
+        let names: Vec<&str> = allowed.iter().map(AsRef::as_ref).collect();
+        Err(method_not_allowed(&names.join(" or ")))
+    };
+    let date = || date_param(q("date").as_deref(), today);
     match path.as_str() {
         "/admin/trigger-archive" => {
-            if !is(&[Method::Post, Method::Get]) {
-                return Err(method_not_allowed("POST (or GET)"));
-            }
-            let day = date_param(q("date").as_deref(), today)?;
+            allow(&[Method::Post, Method::Get])?;
+            let day = date()?;
             if !day.is_past_retention(today, cfg.retention_days) && !flag_param(q("force").as_deref()) {
                 return Err(ApiError::new(
                     409,
@@ -96,49 +103,30 @@ pub(super) async fn route(mut req: Request, env: &Env) -> ApiResult {
                     ),
                 ));
             }
-            let (code, body) = call_object(env, &day.to_string(), "trigger").await?;
-            passthrough(code, &body)
+            forward(env, day, "trigger").await
         }
-        "/admin/trigger-cleanup" => {
-            if !is(&[Method::Post, Method::Get]) {
-                return Err(method_not_allowed("POST (or GET)"));
-            }
-            let day = date_param(q("date").as_deref(), today)?;
-            let (code, body) = call_object(env, &day.to_string(), "cleanup").await?;
-            passthrough(code, &body)
-        }
-        "/admin/reset" => {
-            if !is(&[Method::Post]) {
-                return Err(method_not_allowed("POST"));
-            }
-            let day = date_param(q("date").as_deref(), today)?;
-            let (code, body) = call_object(env, &day.to_string(), "reset").await?;
-            passthrough(code, &body)
-        }
-        "/admin/archive-status" => {
-            if !is(&[Method::Get]) {
-                return Err(method_not_allowed("GET"));
-            }
-            let day = date_param(q("date").as_deref(), today)?;
-            let (code, body) = call_object(env, &day.to_string(), "status").await?;
-            passthrough(code, &body)
+        // Routes that only hand the date to its Durable Object.
+        "/admin/trigger-cleanup" | "/admin/reset" | "/admin/archive-status" => {
+            let (methods, op): (&[Method], &str) = match path.as_str() {
+                "/admin/trigger-cleanup" => (&[Method::Post, Method::Get], "cleanup"),
+                "/admin/reset" => (&[Method::Post], "reset"),
+                _ => (&[Method::Get], "status"),
+            };
+            allow(methods)?;
+            forward(env, date()?, op).await
         }
         "/admin/archive" => {
-            if !is(&[Method::Get]) {
-                return Err(method_not_allowed("GET"));
-            }
-            let day = date_param(q("date").as_deref(), today)?;
+            allow(&[Method::Get])?;
+            let day = date()?;
             let generation = number_param("generation", q("generation").as_deref())?;
             archive(env, &cfg.prefix, &day.to_string(), generation).await
         }
         "/admin/dates" => {
-            if !is(&[Method::Get]) {
-                return Err(method_not_allowed("GET"));
-            }
+            allow(&[Method::Get])?;
             dates(env, &cfg, today).await
         }
         "/admin/bench/naive" if super::bench::enabled(env) => {
-            let day = date_param(q("date").as_deref(), today)?;
+            let day = date()?;
             ok_json(200, &super::bench::naive(env, &day.to_string()).await?)
         }
         "/admin/test/upload" if super::faults::hooks_enabled(env) => {
@@ -153,9 +141,7 @@ pub(super) async fn route(mut req: Request, env: &Env) -> ApiResult {
             ok_json(200, &super::faults::sql_hook(env, &sql).await?)
         }
         "/admin/health" => {
-            if !is(&[Method::Get]) {
-                return Err(method_not_allowed("GET"));
-            }
+            allow(&[Method::Get])?;
             health(env, &cfg, today).await
         }
         _ => Err(ApiError::new(

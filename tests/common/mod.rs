@@ -367,6 +367,7 @@ impl Durable for FakeStore {
         self.faults.tick("do.load")?;
         Ok(self.saved.borrow().as_ref().map(|(json, carry)| {
             let carry = match carry_capacity {
+                Some(_) if carry.is_empty() => Vec::new(),
                 Some(cap) => {
                     let mut v = Vec::with_capacity(cap.max(carry.len()));
                     v.extend_from_slice(carry);

@@ -84,10 +84,7 @@ def test_an_upload_aborted_from_outside_restarts_the_export(tmp_path):
     w.start()
     try:
         w.api("POST", f"/admin/trigger-archive?date={date}")
-        deadline = time.time() + 120
-        while not ((st := w.status(date))["upload_id"] and st["parts_uploaded"] >= 1):
-            assert st["phase"] == "exporting" and time.time() < deadline, st
-            time.sleep(0.02)
+        st = w.wait_until(date, lambda st: st["upload_id"] and st["parts_uploaded"] >= 1)
         q = urllib.parse.urlencode({"key": st["object_key"], "upload_id": st["upload_id"], "op": "abort"})
         assert w.api("POST", f"/admin/test/upload?{q}")[0] == 200
         st = run_to_end(w, date)
@@ -122,10 +119,7 @@ def test_late_rows_during_export_and_cleaning_survive_and_become_generation_2(tm
     w.start()
     try:
         w.api("POST", f"/admin/trigger-archive?date={date}")
-        deadline = time.time() + 120
-        while (st := w.status(date))["rows_exported"] < 20_000:
-            assert st["phase"] in ("idle", "exporting") and time.time() < deadline, st
-            time.sleep(0.01)
+        st = w.wait_until(date, lambda st: st["rows_exported"] >= 20_000)
         assert st["phase"] == "exporting"
         # Ids sort by event time: '0000…' sorts before the cursor, '9999…' after it.
         for rid in ("0000000000000-late-a", "9999999999999-late-b"):
@@ -182,10 +176,7 @@ def test_a_reset_during_export_leaves_no_orphaned_upload(tmp_path):
     w.start()
     try:
         w.api("POST", f"/admin/trigger-archive?date={date}")
-        deadline = time.time() + 120
-        while not (st := w.status(date))["upload_id"]:
-            assert st["phase"] in ("idle", "exporting") and time.time() < deadline, st
-            time.sleep(0.02)
+        st = w.wait_until(date, lambda st: st["upload_id"])
         code, body = w.api("POST", f"/admin/reset?date={date}")
         assert code == 200 and body["status"]["phase"] == "idle", body
         q = urllib.parse.urlencode({"key": st["object_key"], "upload_id": st["upload_id"], "op": "probe"})
