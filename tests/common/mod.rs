@@ -590,26 +590,30 @@ pub fn seed(db: &SqliteDb, date: &str, n: u64, seed: u64, now_s: i64) {
     tx.commit().unwrap();
 }
 
+/// The columns of `traffic_events`, in table order: the order of every archived line's keys.
+pub const COLUMNS: [&str; 12] = [
+    "id",
+    "path",
+    "method",
+    "status",
+    "response_time",
+    "client_ip_hash",
+    "user_agent",
+    "country",
+    "timestamp",
+    "event_date",
+    "is_error",
+    "created_at",
+];
+
 /// Every row of `date` as the JSON object the archive must hold for it, keyed by id.
 pub fn expected_rows(db: &SqliteDb, date: &str) -> BTreeMap<String, Value> {
-    let mut st = db
-        .conn
-        .prepare("SELECT id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at FROM traffic_events WHERE event_date = ?1")
-        .unwrap();
-    let names = [
-        "id",
-        "path",
-        "method",
-        "status",
-        "response_time",
-        "client_ip_hash",
-        "user_agent",
-        "country",
-        "timestamp",
-        "event_date",
-        "is_error",
-        "created_at",
-    ];
+    let sql = format!(
+        "SELECT {} FROM traffic_events WHERE event_date = ?1",
+        COLUMNS.join(", ")
+    );
+    let mut st = db.conn.prepare(&sql).unwrap();
+    let names = COLUMNS;
     let mut out = BTreeMap::new();
     let mut q = st.query([date]).unwrap();
     while let Some(r) = q.next().unwrap() {
@@ -653,23 +657,7 @@ pub fn assert_archive_matches(text: &str, expected: &BTreeMap<String, Value>) ->
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "id",
-                "path",
-                "method",
-                "status",
-                "response_time",
-                "client_ip_hash",
-                "user_agent",
-                "country",
-                "timestamp",
-                "event_date",
-                "is_error",
-                "created_at"
-            ]
-        );
+        assert_eq!(keys, COLUMNS);
         let id = v["id"].as_str().unwrap().to_string();
         assert!(seen.insert(id.clone(), v).is_none(), "row {id} archived twice");
     }
