@@ -1,12 +1,15 @@
 //! D1 → R2 archiver: moves each old day of `traffic_events` out of D1 into one gzip JSON Lines
-//! object in R2, then deletes exactly the archived rows. One Durable Object per date.
+//! object in R2, reads it back, and deletes exactly the rows equal to its lines. One Durable
+//! Object per date.
 //!
-//! The rooms:
-//! - [`core`]: the pure state machine, formats and SQL text. No I/O.
-//! - [`ports`]: the traits through which the engine reaches D1, R2, storage and the clock.
-//! - [`engine`]: performs one step or one command through the ports; generic, runs natively.
-//! - [`api`]: the admin HTTP surface's pure parts: auth, parameters, error bodies.
-//! - `shell` (wasm only): the Worker — Durable Object, alarm, cron, HTTP routes, and the
+//! The rooms, each importing only from the rooms below it:
+//! - [`core`]: the pure state machine, formats, SQL text and policies. No I/O, no clock.
+//! - [`ports`]: the traits through which the engine reaches D1, R2, storage and the clock, and
+//!   the one fault model that wraps any of them.
+//! - [`engine`]: performs what the core decides, through the ports; generic, runs natively.
+//! - [`api`]: the admin HTTP surface's pure parts: routes, parameters, auth, errors, the typed
+//!   protocol between the Worker and the Durable Objects.
+//! - `shell` (wasm only): the Worker — Durable Object, alarm, cron, HTTP handlers, and the
 //!   adapters from `worker` types to the ports.
 
 pub mod api;

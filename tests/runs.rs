@@ -4,288 +4,145 @@ mod common;
 
 use common::*;
 use d1_archiver::core::config::Config;
-use d1_archiver::core::date::index_key;
 use d1_archiver::core::machine::Command;
-use serde_json::Value;
-
-const DATE: &str = "2026-11-20";
-const OTHER: &str = "2026-11-21";
 
 fn now_s(w: &World) -> i64 {
     w.host.now.get() / 1000
 }
 
-/// Seeds DATE and OTHER, runs DATE to Cleaned, and checks the archive, D1 and the metadata.
-fn full_run(cfg: Config, rows: u64) -> (World, Vec<u8>) {
+/// Seeds DATE and OTHER, runs DATE to rest, and checks the archive, D1 and the metadata.
+fn full_run(cfg: Config, rows: u64) -> World {
     let w = World::new(cfg);
-    seed(&w.db, DATE, rows, 7, now_s(&w));
-    seed(&w.db, OTHER, 50, 8, now_s(&w));
-    let expected = expected_rows(&w.db, DATE);
-    let other_before = expected_rows(&w.db, OTHER);
-    w.run(DATE);
-
-    let st = w.status(DATE);
-    assert_eq!(st.phase, "cleaned", "{st:?}");
+    seed(w.sql(), DATE, rows, 7, now_s(&w));
+    seed(w.sql(), OTHER, 50, 8, now_s(&w));
+    let expected = rows_of(w.sql(), DATE);
+    let other = rows_of(w.sql(), OTHER);
+    w.run();
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(0)), "{st:?}");
     let key = st.object_key.clone().unwrap();
     assert_eq!(key, "traffic_events/event_date=2026-11-20/0001.jsonl.gz");
-    let object = w.r2.object(&key).expect("archive object");
-    assert_eq!(
-        assert_archive_matches(&gunzip_single_member(&object), &expected),
-        rows as usize
-    );
-    assert_eq!(count_date(&w.db, DATE), 0, "D1 still holds rows of the date");
-    assert_eq!(expected_rows(&w.db, OTHER), other_before, "the other date was touched");
-    assert_eq!(w.r2.open_uploads(), 0, "an upload was left open");
+    assert_lines(lines_of(&w.objects().object(&key).unwrap()), &expected);
+    assert_eq!(count_date(w.sql(), DATE), 0, "D1 still holds rows of the date");
+    assert_eq!(rows_of(w.sql(), OTHER), other, "the other date was touched");
+    assert_eq!(w.objects().open_uploads(), 0, "an upload was left open");
+    let (status, path, cleaned, pending) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), path.as_deref(), cleaned, pending), ("cleaned", Some(key.as_str()), 1, Some(0)));
+    assert_eq!(w.listed_objects(), [key]);
+    w
+}
 
-    let (cleaned, count, size, status): (i64, i64, i64, String) =
-        w.db.conn
-            .query_row(
-                "SELECT d1_cleaned, record_count, file_size_bytes, status FROM archive_metadata WHERE date = ?1",
-                [DATE],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
-    assert_eq!(
-        (cleaned, count as u64, size as usize, status.as_str()),
-        (1, rows, object.len(), "cleaned")
-    );
-    (w, object)
+#[test]
+fn a_day_is_archived_verified_and_cleaned() {
+    let w = full_run(small_config(), 5_000);
+    let st = w.status();
+    assert!(st.pieces > 10 && st.parts_uploaded >= 2, "{st:?}");
+    assert_eq!(st.rows_deleted, 5_000);
 }
 
 #[test]
 fn a_day_of_zero_rows_gives_an_empty_archive() {
-    let (_, object) = full_run(small_config(), 0);
-    assert_eq!(gunzip_single_member(&object), "");
+    let w = full_run(small_config(), 0);
+    assert_eq!(gunzip_single_member(&w.objects().object(&w.status().object_key.unwrap()).unwrap()), "");
 }
 
 #[test]
-fn a_day_of_one_row() {
-    full_run(small_config(), 1);
+fn default_config_one_part() {
+    full_run(Config::default(), 3_000);
+}
+
+/// Rows the archive must hold byte-exact and cleaning must match exactly.
+fn hostile(w: &World) {
+    w.sql()
+        .execute_batch(&format!(
+            "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES
+            ('0-edge-1', '/q?x=''1'' OR 1=1;--', 'GET', 200, 0.30000000000000004, 'h', 'emoji 😀 中文 \"quoted\" back\\slash ' || char(1) || char(9) || char(10), NULL, 9007199254740993, '{DATE}', 0, 1),
+            ('0-edge-2', '/', 'GET', 500, 1e300, 'h', NULL, NULL, -9007199254740993, '{DATE}', 1, 9223372036854775807),
+            ('0-edge-3', '/', 'POST', 200, 5e-324, 'h', printf('%.*c', 100000, 'A'), 'JP', 9007199254740991, '{DATE}', 0, -1),
+            ('0-edge-4', '/', 'GET', 200, 0, 'h', NULL, NULL, 9007199254740992, '{DATE}', 0, NULL),
+            ('', '/empty-id', 'GET', 200, 1.5, 'h', NULL, NULL, 1, '{DATE}', 0, 1795000000000),
+            (NULL, '/null-id', 'GET', 200, 2.5, 'h', NULL, NULL, 2, '{DATE}', 0, 4102444800),
+            (NULL, '/null-id', 'GET', 200, 2.5, 'h', NULL, NULL, 2, '{DATE}', 0, 4102444800),
+            (NULL, '/null-id-2', 'GET', 200, 1e308, 'h', x'00ff', NULL, 3, '{DATE}', 0, NULL),
+            (x'00ff10', x'', x'47', x'01', x'7f', x'00', x'', x'ff', x'0102', '{DATE}', x'00', x'ab'),
+            ('0-types-1', '1', 'GET', '1', '1.5', 'h', '1', '1.0', 1, '{DATE}', 1.5, 'late'),
+            ('0-types-2', 'x', 'GET', 'abc', 'fast', 'h', 2, 2.0, 'noon', '{DATE}', 'no', 1.25),
+            ('0-inf', '/', 'GET', 200, 9e999, 'h', NULL, NULL, 5, '{DATE}', 0, NULL)"
+        ))
+        .unwrap();
 }
 
 #[test]
-fn a_day_of_many_parts_and_steps() {
-    let (w, object) = full_run(small_config(), 6_000);
-    let st = w.status(DATE);
-    assert!(
-        st.parts_uploaded >= 3,
-        "expected several parts, got {}",
-        st.parts_uploaded
-    );
-    assert!(st.stats.steps >= 10, "expected many steps, got {}", st.stats.steps);
-    assert_eq!(st.bytes_uploaded, object.len() as u64);
-}
-
-/// Every piece of the seek index inflates on its own to exactly its rows.
-#[test]
-fn seek_index_pieces_inflate_alone() {
-    let (w, object) = full_run(small_config(), 3_000);
-    let key = w.status(DATE).object_key.unwrap();
-    let index: Value = serde_json::from_slice(&w.r2.object(&index_key(&key)).expect("index object")).unwrap();
-    let pieces = index["pieces"].as_array().unwrap();
-    assert!(pieces.len() >= 3);
-    let mut total = 0;
-    for p in pieces {
-        let (off, len) = (
-            p["offset"].as_u64().unwrap() as usize,
-            p["len"].as_u64().unwrap() as usize,
-        );
-        let text = String::from_utf8(inflate_piece(&object[off..off + len])).unwrap();
-        let ids: Vec<String> = text
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(ids.len() as u64, p["rows"].as_u64().unwrap());
-        assert_eq!(ids.first().unwrap(), p["first_id"].as_str().unwrap());
-        assert_eq!(ids.last().unwrap(), p["last_id"].as_str().unwrap());
-        total += ids.len();
-    }
-    assert_eq!(total, 3_000);
-}
-
-fn inflate_piece(bytes: &[u8]) -> Vec<u8> {
-    let mut d = flate2::Decompress::new(false);
-    let mut out = Vec::new();
-    loop {
-        out.reserve(1 << 16);
-        let before = out.len();
-        d.decompress_vec(&bytes[d.total_in() as usize..], &mut out, flate2::FlushDecompress::Sync)
-            .unwrap();
-        if d.total_in() as usize == bytes.len() && out.len() == before {
-            return out;
-        }
-    }
-}
-
-/// Over 200,000 rows with R2's real 5 MiB minimum part size.
-#[test]
-fn more_than_200k_rows_with_real_part_size() {
-    let cfg = Config {
-        part_size: 5 * 1024 * 1024,
-        page_rows: 2_000,
-        step_rows: 50_000,
-        clean_batch_rows: 10_000,
-        clean_step_rows: 100_000,
-        ..Config::default()
-    };
-    let (w, _) = full_run(cfg, 210_000);
-    assert!(w.status(DATE).stats.steps >= 6);
-}
-
-/// An object of exactly N × part size: every part full, no short trailing part.
-#[test]
-fn object_of_exactly_two_parts() {
-    // The object's bytes do not depend on the part size, so measure once, then choose the
-    // part size as half the object (nudging the row count until the size is even).
-    for rows in 40_000..40_050 {
-        let probe = World::new(Config {
-            part_size: 64 * 1024 * 1024,
-            ..small_config()
-        });
-        seed(&probe.db, DATE, rows, 7, now_s(&probe));
-        probe.run(DATE);
-        let size = probe.status(DATE).bytes_uploaded;
-        if size % 2 == 1 {
-            continue;
-        }
-        let cfg = Config {
-            part_size: size / 2,
-            ..small_config()
-        };
-        let (w, object) = full_run(cfg, rows);
-        assert_eq!(object.len() as u64, size);
-        assert_eq!(w.status(DATE).parts_uploaded, 2);
-        return;
-    }
-    panic!("no even object size found");
-}
-
-/// Rows that arrive during the export, sorting before and after the cursor, stay in D1 and
-/// become the next generation.
-#[test]
-fn late_rows_survive_and_become_the_next_generation() {
+fn hostile_values_are_archived_exactly_and_cleaned() {
     let w = World::new(small_config());
-    seed(&w.db, DATE, 4_000, 11, now_s(&w));
-    let archived = expected_rows(&w.db, DATE);
-    w.command(DATE, Command::Trigger).unwrap();
-    let mut inserted_while = Vec::new();
-    let mut insert_late = |w: &World, step: u64| {
-        let phase = w.status(DATE).phase;
-        // Once during the export, once during cleaning.
-        if (step == 2 && phase == "exporting") || (phase == "cleaning" && !inserted_while.contains(&"cleaning")) {
-            inserted_while.push(phase);
-            // Ids sort by event time: "0000…" sorts before every exported id, "9999…" after.
-            for (i, prefix) in ["0000000000000", "9999999999999"].iter().enumerate() {
-                w.db.conn
-                    .execute(
-                        // created_at comes from the database's own clock, as in production.
-                        "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES (?1, '/late', 'GET', 'h', 1, ?2)",
-                        rusqlite::params![format!("{prefix}-late{step}{i}"), DATE],
-                    )
-                    .unwrap();
-            }
-        }
-    };
-    w.drive(DATE, &mut insert_late);
-    assert_eq!(inserted_while, ["exporting", "cleaning"]);
-    let st = w.status(DATE);
-    assert_eq!(st.phase, "cleaned");
-    let object = w.r2.object(&st.object_key.unwrap()).unwrap();
-    assert_archive_matches(&gunzip_single_member(&object), &archived);
-    assert_eq!(count_date(&w.db, DATE), 4, "the late rows must still be in D1");
-
-    // The next run archives exactly the late rows as generation 2. The set's cutoff is D1's
-    // clock in whole seconds, so wait for the next second of the database's clock first.
-    wait_for_next_db_second(&w);
-    w.host.now.set(w.host.now.get() + 60_000);
-    let late = expected_rows(&w.db, DATE);
-    w.run(DATE);
-    let st = w.status(DATE);
-    assert_eq!((st.phase, st.generation), ("cleaned", 2));
-    let object =
-        w.r2.object("traffic_events/event_date=2026-11-20/0002.jsonl.gz")
-            .unwrap();
-    assert_archive_matches(&gunzip_single_member(&object), &late);
-    assert_eq!(count_date(&w.db, DATE), 0);
-    assert!(w
-        .r2
-        .object("traffic_events/event_date=2026-11-20/0001.jsonl.gz")
-        .is_some());
-    assert_eq!(st.generations.len(), 2);
-
-    // A third trigger with nothing new creates no object.
-    w.run(DATE);
-    assert_eq!(w.status(DATE).generation, 2);
-    assert!(w
-        .r2
-        .object("traffic_events/event_date=2026-11-20/0003.jsonl.gz")
-        .is_none());
-}
-
-/// Integers past 2^53, 100 KB text and NULLs come back exactly.
-#[test]
-fn hostile_values_round_trip() {
-    let w = World::new(small_config());
-    let big_ua = "x\u{1F600}\"\\".repeat(100_000 / 8);
-    let rows: Vec<(String, Option<String>, i64, f64)> = vec![
-        ("1".into(), Some(big_ua), 9_007_199_254_740_993, 0.1 + 0.2),
-        ("2".into(), None, 9_007_199_254_740_992, 23.799999952316284),
-        (
-            "3".into(),
-            Some("\u{0}\u{1}\u{1f}\n\r\t\u{2028}中文 'quoted'".into()),
-            -9_223_372_036_854_775_808,
-            5e-324,
-        ),
-        ("4".into(), Some("".into()), i64::MAX, 1e300),
-    ];
-    for (id, ua, ts, rt) in &rows {
-        w.db.conn
-            .execute(
-                // created_at NULL too: every nullable column is NULL in some row.
-                "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES (?1, '/', 'GET', 200, ?2, 'h', ?3, NULL, ?4, ?5, 0, CASE WHEN ?1 = '2' THEN NULL ELSE 1 END)",
-                rusqlite::params![id, rt, ua, ts, DATE],
-            )
-            .unwrap();
-    }
-    let expected = expected_rows(&w.db, DATE);
-    w.run(DATE);
-    let object = w.r2.object(&w.status(DATE).object_key.unwrap()).unwrap();
-    let text = gunzip_single_member(&object);
-    assert_archive_matches(&text, &expected);
-    assert!(
-        text.contains("\"timestamp\":9007199254740993"),
-        "big integer must be exact in the text"
-    );
-    assert!(text.contains("\"response_time\":0.30000000000000004"));
+    seed(w.sql(), DATE, 500, 3, now_s(&w));
+    hostile(&w);
+    // Inf has no JSON number: compare it apart (the archive writes SQLite's 9.0e+999).
+    let expected: Vec<_> = rows_of(w.sql(), DATE).into_iter().filter(|r| r["id"] != "0-inf").collect();
+    w.run();
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(0)), "{:?}", st.last_error);
+    let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());
+    let inf: Vec<&str> = text.lines().filter(|l| l.contains("\"0-inf\"")).collect();
+    assert_eq!(inf.len(), 1);
+    assert!(inf[0].contains("\"response_time\":9.0e+999"), "{}", inf[0]);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.contains("\"0-inf\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_lines(lines, &expected);
+    assert_eq!(count_date(w.sql(), DATE), 0);
 }
 
 #[test]
-fn other_dates_are_never_touched_and_metadata_is_written() {
-    let (w, _) = full_run(small_config(), 500);
-    let (r2_path, gen): (String, i64) =
-        w.db.conn
-            .query_row(
-                "SELECT r2_path, generation FROM archive_metadata WHERE date = ?1",
-                [DATE],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-    assert_eq!(
-        (r2_path.as_str(), gen),
-        ("traffic_events/event_date=2026-11-20/0001.jsonl.gz", 1)
+fn changed_and_unarchived_rows_are_never_deleted() {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, 2_000, 5, now_s(&w));
+    w.run();
+    assert_eq!(w.status().phase, "uploaded");
+    let ids: Vec<String> = w
+        .sql()
+        .prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT 4")
+        .unwrap()
+        .query_map([DATE], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // The app changes one column of archived rows in every type, deletes one, and inserts a
+    // row (behind the cursor, any created_at) that no archive holds.
+    let app = format!(
+        "UPDATE traffic_events SET path = path || '!' WHERE id = '{0}';
+         UPDATE traffic_events SET response_time = response_time + 1e-9 WHERE id = '{1}';
+         UPDATE traffic_events SET status = CAST(status AS REAL) + 0.5 WHERE id = '{2}';
+         DELETE FROM traffic_events WHERE id = '{3}';
+         INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date, created_at)
+           VALUES ('{3}x', '/sneaky', 'GET', 'h', 1, '{DATE}', 1)",
+        ids[0], ids[1], ids[2], ids[3]
     );
-    assert_eq!(count_date(&w.db, OTHER), 50);
-}
-
-fn wait_for_next_db_second(w: &World) {
-    let now = || -> i64 { w.db.conn.query_row("SELECT unixepoch()", [], |r| r.get(0)).unwrap() };
-    let start = now();
-    while now() == start {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    w.sql().execute_batch(&app).unwrap();
+    let changed = rows_of(w.sql(), DATE)
+        .into_iter()
+        .filter(|r| [&ids[0], &ids[1], &ids[2]].iter().any(|i| r["id"] == **i) || r["id"] == format!("{}x", ids[3]))
+        .collect::<Vec<_>>();
+    assert_eq!(changed.len(), 4);
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(4)));
+    assert_eq!(st.rows_deleted, 2_000 - 4, "every unchanged archived row, and nothing else");
+    assert_eq!(sorted(rows_of(w.sql(), DATE)), sorted(changed), "exactly the changed and new rows stay");
+    let (status, _, cleaned, pending) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), cleaned, pending), ("cleaned", 0, Some(4)));
+    // The next generation archives them, and the date is then truly empty.
+    w.run();
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending, st.generation), ("cleaned", Some(0), 2));
+    assert_eq!(count_date(w.sql(), DATE), 0);
+    assert_eq!(w.listed_objects().len(), 2);
 }

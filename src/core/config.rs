@@ -1,7 +1,9 @@
-//! Tunables and platform limits. Read from the Worker's vars by the shell; validated here.
+//! Tunables and platform limits. One table, [`VARS`], names every Worker var with its default,
+//! its allowed range and its meaning; it drives parsing, the error text, and the check that
+//! README.md's configuration table says the same.
 //!
 //! Not persisted: a running export keeps its own copy of what must not change under it
-//! (the part size, the compression level).
+//! (the part size, the compression level, the batch size of a pass).
 
 use thiserror::Error;
 
@@ -16,85 +18,48 @@ pub const DO_MAX_KEYS_PER_PUT: usize = 128;
 /// Largest part size we accept: the carry must fit one atomic put, and a step holds about
 /// one part plus one page in wasm memory (the isolate has 128 MB).
 pub const MAX_PART_SIZE: u64 = 32 * 1024 * 1024;
-/// D1: 1,000 queries per invocation on the paid plan; a step stays far below.
-pub const D1_MAX_QUERIES_PER_INVOCATION: u64 = 1_000;
+/// D1: a bound string may be at most 2 MB; a batch of lines stays under it with room to spare.
+pub const D1_MAX_STRING: u64 = 2_000_000;
+/// The export ends a piece once its compressed output reaches this (the issue's "~1 MiB"),
+/// whatever `PIECE_BYTES` says.
+pub const PIECE_MAX_COMPRESSED: u64 = 1024 * 1024;
+/// A piece is read back whole into memory (cleaning, restore, events): at most this raw.
+pub const PIECE_MAX_RAW: u64 = 4 * 1024 * 1024;
+/// The first page of a scan, before any row size is known: a probe.
+pub const FIRST_PAGE_ROWS: u32 = 8;
 
-/// Everything the core needs to decide; one value per Worker var.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Dates older than this many days (before today, UTC) are archived. Var `RETENTION_DAYS`.
-    pub retention_days: u32,
-    /// Key prefix in the bucket. Var `ARCHIVE_PREFIX`.
-    pub prefix: String,
-    /// Multipart part size in bytes. Var `PART_SIZE_BYTES`.
-    pub part_size: u64,
-    /// Rows per export query. Var `PAGE_ROWS`.
-    pub page_rows: u32,
-    /// Target JSON bytes per export query; pages shrink when rows are large. Var `PAGE_BYTES`.
-    pub page_bytes: u64,
-    /// Rows per export step. Var `STEP_ROWS`.
-    pub step_rows: u64,
-    /// Uncompressed JSONL bytes per export step. Var `STEP_BYTES`.
-    pub step_bytes: u64,
-    /// Rows per DELETE statement (the export records a checkpoint every this many rows).
-    /// Var `CLEAN_BATCH_ROWS`.
-    pub clean_batch_rows: u64,
-    /// Rows deleted per cleaning step. Var `CLEAN_STEP_ROWS`.
-    pub clean_step_rows: u64,
-    /// Consecutive failures of one step before the date is `Failed`. Var `MAX_ATTEMPTS`.
-    pub max_attempts: u32,
-    /// First retry delay; doubles per attempt. Var `BACKOFF_BASE_MS`.
-    pub backoff_base_ms: u64,
-    /// Longest retry delay. Var `BACKOFF_MAX_MS`.
-    pub backoff_max_ms: u64,
-    /// Deflate level 0..=9. Var `COMPRESSION_LEVEL`.
-    pub level: u8,
-    /// Clean right after a verified upload (true) or wait for `trigger-cleanup`. Var `AUTO_CLEANUP`.
-    pub auto_cleanup: bool,
-    /// Failed dates the cron resumes per run. Var `CRON_MAX_DATES`.
-    pub cron_max_dates: u32,
-    /// Due dates kept running at once by the cron and by each date that finishes: they share a
-    /// Worker isolate's memory. Var `MAX_RUNNING_DATES`.
-    pub max_running_dates: u32,
+/// One Worker var: how it is spelled, what it defaults to, what it may be, what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub rule: Rule,
+    pub meaning: &'static str,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            retention_days: 3,
-            prefix: "traffic_events".into(),
-            part_size: R2_MIN_PART_SIZE,
-            page_rows: 2_000,
-            page_bytes: 1024 * 1024,
-            step_rows: 200_000,
-            step_bytes: 64 * 1024 * 1024,
-            clean_batch_rows: 10_000,
-            clean_step_rows: 200_000,
-            max_attempts: 6,
-            backoff_base_ms: 2_000,
-            backoff_max_ms: 300_000,
-            level: 6,
-            auto_cleanup: true,
-            cron_max_dates: 30,
-            max_running_dates: 2,
-        }
-    }
+/// What values a var takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// A whole number in `min..=max`; `text` says the range to a person.
+    Int { min: u64, max: u64, text: &'static str },
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Bool,
+    /// Any text (trimmed).
+    Text,
 }
 
 /// A var that cannot be used. Nothing runs with a bad config.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// The var is not a number of the right kind.
-    #[error(
-        "var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy"
-    )]
+    /// The var is not a value of its kind.
+    #[error("var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy")]
     Parse {
         name: &'static str,
         value: String,
         kind: &'static str,
     },
     /// The var is a number outside its allowed range.
-    #[error("var {name} = {value} is out of range: {rule}; fix it in wrangler.toml [vars] and redeploy")]
+    #[error("var {name} = {value} is out of range: {rule}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy")]
     Range {
         name: &'static str,
         value: u64,
@@ -102,154 +67,179 @@ pub enum ConfigError {
     },
 }
 
-impl Config {
-    /// Builds a config from vars (`get(name)`), with defaults for the missing ones.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let num = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .replace('_', "")
-                    .parse::<u64>()
-                    .map_err(|_| ConfigError::Parse {
-                        name,
-                        value: v,
-                        kind: "whole number",
-                    }),
+/// A var's parsed value, before it lands in its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Int(u64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Rule {
+    fn parse(self, name: &'static str, raw: &str) -> Result<Parsed, ConfigError> {
+        let raw = raw.trim();
+        match self {
+            Rule::Int { min, max, text } => {
+                let value = raw.replace('_', "").parse::<u64>().map_err(|_| ConfigError::Parse {
+                    name,
+                    value: raw.into(),
+                    kind: "whole number",
+                })?;
+                if value < min || value > max {
+                    return Err(ConfigError::Range { name, value, rule: text });
+                }
+                Ok(Parsed::Int(value))
             }
-        };
-        let range = |name: &'static str, value: u64, lo: u64, hi: u64, rule: &'static str| {
-            if value < lo || value > hi {
-                Err(ConfigError::Range { name, value, rule })
-            } else {
-                Ok(value)
-            }
-        };
-        let auto_cleanup = match get("AUTO_CLEANUP").map(|v| v.trim().to_ascii_lowercase()) {
-            None => d.auto_cleanup,
-            Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => true,
-            Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => false,
-            Some(v) => {
-                return Err(ConfigError::Parse {
-                    name: "AUTO_CLEANUP",
-                    value: v,
+            Rule::Bool => match raw.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Parsed::Bool(true)),
+                "0" | "false" | "no" | "off" | "" => Ok(Parsed::Bool(false)),
+                _ => Err(ConfigError::Parse {
+                    name,
+                    value: raw.into(),
                     kind: "boolean (true/false)",
+                }),
+            },
+            Rule::Text => Ok(Parsed::Text(raw.into())),
+        }
+    }
+}
+
+/// How a parsed value becomes a field of [`Config`].
+trait FromParsed: Sized {
+    fn from_parsed(p: Parsed) -> Self;
+}
+impl FromParsed for u64 {
+    fn from_parsed(p: Parsed) -> Self {
+        match p {
+            Parsed::Int(v) => v,
+            _ => 0,
+        }
+    }
+}
+impl FromParsed for u32 {
+    fn from_parsed(p: Parsed) -> Self {
+        u32::try_from(u64::from_parsed(p)).unwrap_or(u32::MAX)
+    }
+}
+impl FromParsed for u8 {
+    fn from_parsed(p: Parsed) -> Self {
+        u8::try_from(u64::from_parsed(p)).unwrap_or(u8::MAX)
+    }
+}
+impl FromParsed for bool {
+    fn from_parsed(p: Parsed) -> Self {
+        matches!(p, Parsed::Bool(true))
+    }
+}
+impl FromParsed for String {
+    fn from_parsed(p: Parsed) -> Self {
+        match p {
+            Parsed::Text(t) => t,
+            _ => String::new(),
+        }
+    }
+}
+
+const fn int(min: u64, max: u64, text: &'static str) -> Rule {
+    Rule::Int { min, max, text }
+}
+
+/// Declares [`Config`], its field per var, and [`VARS`] from one list.
+macro_rules! config {
+    ($( $(#[$doc:meta])* $field:ident: $ty:ty = $name:literal, $default:literal, $rule:expr, $meaning:literal; )*) => {
+        /// Everything the core needs to decide; one field per Worker var (see [`VARS`]).
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Config {
+            $( $(#[$doc])* pub $field: $ty, )*
+        }
+
+        /// Every var, in the order README.md lists them.
+        pub const VARS: &[Var] = &[
+            $( Var { name: $name, default: $default, rule: $rule, meaning: $meaning }, )*
+        ];
+
+        impl Config {
+            /// Builds a config from vars (`get(name)`), with defaults for the missing ones.
+            pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+                Ok(Config {
+                    $( $field: <$ty>::from_parsed(
+                        $rule.parse($name, get($name).as_deref().unwrap_or($default))?
+                    ), )*
                 })
             }
-        };
-        let cfg = Config {
-            retention_days: range(
-                "RETENTION_DAYS",
-                num("RETENTION_DAYS", d.retention_days.into())?,
-                1,
-                3650,
-                "1..=3650 days",
-            )? as u32,
-            prefix: get("ARCHIVE_PREFIX")
-                .map(|p| p.trim_matches('/').to_string())
-                .unwrap_or(d.prefix),
-            part_size: range(
-                "PART_SIZE_BYTES",
-                num("PART_SIZE_BYTES", d.part_size)?,
-                R2_MIN_PART_SIZE,
-                MAX_PART_SIZE,
-                "5 MiB (R2's minimum) ..= 32 MiB",
-            )?,
-            page_rows: range(
-                "PAGE_ROWS",
-                num("PAGE_ROWS", d.page_rows.into())?,
-                1,
-                50_000,
-                "1..=50000",
-            )? as u32,
-            page_bytes: range(
-                "PAGE_BYTES",
-                num("PAGE_BYTES", d.page_bytes)?,
-                65_536,
-                16 * 1024 * 1024,
-                "64 KiB ..= 16 MiB",
-            )?,
-            step_rows: range(
-                "STEP_ROWS",
-                num("STEP_ROWS", d.step_rows)?,
-                1,
-                10_000_000,
-                "1..=10000000",
-            )?,
-            step_bytes: range(
-                "STEP_BYTES",
-                num("STEP_BYTES", d.step_bytes)?,
-                65_536,
-                1 << 30,
-                "64 KiB ..= 1 GiB",
-            )?,
-            clean_batch_rows: range(
-                "CLEAN_BATCH_ROWS",
-                num("CLEAN_BATCH_ROWS", d.clean_batch_rows)?,
-                1,
-                1_000_000,
-                "1..=1000000",
-            )?,
-            clean_step_rows: range(
-                "CLEAN_STEP_ROWS",
-                num("CLEAN_STEP_ROWS", d.clean_step_rows)?,
-                1,
-                50_000_000,
-                "1..=50000000",
-            )?,
-            max_attempts: range(
-                "MAX_ATTEMPTS",
-                num("MAX_ATTEMPTS", d.max_attempts.into())?,
-                1,
-                100,
-                "1..=100",
-            )? as u32,
-            backoff_base_ms: range(
-                "BACKOFF_BASE_MS",
-                num("BACKOFF_BASE_MS", d.backoff_base_ms)?,
-                1,
-                3_600_000,
-                "1 ms ..= 1 h",
-            )?,
-            backoff_max_ms: range(
-                "BACKOFF_MAX_MS",
-                num("BACKOFF_MAX_MS", d.backoff_max_ms)?,
-                1,
-                86_400_000,
-                "1 ms ..= 1 day",
-            )?,
-            level: range(
-                "COMPRESSION_LEVEL",
-                num("COMPRESSION_LEVEL", d.level.into())?,
-                0,
-                9,
-                "0..=9",
-            )? as u8,
-            auto_cleanup,
-            cron_max_dates: range(
-                "CRON_MAX_DATES",
-                num("CRON_MAX_DATES", d.cron_max_dates.into())?,
-                1,
-                1000,
-                "1..=1000",
-            )? as u32,
-            max_running_dates: range(
-                "MAX_RUNNING_DATES",
-                num("MAX_RUNNING_DATES", d.max_running_dates.into())?,
-                1,
-                32,
-                "1..=32",
-            )? as u32,
-        };
-        Ok(cfg)
-    }
+        }
+    };
+}
 
+config! {
+    retention_days: u32 = "RETENTION_DAYS", "3", int(1, 3650, "1..=3650 days"),
+        "dates older than this many days (UTC) are archived";
+    prefix: String = "ARCHIVE_PREFIX", "traffic_events", Rule::Text,
+        "key prefix in the bucket";
+    part_size: u64 = "PART_SIZE_BYTES", "5242880", int(R2_MIN_PART_SIZE, MAX_PART_SIZE, "5 MiB (R2's minimum) ..= 32 MiB"),
+        "multipart part size; every part but the last has exactly this size";
+    page_rows: u32 = "PAGE_ROWS", "2000", int(1, 50_000, "1..=50000"),
+        "most rows per D1 query of the export scan";
+    page_bytes: u64 = "PAGE_BYTES", "1048576", int(65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB"),
+        "JSON bytes per D1 query of the export scan; pages shrink when rows are large, from the first page of every step";
+    step_rows: u64 = "STEP_ROWS", "200000", int(1, 10_000_000, "1..=10000000"),
+        "rows per export step (one alarm)";
+    step_bytes: u64 = "STEP_BYTES", "67108864", int(65_536, 1 << 30, "64 KiB ..= 1 GiB"),
+        "uncompressed bytes per export or verification step";
+    piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"),
+        "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";
+    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1000000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"),
+        "archived lines per DELETE or INSERT statement, in bytes of JSON";
+    clean_step_rows: u64 = "CLEAN_STEP_ROWS", "200000", int(1, 50_000_000, "1..=50000000"),
+        "rows deleted or restored per step";
+    max_attempts: u32 = "MAX_ATTEMPTS", "6", int(1, 100, "1..=100"),
+        "consecutive failures of a step (or export restarts) before the date is failed";
+    backoff_base_ms: u64 = "BACKOFF_BASE_MS", "2000", int(1, 3_600_000, "1 ms ..= 1 h"),
+        "first retry delay; it doubles per attempt";
+    backoff_max_ms: u64 = "BACKOFF_MAX_MS", "300000", int(1, 86_400_000, "1 ms ..= 1 day"),
+        "longest retry delay";
+    level: u8 = "COMPRESSION_LEVEL", "6", int(0, 9, "0..=9"),
+        "deflate level";
+    auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool,
+        "false: archive, inspect, then POST /admin/trigger-cleanup";
+    max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"),
+        "dates with work of their own at once; the cron starts due dates only into free slots";
+    cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"),
+        "failed dates the daily cron resumes per run";
+    restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, 365, "1..=365 days"),
+        "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
+    test_hooks: bool = "TEST_HOOKS", "false", Rule::Bool,
+        "tests only: serves /admin/test/* and the naive benchmark, and lets FAULT_INJECT act; /admin/health reports it";
+    fault_inject: String = "FAULT_INJECT", "", Rule::Text,
+        "tests only (needs TEST_HOOKS): `d1:K:C,r2:K:C` fails C calls of a service from its K-th";
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults are valid by construction (a test checks it).
+        Config::from_vars(|_| None).unwrap_or_else(|e| panic!("a default var is invalid: {e}"))
+    }
+}
+
+impl Config {
     /// Delay before retry number `attempt` (1-based): base × 2^(attempt-1), capped.
     pub fn backoff_ms(&self, attempt: u32) -> u64 {
         let factor = 1u64 << attempt.saturating_sub(1).min(20);
         self.backoff_base_ms.saturating_mul(factor).min(self.backoff_max_ms)
+    }
+
+    /// Room the export's output buffer needs: one part and a slice of output.
+    pub fn carry_capacity(&self) -> usize {
+        self.part_size as usize + 256 * 1024
+    }
+
+    /// The fault plan, which only test hooks let act.
+    pub fn faults(&self) -> &str {
+        if self.test_hooks {
+            &self.fault_inject
+        } else {
+            ""
+        }
     }
 }
 
@@ -264,34 +254,38 @@ mod tests {
     }
 
     #[test]
-    fn defaults_when_no_vars() {
-        assert_eq!(Config::from_vars(|_| None).unwrap(), Config::default());
+    fn defaults_parse_and_every_var_is_named_once() {
+        let c = Config::default();
+        assert_eq!((c.retention_days, c.part_size, c.auto_cleanup), (3, R2_MIN_PART_SIZE, true));
+        let mut names: Vec<&str> = VARS.iter().map(|v| v.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), VARS.len());
     }
 
     #[test]
-    fn part_size_below_r2_minimum_is_refused_with_the_rule() {
+    fn bad_values_name_the_var_and_the_rule() {
         let err = Config::from_vars(vars(&[("PART_SIZE_BYTES", "1000")])).unwrap_err();
-        assert!(err.to_string().contains("5 MiB"), "{err}");
+        assert!(err.to_string().contains("PART_SIZE_BYTES") && err.to_string().contains("5 MiB"), "{err}");
+        let err = Config::from_vars(vars(&[("AUTO_CLEANUP", "maybe")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { name: "AUTO_CLEANUP", .. }));
+        assert!(Config::from_vars(vars(&[("STEP_ROWS", "-1")])).is_err());
+        assert_eq!(Config::from_vars(vars(&[("STEP_ROWS", "1_000")])).unwrap().step_rows, 1000);
     }
 
     #[test]
-    fn garbage_is_a_parse_error() {
-        let err = Config::from_vars(vars(&[("AUTO_CLEANUP", "maybe")])).unwrap_err();
-        assert!(matches!(
-            err,
-            ConfigError::Parse {
-                name: "AUTO_CLEANUP",
-                ..
-            }
-        ));
-        assert!(Config::from_vars(vars(&[("STEP_ROWS", "-1")])).is_err());
+    fn fault_injection_needs_test_hooks() {
+        let c = Config::from_vars(vars(&[("FAULT_INJECT", "d1:1:1")])).unwrap();
+        assert_eq!(c.faults(), "");
+        let c = Config::from_vars(vars(&[("FAULT_INJECT", "d1:1:1"), ("TEST_HOOKS", "1")])).unwrap();
+        assert_eq!(c.faults(), "d1:1:1");
+        // Present but empty is off.
+        assert!(!Config::from_vars(vars(&[("TEST_HOOKS", "")])).unwrap().test_hooks);
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
         let c = Config::default();
-        assert_eq!(c.backoff_ms(1), 2_000);
-        assert_eq!(c.backoff_ms(2), 4_000);
-        assert_eq!(c.backoff_ms(30), 300_000);
+        assert_eq!((c.backoff_ms(1), c.backoff_ms(2), c.backoff_ms(30)), (2_000, 4_000, 300_000));
     }
 }

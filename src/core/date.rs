@@ -77,6 +77,15 @@ impl Day {
         Day(self.0 - Duration::days(i64::from(n)))
     }
 
+    pub fn plus_days(self, n: u32) -> Day {
+        Day(self.0 + Duration::days(i64::from(n)))
+    }
+
+    /// Unix milliseconds at 00:00 UTC of this day.
+    pub fn start_ms(self) -> i64 {
+        self.0.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis())
+    }
+
     /// Whole days from `self` to `later`.
     pub fn days_until(self, later: Day) -> i64 {
         (later.0 - self.0).num_days()

@@ -1,28 +1,36 @@
-//! The archive's byte format: one gzip member written piece by piece across many steps.
+//! The archive's byte format: one gzip member written piece by piece across many steps, and
+//! read back one piece at a time.
 //!
-//! Not a general gzip library: it only writes, and only the shape this archiver needs.
+//! Not a general gzip library: it writes and reads only the shape this archiver makes.
 //!
-//! The stream is a single raw-deflate stream framed by one gzip header and one trailer.
-//! Each step compresses its rows with a *fresh* compressor and ends them with a **full flush**:
-//! the output is then byte-aligned and the next piece does not refer back to it, so
+//! The stream is a single raw-deflate stream framed by one gzip header and one trailer. A
+//! *piece* is a run of whole lines compressed by a *fresh* compressor and ended by a **full
+//! flush**: the output is then byte-aligned and nothing after it refers back, so
 //!
-//! 1. a later step (another invocation, possibly after a crash) can continue the stream with a new
-//!    compressor, carrying only the CRC-32 and the length forward, and
-//! 2. every piece inflates on its own from its offset: the pieces form a seek index.
+//! 1. a later step (another invocation, possibly after a crash) continues the stream with a new
+//!    compressor, carrying only the CRC-32 and the lengths forward, and
+//! 2. every piece inflates on its own from its offset: the seek index lists them, each with the
+//!    CRC-32 of its lines, so a reader can check one piece without the rest.
 //!
 //! The last step appends an empty final block and the trailer (CRC-32 and length of the JSONL).
 //! Readers that stop after the first gzip member still read everything: there is only one.
+//!
+//! Writing uses zlib-rs (through flate2); reading back uses miniz_oxide, a second, independent
+//! implementation, so a read-back check does not share the writer's bugs.
 
 use flate2::{Compress, Compression, FlushCompress, Status};
+use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 
 /// The fixed 10-byte gzip member header (RFC 1952): magic, CM=deflate, no flags, mtime 0,
 /// XFL 0, OS 255 (unknown). Fixed bytes keep the output a pure function of the rows.
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-/// Size of the compressor's output window per call.
-const SCRATCH: usize = 64 * 1024;
-
 /// Length of the gzip trailer: CRC-32 and ISIZE, both little-endian u32.
 pub const GZIP_TRAILER_LEN: u64 = 8;
+/// The last bytes of every piece: the empty stored block of a full flush (LEN 0, NLEN 0xffff).
+const FLUSH_MARKER: [u8; 4] = [0, 0, 0xff, 0xff];
+/// Size of the compressor's output window per call.
+const SCRATCH: usize = 64 * 1024;
 
 /// Where the stream stands between steps; persisted in the export state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -35,13 +43,30 @@ pub struct StreamPos {
     pub out_len: u64,
 }
 
+/// A finished piece: `len` bytes at object offset `offset`, with CRC-32 `zcrc32`, that inflate
+/// (raw deflate) on their own to `raw_len` bytes with CRC-32 `crc32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceSpan {
+    pub offset: u64,
+    pub len: u64,
+    pub raw_len: u64,
+    pub crc32: u32,
+    pub zcrc32: u32,
+}
+
 /// One step's writer. Holds the compressor and the not-yet-uploaded output.
 pub struct PieceWriter {
     compressor: Compress,
     /// Where the compressor writes before its output is appended to `out`: bounded, so `out`
     /// grows by at most one slice's output between two part uploads.
     scratch: Vec<u8>,
-    hasher: crc32fast::Hasher,
+    /// CRC-32 of the ended pieces (the whole stream before the current piece).
+    stream_crc: crc32fast::Hasher,
+    /// CRC-32 of the current piece's lines.
+    piece_crc: crc32fast::Hasher,
+    /// CRC-32 of the current piece's compressed bytes (a flipped padding bit changes no line,
+    /// but it changes this).
+    piece_zcrc: crc32fast::Hasher,
     raw_len: u64,
     /// Compressed bytes not yet handed out as parts. Starts with the carry of the previous step.
     out: Vec<u8>,
@@ -51,16 +76,8 @@ pub struct PieceWriter {
     piece_start: u64,
     /// Uncompressed bytes written into the current piece.
     piece_raw: u64,
-    /// Largest capacity `out` reached, for the memory report.
+    /// Largest length `out` reached, for the memory report.
     peak_out: usize,
-}
-
-/// A finished piece: `len` bytes at object offset `offset` that inflate (raw deflate) on their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PieceSpan {
-    pub offset: u64,
-    pub len: u64,
-    pub raw_len: u64,
 }
 
 impl PieceWriter {
@@ -75,7 +92,9 @@ impl PieceWriter {
             // Raw deflate (no zlib header): the gzip framing is ours.
             compressor: Compress::new(Compression::new(u32::from(level.min(9))), false),
             scratch: Vec::with_capacity(SCRATCH),
-            hasher: crc32fast::Hasher::new_with_initial_len(pos.crc, pos.raw_len),
+            stream_crc: crc32fast::Hasher::new_with_initial_len(pos.crc, pos.raw_len),
+            piece_crc: crc32fast::Hasher::new(),
+            piece_zcrc: crc32fast::Hasher::new(),
             raw_len: pos.raw_len,
             out,
             out_base: pos.out_len - carry_len,
@@ -91,32 +110,44 @@ impl PieceWriter {
         writer
     }
 
-    /// Compresses `raw` into the current piece.
+    /// Compresses `raw` (whole lines) into the current piece.
     pub fn write(&mut self, raw: &[u8]) {
         if raw.is_empty() {
             return;
         }
-        self.hasher.update(raw);
+        self.piece_crc.update(raw);
         self.raw_len += raw.len() as u64;
         self.piece_raw += raw.len() as u64;
         self.run(raw, FlushCompress::None);
     }
 
-    /// Ends the current piece with a full flush and starts the next one with a fresh compressor.
-    /// Returns the span of the piece, or `None` if nothing was written into it.
+    /// Uncompressed bytes in the current piece.
+    pub fn piece_raw(&self) -> u64 {
+        self.piece_raw
+    }
+
+    /// Compressed bytes the current piece has produced so far (the compressor may hold more).
+    pub fn piece_out(&self) -> u64 {
+        self.out_base + self.out.len() as u64 - self.piece_start
+    }
+
+    /// Ends the current piece with a full flush, so that what follows refers to nothing before
+    /// it. Returns the span of the piece, or `None` if nothing was written into it.
     pub fn end_piece(&mut self) -> Option<PieceSpan> {
         if self.piece_raw == 0 {
             return None;
         }
-        // A full flush ends the piece byte-aligned and resets the dictionary: what follows
-        // refers to nothing before it.
         self.run(&[], FlushCompress::Full);
-        let end = self.pos().out_len;
+        let end = self.out_base + self.out.len() as u64;
         let span = PieceSpan {
             offset: self.piece_start,
             len: end - self.piece_start,
             raw_len: self.piece_raw,
+            crc32: self.piece_crc.clone().finalize(),
+            zcrc32: std::mem::take(&mut self.piece_zcrc).finalize(),
         };
+        self.stream_crc.combine(&self.piece_crc);
+        self.piece_crc = crc32fast::Hasher::new();
         self.piece_start = end;
         self.piece_raw = 0;
         Some(span)
@@ -126,7 +157,7 @@ impl PieceWriter {
     pub fn finish(&mut self) -> Option<PieceSpan> {
         let span = self.end_piece();
         self.run(&[], FlushCompress::Finish);
-        let crc = self.hasher.clone().finalize();
+        let crc = self.stream_crc.clone().finalize();
         self.out.extend_from_slice(&crc.to_le_bytes());
         // ISIZE is the length modulo 2^32 (RFC 1952).
         self.out.extend_from_slice(&(self.raw_len as u32).to_le_bytes());
@@ -140,29 +171,31 @@ impl PieceWriter {
         self.out.get(..part_size)
     }
 
+    /// All waiting output (the final part, or the carry for the next step).
+    pub fn pending(&self) -> &[u8] {
+        &self.out
+    }
+
     /// Drops the first `n` waiting bytes (after they were uploaded). The buffer keeps its
-    /// capacity, so a step's memory stays one part plus one page however many parts it uploads.
+    /// capacity, so a step's memory stays one part plus one slice however many parts it uploads.
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.out.len());
         self.out.drain(..n);
         self.out_base += n as u64;
     }
 
-    /// Takes all waiting output (the final part, or the carry for the next step).
+    /// Takes all waiting output.
     pub fn take_all(&mut self) -> Vec<u8> {
         self.out_base += self.out.len() as u64;
         std::mem::take(&mut self.out)
     }
 
-    /// Bytes waiting to be handed out.
-    pub fn pending(&self) -> usize {
-        self.out.len()
-    }
-
-    /// The stream position after everything written so far.
+    /// The stream position after everything written so far (at a piece boundary).
     pub fn pos(&self) -> StreamPos {
+        let mut crc = self.stream_crc.clone();
+        crc.combine(&self.piece_crc);
         StreamPos {
-            crc: self.hasher.clone().finalize(),
+            crc: crc.finalize(),
             raw_len: self.raw_len,
             out_len: self.out_base + self.out.len() as u64,
         }
@@ -185,6 +218,7 @@ impl PieceWriter {
                 // would silently drop rows, so fail loudly instead.
                 .unwrap_or_else(|e| panic!("deflate refused input: {e}"));
             rest = &rest[(self.compressor.total_in() - before) as usize..];
+            self.piece_zcrc.update(&self.scratch);
             self.out.extend_from_slice(&self.scratch);
             let scratch_full = self.scratch.len() == self.scratch.capacity();
             match status {
@@ -203,31 +237,112 @@ impl PieceWriter {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reading back
+
+/// What the index says about a piece: its compressed bytes' CRC-32, and its lines' length and
+/// CRC-32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    pub zcrc32: u32,
+    pub raw_len: u64,
+    pub crc32: u32,
+}
+
+/// Checks one piece and inflates it into `out` (cleared and reused): its bytes must have CRC-32
+/// `zcrc32` and end with a full flush, and inflate to exactly `raw_len` bytes with CRC-32
+/// `crc32`, every input byte used. Returns what differs, in words, if anything does.
+pub fn inflate_piece(piece: &[u8], want: Expect, out: &mut Vec<u8>) -> Result<(), String> {
+    let Expect { zcrc32, raw_len, crc32 } = want;
+    let found = crc32fast::hash(piece);
+    if found != zcrc32 {
+        return Err(format!("compressed CRC-32 {found:08x}, the index says {zcrc32:08x}"));
+    }
+    // A full flush ends with an empty stored block, whose last bytes are LEN 0 and NLEN 0xffff.
+    if !piece.ends_with(&FLUSH_MARKER) {
+        return Err("the piece does not end with a full flush".into());
+    }
+    out.clear();
+    // One spare byte: with none, the decompressor stops at a full buffer before it reads the
+    // (empty) block the full flush ended with, and output past `raw_len` would go unseen.
+    out.resize(raw_len as usize + 1, 0);
+    let mut d = Box::<DecompressorOxide>::default();
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
+    let (status, used, written) = decompress(&mut d, piece, out, 0, flags);
+    match status {
+        TINFLStatus::NeedsMoreInput | TINFLStatus::Done => {}
+        TINFLStatus::HasMoreOutput => return Err(format!("inflates to more than {raw_len} bytes")),
+        other => return Err(format!("corrupt deflate data ({other:?}) after {used} bytes")),
+    }
+    if status == TINFLStatus::Done {
+        return Err("a final block inside the piece".into());
+    }
+    if used != piece.len() {
+        return Err(format!("{} bytes left after the piece's data", piece.len() - used));
+    }
+    if written as u64 != raw_len {
+        return Err(format!("inflates to {written} bytes, the index says {raw_len}"));
+    }
+    out.truncate(written);
+    let found = crc32fast::hash(out);
+    if found != crc32 {
+        return Err(format!("CRC-32 {found:08x}, the index says {crc32:08x}"));
+    }
+    Ok(())
+}
+
+/// Checks the end of the object: `tail` is everything after the last piece, the empty final
+/// block and the trailer, which must carry `crc` and `raw_len`.
+pub fn check_tail(tail: &[u8], crc: u32, raw_len: u64) -> Result<(), String> {
+    let Some(split) = tail.len().checked_sub(GZIP_TRAILER_LEN as usize) else {
+        return Err(format!("the object ends {} bytes after its last piece", tail.len()));
+    };
+    let (last_block, trailer) = tail.split_at(split);
+    let mut d = Box::<DecompressorOxide>::default();
+    let mut sink = [0u8; 1];
+    let (status, used, written) = decompress(
+        &mut d,
+        last_block,
+        &mut sink,
+        0,
+        inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+    );
+    if status != TINFLStatus::Done || used != last_block.len() || written != 0 {
+        return Err(format!("the final block is not an empty end of stream ({status:?})"));
+    }
+    let mut want = crc.to_le_bytes().to_vec();
+    want.extend_from_slice(&(raw_len as u32).to_le_bytes());
+    if trailer != want {
+        return Err(format!("gzip trailer {trailer:02x?}, expected {want:02x?}"));
+    }
+    Ok(())
+}
+
+/// Lines (newline-terminated) in `raw`, or an error if the last one is not terminated.
+pub fn count_lines(raw: &[u8]) -> Result<u64, String> {
+    if raw.last().is_some_and(|b| *b != b'\n') {
+        return Err("the last line is not terminated".into());
+    }
+    Ok(raw.iter().filter(|b| **b == b'\n').count() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
 
+    fn expect(s: PieceSpan) -> Expect {
+        Expect {
+            zcrc32: s.zcrc32,
+            raw_len: s.raw_len,
+            crc32: s.crc32,
+        }
+    }
+
     fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
         out
-    }
-
-    /// Inflates a raw deflate piece that ends in a flush, not in a final block.
-    fn inflate_raw(bytes: &[u8]) -> Vec<u8> {
-        let mut d = flate2::Decompress::new(false);
-        let mut out = Vec::with_capacity(bytes.len() * 4 + 1024);
-        loop {
-            out.reserve(64 * 1024);
-            let before = out.len();
-            let input = &bytes[d.total_in() as usize..];
-            d.decompress_vec(input, &mut out, flate2::FlushDecompress::Sync)
-                .unwrap();
-            if d.total_in() as usize == bytes.len() && out.len() == before {
-                return out;
-            }
-        }
     }
 
     #[test]
@@ -237,10 +352,11 @@ mod tests {
         let bytes = w.take_all();
         assert_eq!(gunzip(&bytes), b"");
         assert_eq!(w.pos().out_len, bytes.len() as u64);
+        check_tail(&bytes[10..], 0, 0).unwrap();
     }
 
     #[test]
-    fn pieces_across_resumes_form_one_member_and_inflate_alone() {
+    fn pieces_across_resumes_form_one_member_and_check_alone() {
         let chunks: Vec<Vec<u8>> = (0..5)
             .map(|i| format!("{{\"row\":{i}}}\n").repeat(1000 + i * 37).into_bytes())
             .collect();
@@ -250,30 +366,60 @@ mod tests {
         let mut spans = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
             let mut w = PieceWriter::resume(6, pos, std::mem::take(&mut carry), 1 << 16);
-            w.write(chunk);
-            let span = if i == chunks.len() - 1 {
-                w.finish()
-            } else {
-                w.end_piece()
-            };
-            spans.push(span.unwrap());
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            w.write(a);
+            w.write(b);
+            spans.push(if i == chunks.len() - 1 { w.finish() } else { w.end_piece() }.unwrap());
             // Hand out 100-byte "parts"; keep the rest as carry, like the export does.
-            while let Some(part) = w.peek_part(100) {
-                object.extend_from_slice(part);
+            while w.peek_part(100).is_some() {
+                object.extend_from_slice(w.peek_part(100).unwrap());
                 w.consume(100);
             }
             pos = w.pos();
             carry = w.take_all();
-            if i == chunks.len() - 1 {
-                object.extend_from_slice(&carry);
-            }
         }
+        object.extend_from_slice(&carry);
         assert_eq!(object.len() as u64, pos.out_len);
         assert_eq!(gunzip(&object), chunks.concat());
+        let mut out = Vec::new();
         for (span, chunk) in spans.iter().zip(&chunks) {
             let piece = &object[span.offset as usize..(span.offset + span.len) as usize];
-            assert_eq!(&inflate_raw(piece), chunk);
-            assert_eq!(span.raw_len, chunk.len() as u64);
+            inflate_piece(piece, expect(*span), &mut out).unwrap();
+            assert_eq!(&out, chunk);
+            assert_eq!(count_lines(&out).unwrap(), chunk.iter().filter(|b| **b == b'\n').count() as u64);
+        }
+        let end = spans.last().map(|s| s.offset + s.len).unwrap() as usize;
+        check_tail(&object[end..], crc32fast::hash(&chunks.concat()), chunks.concat().len() as u64).unwrap();
+        assert_eq!(pos.crc, crc32fast::hash(&chunks.concat()));
+    }
+
+    #[test]
+    fn damaged_pieces_are_refused() {
+        let mut w = PieceWriter::resume(6, StreamPos::default(), Vec::new(), 0);
+        let raw = b"{\"a\":1}\n{\"a\":2}\n".repeat(200);
+        w.write(&raw);
+        let span = w.end_piece().unwrap();
+        let bytes = w.take_all();
+        let piece = &bytes[span.offset as usize..(span.offset + span.len) as usize];
+        let mut out = Vec::new();
+        let want = expect(span);
+        inflate_piece(piece, want, &mut out).unwrap();
+        let longer = Expect { raw_len: span.raw_len + 1, ..want };
+        assert!(inflate_piece(piece, longer, &mut out).is_err());
+        assert!(inflate_piece(piece, Expect { crc32: span.crc32 ^ 1, ..want }, &mut out).is_err());
+        let cut = &piece[..piece.len() - 1];
+        assert!(inflate_piece(cut, Expect { zcrc32: crc32fast::hash(cut), ..want }, &mut out).is_err());
+        for i in 0..piece.len() {
+            for bit in 0..8 {
+                let mut bad = piece.to_vec();
+                bad[i] ^= 1 << bit;
+                assert!(inflate_piece(&bad, want, &mut out).is_err(), "flip of bit {bit} at {i}");
+                // Even with a matching compressed CRC, the content checks hold where content changes.
+                let same_z = Expect { zcrc32: crc32fast::hash(&bad), ..want };
+                if inflate_piece(&bad, same_z, &mut out).is_ok() {
+                    assert_eq!(out, raw, "a flip that inflates must leave the lines as they were");
+                }
+            }
         }
     }
 }

@@ -1,15 +1,18 @@
-//! The row format: one JSON object per line, every column, SQL types preserved.
+//! The row format: one JSON object per line, every column in table order, SQL types preserved.
 //!
 //! Not a JSON library. SQLite renders most of each line itself (`json_object`: integers exactly
-//! as 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`), because D1 hands
-//! integers to JavaScript as doubles and would round those above 2^53. SQLite prints REAL values
-//! with 15 significant digits there, and even `printf('%!.17g')` is inexact near 1e300, so the
-//! REAL column crosses as a number (a double, exact; JavaScript writes it as its shortest
-//! decimal) and this module writes it as the shortest decimal that reads back as the same
-//! double (serde_json's float formatting), splicing it between the two halves SQLite rendered.
+//! as 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`, BLOBs as
+//! `{"$blob":"HEX"}`), because D1 hands integers to JavaScript as doubles and would round those
+//! above 2^53. SQLite prints REAL values with 15 significant digits there, so the REAL column
+//! crosses as a number (a double, exact; JavaScript writes it as its shortest decimal) and this
+//! module writes it as the shortest decimal that reads back as the same double (serde_json's
+//! float formatting), splicing it between the two halves SQLite rendered.
+//!
+//! The reading side is small: [`LineKeys`] reads the two values the events route filters on.
 
-/// The column spliced in between the two halves.
-const REAL_KEY: &str = "response_time";
+use serde::Deserialize;
+
+use crate::core::sql::REAL_COLUMN;
 
 /// A wire row that does not have the expected shape: the query and this module disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +23,7 @@ pub struct MalformedRow {
 
 /// Appends the canonical JSONL line (ending in `\n`) for one row to `out`: `head` and `tail`
 /// are JSON objects, `real` the value of the column between them: a number in any exact
-/// decimal form, or JSON text (`"…"` or `null`).
+/// decimal form, or `=` followed by JSON (a text, `null`, or a BLOB object).
 pub fn encode_row(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
     let start = out.len();
     encode_fields(head, real, tail, out).map_err(|reason| {
@@ -40,7 +43,7 @@ fn encode_fields(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Resul
         .ok_or("tail is not a JSON object")?;
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b",\"");
-    out.extend_from_slice(REAL_KEY.as_bytes());
+    out.extend_from_slice(REAL_COLUMN.as_bytes());
     out.extend_from_slice(b"\":");
     write_real(real, out)?;
     if tail != "}" {
@@ -52,10 +55,10 @@ fn encode_fields(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Resul
 }
 
 /// A REAL as a JSON number (always with a fraction or exponent, as SQL REALs are doubles);
-/// text or NULL in the column stays JSON text or null.
+/// anything else in the column comes as `=` and its JSON, written as it is.
 fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    if real == "null" || real.starts_with('"') {
-        out.extend_from_slice(real.as_bytes());
+    if let Some(json) = real.strip_prefix('=') {
+        out.extend_from_slice(json.as_bytes());
         return Ok(());
     }
     let value: f64 = real.parse().map_err(|_| "REAL field is not a number")?;
@@ -69,6 +72,30 @@ fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
         out.extend_from_slice(b"9.0e+999");
     }
     Ok(())
+}
+
+/// The id and the timestamp of an archived line, for the events route's filters. Other
+/// columns are skipped without being kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LineKeys {
+    pub id: serde_json::Value,
+    pub timestamp: serde_json::Value,
+}
+
+impl LineKeys {
+    pub fn read(line: &[u8]) -> Option<LineKeys> {
+        serde_json::from_slice(line).ok()
+    }
+
+    /// The timestamp when it is an integer (what the index's min/max cover).
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp.as_i64()
+    }
+
+    /// The id when it is text (NULL and BLOB ids never fall in an id range).
+    pub fn text_id(&self) -> Option<&str> {
+        self.id.as_str()
+    }
 }
 
 #[cfg(test)]
@@ -87,14 +114,11 @@ mod tests {
             enc("{\"id\":\"a\",\"status\":200}", "0.30000000000000004", "{\"country\":null,\"timestamp\":9007199254740993}"),
             "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
         );
-        assert_eq!(
-            enc("{\"id\":\"a\"}", "1.5", "{}"),
-            "{\"id\":\"a\",\"response_time\":1.5}\n"
-        );
+        assert_eq!(enc("{\"id\":\"a\"}", "1.5", "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
     }
 
     #[test]
-    fn reals_come_out_shortest_and_exact() {
+    fn reals_come_out_shortest_and_exact_and_other_types_verbatim() {
         for (real, want) in [
             ("12", "12.0"),
             ("12.000000000000000", "12.0"),
@@ -104,15 +128,14 @@ mod tests {
             ("4.9406564584124654e-324", "5e-324"),
             ("1e+300", "1e+300"),
             ("Infinity", "9.0e+999"),
-            ("\"fast\"", "\"fast\""),
-            ("null", "null"),
+            ("-Infinity", "-9.0e+999"),
+            ("=\"fast\"", "\"fast\""),
+            ("=null", "null"),
+            ("=12", "12"),
+            ("={\"$blob\":\"00FF\"}", "{\"$blob\":\"00FF\"}"),
         ] {
             let line = enc("{\"id\":\"x\"}", real, "{\"c\":1}");
-            assert_eq!(
-                line,
-                format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"),
-                "{real}"
-            );
+            assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{real}");
         }
     }
 
@@ -127,5 +150,13 @@ mod tests {
         );
         assert!(encode_row("{}", "true", "{}", &mut out).is_err());
         assert_eq!(out, b"kept");
+    }
+
+    #[test]
+    fn line_keys() {
+        let k = LineKeys::read(b"{\"id\":\"a\",\"x\":[1],\"timestamp\":17}").unwrap();
+        assert_eq!((k.text_id(), k.timestamp_ms()), (Some("a"), Some(17)));
+        let k = LineKeys::read(b"{\"id\":null,\"timestamp\":\"late\"}").unwrap();
+        assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
     }
 }

@@ -3,12 +3,15 @@
 //! Not a query builder and not a database client: the statements are fixed text, run by the D1
 //! adapter in the Worker and, unchanged, by a real SQLite in the native tests.
 //!
-//! **The archived set** of a run is `event_date = :date AND (created_at < :cutoff OR created_at
-//! IS NULL)`, where `cutoff` is D1's own `unixepoch()` read when the export starts. `created_at`
-//! defaults to that same clock, so every row inserted after the capture is outside the set,
-//! wherever its id sorts. Rows with a NULL `created_at` (written so by hand) are archived too;
-//! should one arrive during a run, verification (count and fingerprint) or the guarded range
-//! delete notices, and nothing unarchived is deleted.
+//! **What is archived** is what the export's keyset scan read: every row of the date, in id
+//! order (NULL ids first, by rowid). No clock and no `created_at` decides it. **What is
+//! deleted** is decided row by row against lines read back from R2: [`DELETE_BATCH`] removes
+//! a row only if a line of the batch equals it in every column, with its SQL type (`IS`, so
+//! NULLs compare; `typeof`, so `1`, `1.0` and `'1'` differ; BLOBs by their bytes). A batch runs
+//! once: it is guarded by its row in `archive_ledger`, written in the same D1 batch.
+//!
+//! Archived lines carry BLOB values as `{"$blob":"<uppercase hex>"}`; no SQLite value is a
+//! JSON object, so the two cannot be confused.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +22,7 @@ pub enum Param {
     Null,
     Int(i64),
     Text(String),
+    Blob(Vec<u8>),
 }
 
 /// A statement ready to run: fixed SQL text and its positional parameters (`?1`, `?2`, ...).
@@ -26,6 +30,12 @@ pub enum Param {
 pub struct Statement {
     pub sql: &'static str,
     pub params: Vec<Param>,
+}
+
+impl Statement {
+    fn new(sql: &'static str, params: Vec<Param>) -> Statement {
+        Statement { sql, params }
+    }
 }
 
 /// D1's own accounting of one statement (`meta` of its result). D1 bills rows read and written.
@@ -37,8 +47,7 @@ pub struct Meta {
 }
 
 /// The rows of a result, each the list of its column values in SELECT order, with its meta.
-/// Positional (D1's `raw()`), which is cheaper to carry out of JavaScript than objects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResultSet {
     pub rows: Vec<Vec<Value>>,
     pub meta: Meta,
@@ -52,386 +61,591 @@ pub struct BadResult {
     pub detail: String,
 }
 
-/// Decodes one positional row into a tuple or struct (serde reads a struct from a sequence).
-fn decode_row<T: for<'de> Deserialize<'de>>(name: &'static str, row: Vec<Value>) -> Result<T, BadResult> {
-    T::deserialize(serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(
-        row.into_iter(),
-    ))
-    .map_err(|e| BadResult {
-        statement: name,
-        detail: e.to_string(),
-    })
+fn bad(statement: &'static str, detail: impl Into<String>) -> BadResult {
+    BadResult {
+        statement,
+        detail: detail.into(),
+    }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(name: &'static str, rs: &ResultSet) -> Result<T, BadResult> {
-    let row = rs.rows.first().ok_or_else(|| BadResult {
-        statement: name,
-        detail: "no row".into(),
-    })?;
-    decode_row(name, row.clone())
+/// Decodes one positional row into a tuple or struct (serde reads a struct from a sequence).
+pub fn decode_row<T: for<'de> Deserialize<'de>>(name: &'static str, row: &[Value]) -> Result<T, BadResult> {
+    T::deserialize(serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(
+        row.iter().cloned(),
+    ))
+    .map_err(|e| bad(name, e.to_string()))
+}
+
+/// Every row of a result, decoded.
+pub fn decode_rows<T: for<'de> Deserialize<'de>>(name: &'static str, rs: &ResultSet) -> Result<Vec<T>, BadResult> {
+    rs.rows.iter().map(|r| decode_row(name, r)).collect()
+}
+
+/// The single number a `SELECT count(*)`-like statement returns.
+pub fn single_u64(name: &'static str, rs: &ResultSet) -> Result<u64, BadResult> {
+    let row = rs.rows.first().ok_or_else(|| bad(name, "no row"))?;
+    decode_row::<(u64,)>(name, row).map(|(n,)| n)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Export
+// The table's columns, and the SQL fragments that read and compare them
 
-/// D1's clock, in unix seconds: the cutoff of a new archived set.
-pub const CLOCK: &str = "SELECT unixepoch() AS now";
+/// The columns of `traffic_events`, in table order: the order of every archived line's keys.
+pub const COLUMNS: [&str; 12] = [
+    "id",
+    "path",
+    "method",
+    "status",
+    "response_time",
+    "client_ip_hash",
+    "user_agent",
+    "country",
+    "timestamp",
+    "event_date",
+    "is_error",
+    "created_at",
+];
 
-pub fn clock() -> Statement {
-    Statement {
-        sql: CLOCK,
-        params: vec![],
+/// The column whose REAL values SQLite's JSON would round (it prints 15 digits); it crosses to
+/// the Worker as a number instead and [`crate::core::jsonl`] splices it into the line.
+pub const REAL_COLUMN: &str = "response_time";
+
+/// Expands `$each!("col")` for every column, joined by `$sep` (the columns before and after
+/// the REAL one can be named separately).
+macro_rules! head_columns {
+    ($each:ident, $sep:literal) => {
+        concat!($each!("id"), $sep, $each!("path"), $sep, $each!("method"), $sep, $each!("status"))
+    };
+}
+macro_rules! tail_columns {
+    ($each:ident, $sep:literal) => {
+        concat!(
+            $each!("client_ip_hash"), $sep, $each!("user_agent"), $sep, $each!("country"), $sep,
+            $each!("timestamp"), $sep, $each!("event_date"), $sep, $each!("is_error"), $sep,
+            $each!("created_at")
+        )
+    };
+}
+macro_rules! all_columns {
+    ($each:ident, $sep:literal) => {
+        concat!(head_columns!($each, $sep), $sep, $each!("response_time"), $sep, tail_columns!($each, $sep))
+    };
+}
+
+/// `'col', value` for `json_object`: BLOBs become `{"$blob":"HEX"}`.
+macro_rules! encode {
+    ($c:literal) => {
+        concat!("'", $c, "', CASE WHEN typeof(", $c, ") = 'blob' THEN json_object('$blob', hex(", $c, ")) ELSE ", $c, " END")
+    };
+}
+
+/// True when column `t.col` equals the line `j.value`'s value for it, with its type.
+macro_rules! same {
+    ($c:literal) => {
+        concat!(
+            "(CASE json_type(j.value, '$.", $c, "') WHEN 'object' THEN typeof(t.", $c, ") = 'blob' AND hex(t.", $c,
+            ") IS (j.value ->> '$.", $c, ".\"$blob\"') ELSE t.", $c, " IS (j.value ->> '$.", $c, "') AND typeof(t.", $c,
+            ") = typeof(j.value ->> '$.", $c, "') END)"
+        )
+    };
+}
+
+/// The line `j.value`'s value for a column, as the SQLite value it was read from.
+macro_rules! decode {
+    ($c:literal) => {
+        concat!("CASE json_type(j.value, '$.", $c, "') WHEN 'object' THEN unhex(j.value ->> '$.", $c,
+                ".\"$blob\"') ELSE j.value ->> '$.", $c, "' END")
+    };
+}
+
+macro_rules! name {
+    ($c:literal) => {
+        $c
+    };
+}
+
+/// The line's id as the value to look up in the primary key (text or BLOB).
+macro_rules! line_id {
+    () => {
+        decode!("id")
+    };
+}
+
+/// Every column of `t` equals the line `j.value`.
+macro_rules! same_row {
+    () => {
+        all_columns!(same, " AND ")
+    };
+}
+
+/// The select list of an export page: `line` = key, timestamp, head and tail joined by
+/// [`LINE_SEP`]; `rt` = the REAL column (a number; anything else as `=` and its JSON).
+macro_rules! export_select {
+    ($key:literal) => {
+        concat!(
+            "SELECT ", $key, " || char(31) || coalesce(CASE WHEN typeof(timestamp) = 'integer' THEN timestamp END, '')",
+            " || char(31) || json_object(", head_columns!(encode, ", "), ")",
+            " || char(31) || json_object(", tail_columns!(encode, ", "), ") AS line,",
+            " CASE typeof(response_time) WHEN 'real' THEN response_time",
+            " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
+            " ELSE '=' || json_quote(response_time) END AS rt FROM traffic_events"
+        )
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export: the keyset scan
+
+/// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
+/// rowid: the first segment of the scan. `?2` is the last rowid read (0 before the first).
+pub const EXPORT_NULL_IDS: &str = concat!(
+    export_select!("rowid"),
+    " WHERE event_date = ?1 AND id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+);
+
+/// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids (which
+/// sort after all text). Seeks through `idx_traffic_events_date_id`.
+pub const EXPORT_FIRST_IDS: &str = concat!(
+    export_select!("''"),
+    " WHERE event_date = ?1 AND id >= '' ORDER BY id LIMIT ?2"
+);
+
+/// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
+/// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
+pub const EXPORT_AFTER_ID: &str = concat!(
+    export_select!("''"),
+    " WHERE event_date = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+);
+
+/// Where the scan stands: the segment and the last key read in it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Cursor {
+    /// Nothing read yet.
+    Start,
+    /// In the NULL-id segment, after this rowid.
+    NullIds { rowid: i64 },
+    /// No NULL id left; no id read yet.
+    FirstId,
+    /// After this id.
+    After { id: Key },
+}
+
+/// A primary key value: text, or BLOB bytes (kept as hex in the persisted state).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Key {
+    Text(String),
+    Blob(String),
+}
+
+impl Key {
+    fn param(&self) -> Param {
+        match self {
+            Key::Text(t) => Param::Text(t.clone()),
+            // The hex was written by SQLite's own hex(); an odd string cannot come from there.
+            Key::Blob(h) => Param::Blob(hex::decode(h).unwrap_or_default()),
+        }
     }
 }
 
-pub fn parse_clock(rs: &ResultSet) -> Result<i64, BadResult> {
-    #[derive(Deserialize)]
-    struct Row {
-        now: i64,
-    }
-    decode::<Row>("clock", rs).map(|r| r.now)
-}
-
-/// Whether the set holds any row at all (a single index seek).
-pub const ANY_IN_SET: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)) AS any";
-
-pub fn any_in_set(date: &str, cutoff: i64) -> Statement {
-    Statement {
-        sql: ANY_IN_SET,
-        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
+/// The page of the scan after `cursor`, of at most `limit` rows.
+pub fn export_page(date: &str, cursor: &Cursor, limit: u32) -> Statement {
+    let (date, limit) = (Param::Text(date.into()), Param::Int(i64::from(limit)));
+    match cursor {
+        Cursor::Start => Statement::new(EXPORT_NULL_IDS, vec![date, Param::Int(0), limit]),
+        Cursor::NullIds { rowid } => Statement::new(EXPORT_NULL_IDS, vec![date, Param::Int(*rowid), limit]),
+        Cursor::FirstId => Statement::new(EXPORT_FIRST_IDS, vec![date, limit]),
+        Cursor::After { id } => Statement::new(EXPORT_AFTER_ID, vec![date, id.param(), limit]),
     }
 }
 
-pub fn parse_any(rs: &ResultSet) -> Result<bool, BadResult> {
-    #[derive(Deserialize)]
-    struct Row {
-        any: i64,
-    }
-    decode::<Row>("any_in_set", rs).map(|r| r.any != 0)
-}
-
-/// One page of the export scan. Per row: the row's fingerprint term, the JSON of the columns
-/// before `response_time`, the REAL itself (a number, exact: a double crosses from SQLite to
-/// JavaScript without loss; other values JSON-quoted), and the JSON of the columns after it.
-/// See [`crate::core::jsonl`] for how a line is put together, and [`PageRow`] for the wire form.
-///
-/// Keyset pagination on `(event_date, id)`: `id > ?2 ORDER BY id LIMIT ?4` seeks straight to
-/// the cursor through `idx_traffic_events_date_id`, so each row is read once however far the scan
-/// is (OFFSET would re-read every skipped row, and D1 bills every row read). One result row per
-/// table row, with no aggregate or window: those make D1 count rows again through temp tables.
-pub const EXPORT_PAGE: &str = "\
-SELECT (timestamp % 1000003) || char(31)
-    || json_object('id', id, 'path', path, 'method', method, 'status', status) || char(31)
-    || json_object('client_ip_hash', client_ip_hash, 'user_agent', user_agent, 'country', country,
-                   'timestamp', timestamp, 'event_date', event_date, 'is_error', is_error,
-                   'created_at', created_at) AS line,
-  CASE WHEN typeof(response_time) IN ('real', 'integer') THEN response_time
-       ELSE json_quote(response_time) END AS rt
-FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND (created_at < ?3 OR created_at IS NULL)
-ORDER BY id
-LIMIT ?4";
-
-/// Columns of [`EXPORT_PAGE`]: `line` (fingerprint term, head and tail joined by
-/// [`LINE_SEP`]) and `rt`. Two values per row: the fewer values cross from D1, the faster.
+/// Columns of an export page on the wire: `line` and `rt`.
 pub const PAGE_COLUMNS: usize = 2;
 
 /// Separates the values of a page on the wire (every value of every row, in order). None of
-/// them can hold it raw: `rt` is a number or JSON, `line` digits and JSON objects, and JSON
-/// escapes every control character.
+/// them can hold it raw: `rt` is a number or `=` and JSON, `line` digits and JSON objects, and
+/// JSON escapes every control character.
 pub const WIRE_SEP: char = '\u{1e}';
 
-/// Separates the three parts of `line`.
+/// Separates the four parts of `line`.
 pub const LINE_SEP: char = '\u{1f}';
-
-pub fn export_page(date: &str, after_id: &str, cutoff: i64, max_rows: u32) -> Statement {
-    Statement {
-        sql: EXPORT_PAGE,
-        params: vec![
-            Param::Text(date.into()),
-            Param::Text(after_id.into()),
-            Param::Int(cutoff),
-            Param::Int(i64::from(max_rows)),
-        ],
-    }
-}
 
 /// One row of an export page, borrowed from the page's wire text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PageRow<'a> {
-    /// `timestamp % 1000003`: the row's term of the set fingerprint.
-    pub fp: i64,
-    /// JSON object of the columns before `response_time`.
+    /// The rowid in the NULL-id segment, else empty.
+    pub rowid: &'a str,
+    /// `timestamp` when it is an integer, else empty.
+    pub timestamp: &'a str,
+    /// JSON object of the columns before the REAL one.
     pub head: &'a str,
-    /// `response_time`: a number in any exact decimal form, or JSON (`"text"`, `null`).
+    /// The REAL column: a number in any exact decimal form, or `=` and JSON text.
     pub real: &'a str,
-    /// JSON object of the columns after `response_time`.
+    /// JSON object of the columns after the REAL one.
     pub tail: &'a str,
 }
 
 /// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
 /// NULL as the empty string (what JavaScript's `Array.prototype.join` makes of D1's rows).
 pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResult>> {
-    let bad = |detail: String| BadResult {
-        statement: "export_page",
-        detail,
-    };
     let mut values = wire.split(WIRE_SEP);
     let mut done = wire.is_empty();
     std::iter::from_fn(move || {
         if done {
             return None;
         }
-        let fields: Vec<&str> = values.by_ref().take(PAGE_COLUMNS).collect();
-        match fields[..] {
-            [] => None,
-            [line, real] => {
-                let mut parts = line.splitn(3, LINE_SEP);
-                Some(match (parts.next(), parts.next(), parts.next()) {
-                    (Some(fp), Some(head), Some(tail)) => (if fp.is_empty() { Ok(0) } else { fp.parse::<i64>() })
-                        .map(|fp| PageRow { fp, head, real, tail })
-                        .map_err(|_| bad(format!("fingerprint {fp:?} is not an integer"))),
-                    _ => Err(bad(format!("row line has no three parts: {line:.60}"))),
-                })
-            }
-            _ => {
+        let (line, real) = match (values.next(), values.next()) {
+            (None, _) => return None,
+            (Some(line), Some(real)) => (line, real),
+            (Some(_), None) => {
                 done = true;
-                Some(Err(bad(format!(
-                    "a row has {} values, expected {PAGE_COLUMNS}",
-                    fields.len()
-                ))))
+                return Some(Err(bad("export_page", "a row has 1 value, expected 2")));
             }
-        }
+        };
+        let mut parts = line.splitn(4, LINE_SEP);
+        Some(match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(rowid), Some(timestamp), Some(head), Some(tail)) => Ok(PageRow {
+                rowid,
+                timestamp,
+                head,
+                real,
+                tail,
+            }),
+            _ => Err(bad("export_page", format!("row line has no four parts: {line:.60}"))),
+        })
     })
 }
 
-/// Rows in a page's wire text.
-pub fn page_len(wire: &str) -> u64 {
-    if wire.is_empty() {
-        0
-    } else {
-        (wire.matches(WIRE_SEP).count() as u64 + 1) / PAGE_COLUMNS as u64
+/// The cursor after a row (its segment is told by `rowid`).
+pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
+    if !row.rowid.is_empty() {
+        return row
+            .rowid
+            .parse()
+            .map(|rowid| Cursor::NullIds { rowid })
+            .map_err(|_| bad("export_page", format!("rowid {:?} is not an integer", row.rowid)));
+    }
+    Ok(Cursor::After { id: head_key(row.head)? })
+}
+
+/// The id of a row, read from its `head` (`{"id":…,…}`): a string, or a BLOB object.
+pub fn head_key(head: &str) -> Result<Key, BadResult> {
+    let rest = head
+        .strip_prefix("{\"id\":")
+        .ok_or_else(|| bad("export_page", format!("row head does not start with the id: {head:.40}")))?;
+    let mut de = serde_json::Deserializer::from_str(rest);
+    match Value::deserialize(&mut de) {
+        Ok(Value::String(s)) => Ok(Key::Text(s)),
+        Ok(Value::Object(o)) => match o.get("$blob") {
+            Some(Value::String(h)) => Ok(Key::Blob(h.clone())),
+            _ => Err(bad("export_page", "id object is not a BLOB")),
+        },
+        Ok(other) => Err(bad("export_page", format!("id {other} outside the NULL segment"))),
+        Err(e) => Err(bad("export_page", format!("row id: {e}"))),
     }
 }
 
-/// The `head` of a page's last row, found from the end without parsing the rest.
-pub fn last_head(wire: &str) -> Option<&str> {
-    let line = wire.rsplitn(PAGE_COLUMNS + 1, WIRE_SEP).nth(PAGE_COLUMNS - 1)?;
-    line.split(LINE_SEP).nth(1)
+// ---------------------------------------------------------------------------------------------
+// Cleaning: delete exactly the rows equal to archived lines
+
+/// Deletes the rows of date `?2` equal in every column to a line of the JSON array `?1`, once
+/// per batch `(?3, ?4, ?5)` of `archive_ledger`.
+///
+/// Rows with an id are found through the primary key (one row per line at most). Rows with a
+/// NULL id can repeat exactly; the k-th copy of a line in the batch takes the k-th equal row
+/// by rowid, so as many rows go as the archive holds lines, never more.
+pub const DELETE_BATCH: &str = concat!(
+    "DELETE FROM traffic_events WHERE rowid IN (",
+    "SELECT t.rowid FROM json_each(?1) AS j JOIN traffic_events AS t ON t.id = ", line_id!(),
+    " WHERE json_type(j.value, '$.id') IS NOT 'null' AND ", same_row!(),
+    " UNION ALL SELECT r.rid FROM (SELECT t.rowid AS rid, j.k AS k,",
+    " row_number() OVER (PARTITION BY j.value, j.k ORDER BY t.rowid) - 1 AS n",
+    " FROM (SELECT value, row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k FROM json_each(?1)",
+    " WHERE json_type(value, '$.id') = 'null') AS j",
+    " JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), ") AS r WHERE r.n = r.k)",
+    " AND NOT EXISTS (SELECT 1 FROM archive_ledger WHERE pass = ?3 AND piece = ?4 AND batch = ?5)"
+);
+
+/// Records that batch `(?1, ?2, ?3)` ran, with the rows the statement before it changed. Runs
+/// in the same D1 batch (one transaction) as that statement; a second run records nothing.
+pub const LEDGER_NOTE: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
+VALUES (?1, ?2, ?3, changes(), ?4, ?5) ON CONFLICT DO NOTHING";
+
+/// The rows batch `(?1, ?2, ?3)` changed when it ran (whichever run that was).
+pub const LEDGER_ROWS: &str = "SELECT rows FROM archive_ledger WHERE pass = ?1 AND piece = ?2 AND batch = ?3";
+
+/// Identifies one batch of one pass over an archive, for `archive_ledger`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchId<'a> {
+    /// The pass, e.g. `traffic_events/event_date=2026-11-20/0001.jsonl.gz#clean-1`.
+    pub pass: &'a str,
+    pub piece: usize,
+    pub batch: usize,
 }
 
-/// The id of a row, read from its `head` (`{"id":"…",…}`).
-pub fn head_id(head: &str) -> Result<String, BadResult> {
-    let rest = head.strip_prefix("{\"id\":").ok_or_else(|| BadResult {
-        statement: "export_page",
-        detail: format!("row head does not start with the id: {:.40}", head),
-    })?;
-    let mut de = serde_json::Deserializer::from_str(rest);
-    String::deserialize(&mut de).map_err(|e| BadResult {
-        statement: "export_page",
-        detail: format!("row id: {e}"),
-    })
+impl BatchId<'_> {
+    fn params(&self) -> [Param; 3] {
+        [
+            Param::Text(self.pass.into()),
+            Param::Int(self.piece as i64),
+            Param::Int(self.batch as i64),
+        ]
+    }
+}
+
+/// The D1 batch that deletes one batch of lines: delete, note, read the note.
+pub fn delete_batch(lines_json: String, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
+    let [pass, piece, batch] = id.params();
+    vec![
+        Statement::new(
+            DELETE_BATCH,
+            vec![Param::Text(lines_json), Param::Text(date.into()), pass, piece, batch],
+        ),
+        ledger_note(id, date, now_ms),
+        ledger_rows(id),
+    ]
+}
+
+fn ledger_note(id: &BatchId<'_>, date: &str, now_ms: i64) -> Statement {
+    let [pass, piece, batch] = id.params();
+    Statement::new(
+        LEDGER_NOTE,
+        vec![pass, piece, batch, Param::Text(date.into()), Param::Int(now_ms)],
+    )
+}
+
+fn ledger_rows(id: &BatchId<'_>) -> Statement {
+    Statement::new(LEDGER_ROWS, id.params().to_vec())
+}
+
+/// Rows of the date still in D1, whatever they are: the final check before `d1_cleaned = 1`.
+pub const COUNT_DATE: &str = "SELECT count(*) AS rows FROM traffic_events WHERE event_date = ?1";
+
+pub fn count_date(date: &str) -> Statement {
+    Statement::new(COUNT_DATE, vec![Param::Text(date.into())])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore: insert archived lines, never over a different row
+
+/// Inserts the lines of `?1` that are not in D1, once per batch `(?3, ?4, ?5)` of
+/// `archive_ledger`. A line whose id is taken is skipped (`ON CONFLICT DO NOTHING`): never
+/// overwritten. A NULL-id line is inserted only while D1 holds fewer equal rows than the
+/// batch holds copies of the line.
+pub const RESTORE_BATCH: &str = concat!(
+    "INSERT INTO traffic_events (", all_columns!(name, ", "), ") SELECT ", all_columns!(decode, ", "),
+    " FROM (SELECT value, row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k FROM json_each(?1)) AS j",
+    " WHERE NOT EXISTS (SELECT 1 FROM archive_ledger WHERE pass = ?3 AND piece = ?4 AND batch = ?5)",
+    " AND (json_type(j.value, '$.id') IS NOT 'null' OR (SELECT count(*) FROM traffic_events AS t",
+    " WHERE t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), ") <= j.k)",
+    " ON CONFLICT (id) DO NOTHING"
+);
+
+/// Checks a restored batch: how many lines of `?1` have an equal row in D1, how many have
+/// their id taken by a different row (conflicts), and those ids as a JSON array.
+pub const RESTORE_CHECK: &str = concat!(
+    "SELECT coalesce(sum(s.same), 0), coalesce(sum(s.conflict), 0),",
+    " json_group_array(json(s.id)) FILTER (WHERE s.conflict) FROM (SELECT j.value -> '$.id' AS id,",
+    " (EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ", line_id!(), " AND ", same_row!(), ")",
+    " OR (json_type(j.value, '$.id') = 'null' AND EXISTS (SELECT 1 FROM traffic_events AS t",
+    " WHERE t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), "))) AS same,",
+    " (json_type(j.value, '$.id') IS NOT 'null' AND EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ",
+    line_id!(), ") AND NOT EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ", line_id!(), " AND ",
+    same_row!(), ")) AS conflict FROM json_each(?1) AS j) AS s"
+);
+
+/// The D1 batch that restores one batch of lines: insert, note, read the note, check.
+pub fn restore_batch(lines_json: String, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
+    let [pass, piece, batch] = id.params();
+    let date_p = Param::Text(date.into());
+    vec![
+        Statement::new(
+            RESTORE_BATCH,
+            vec![Param::Text(lines_json.clone()), date_p.clone(), pass, piece, batch],
+        ),
+        ledger_note(id, date, now_ms),
+        ledger_rows(id),
+        Statement::new(RESTORE_CHECK, vec![Param::Text(lines_json), date_p]),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata: archive_metadata (one row per date) and archive_objects (one per object)
+
+/// Writes the date's row, every column from the record (nothing merged with what was there).
+pub const UPSERT_DATE: &str = "\
+INSERT INTO archive_metadata (date, r2_path, record_count, file_size_bytes, status, error_message,
+  archived_at, completed_at, d1_cleaned, generation, parts, checksum_crc32, first_id, last_id,
+  cutoff_created_at, rows_deleted, total_record_count, attempts, updated_at, rows_pending,
+  rows_restored, hold_until, next_step_at)
+SELECT ?1, ?2 ->> '$.r2_path', ?2 ->> '$.record_count', ?2 ->> '$.file_size_bytes', ?2 ->> '$.status',
+  ?2 ->> '$.error_message', ?2 ->> '$.archived_at', ?2 ->> '$.completed_at', ?2 ->> '$.d1_cleaned',
+  ?2 ->> '$.generation', ?2 ->> '$.parts', ?2 ->> '$.checksum_crc32', ?2 ->> '$.first_id',
+  ?2 ->> '$.last_id', NULL, ?2 ->> '$.rows_deleted', ?2 ->> '$.total_record_count', ?2 ->> '$.attempts',
+  ?2 ->> '$.updated_at', ?2 ->> '$.rows_pending', ?2 ->> '$.rows_restored', ?2 ->> '$.hold_until',
+  ?2 ->> '$.next_step_at'
+WHERE true
+ON CONFLICT (date) DO UPDATE SET
+  r2_path = excluded.r2_path, record_count = excluded.record_count, file_size_bytes = excluded.file_size_bytes,
+  status = excluded.status, error_message = excluded.error_message, archived_at = excluded.archived_at,
+  completed_at = excluded.completed_at, d1_cleaned = excluded.d1_cleaned, generation = excluded.generation,
+  parts = excluded.parts, checksum_crc32 = excluded.checksum_crc32, first_id = excluded.first_id,
+  last_id = excluded.last_id, cutoff_created_at = NULL, rows_deleted = excluded.rows_deleted,
+  total_record_count = excluded.total_record_count, attempts = excluded.attempts,
+  updated_at = excluded.updated_at, rows_pending = excluded.rows_pending,
+  rows_restored = excluded.rows_restored, hold_until = excluded.hold_until, next_step_at = excluded.next_step_at";
+
+/// Removes the rows of objects of date `?1` that the record no longer holds (`?2`: JSON array
+/// of the keys it holds).
+pub const PRUNE_OBJECTS: &str =
+    "DELETE FROM archive_objects WHERE date = ?1 AND key NOT IN (SELECT value FROM json_each(?2))";
+
+/// Writes one row per object of the JSON array `?1` (see [`crate::core::status::ObjectRow`]).
+pub const UPSERT_OBJECTS: &str = "\
+INSERT INTO archive_objects (key, date, generation, format, state, rows, bytes, uncompressed_bytes,
+  checksum_crc32, parts, pieces, index_key, rows_deleted, created_at, verified_at, cleaned_at, updated_at)
+SELECT j.value ->> '$.key', j.value ->> '$.date', j.value ->> '$.generation', j.value ->> '$.format',
+  j.value ->> '$.state', j.value ->> '$.rows', j.value ->> '$.bytes', j.value ->> '$.uncompressed_bytes',
+  j.value ->> '$.checksum_crc32', j.value ->> '$.parts', j.value ->> '$.pieces', j.value ->> '$.index_key',
+  j.value ->> '$.rows_deleted', j.value ->> '$.created_at',
+  j.value ->> '$.verified_at', j.value ->> '$.cleaned_at', j.value ->> '$.updated_at'
+FROM json_each(?1) AS j WHERE true
+ON CONFLICT (key) DO UPDATE SET
+  date = excluded.date, generation = excluded.generation, format = excluded.format, state = excluded.state,
+  rows = excluded.rows, bytes = excluded.bytes, uncompressed_bytes = excluded.uncompressed_bytes,
+  checksum_crc32 = excluded.checksum_crc32, parts = excluded.parts, pieces = excluded.pieces,
+  index_key = excluded.index_key, rows_deleted = excluded.rows_deleted,
+  created_at = excluded.created_at, verified_at = excluded.verified_at, cleaned_at = excluded.cleaned_at,
+  updated_at = excluded.updated_at";
+
+/// The D1 batch that makes both tables say what the record says about `date`.
+pub fn sync_metadata(date: &str, date_row: &Value, objects: &Value, keys: &Value) -> Vec<Statement> {
+    let text = |v: &Value| Param::Text(v.to_string());
+    let date = Param::Text(date.into());
+    vec![
+        Statement::new(UPSERT_DATE, vec![date.clone(), text(date_row)]),
+        Statement::new(PRUNE_OBJECTS, vec![date, text(keys)]),
+        Statement::new(UPSERT_OBJECTS, vec![text(objects)]),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet of dates: due dates, states, the cron's heartbeat, health
+
+/// The next date after `?1` and no later than `?2` with rows: one index seek per date.
+pub const NEXT_DATE: &str =
+    "SELECT min(event_date) AS d FROM traffic_events WHERE event_date > ?1 AND event_date <= ?2";
+
+pub fn next_date(after: &str, last: &str) -> Statement {
+    Statement::new(NEXT_DATE, vec![Param::Text(after.into()), Param::Text(last.into())])
+}
+
+/// Every known date's phase and hold, for the cron's and the listing's decisions.
+pub const DATE_STATES: &str =
+    "SELECT date, status, hold_until, rows_pending FROM archive_metadata ORDER BY date LIMIT 10000";
+
+pub fn date_states() -> Statement {
+    Statement::new(DATE_STATES, vec![])
+}
+
+/// The listing of `/admin/dates`.
+pub const LIST_DATES: &str = "SELECT date, status, generation, record_count, total_record_count, rows_deleted, \
+rows_pending, rows_restored, d1_cleaned, file_size_bytes, r2_path, error_message, hold_until, next_step_at, updated_at \
+FROM archive_metadata ORDER BY date LIMIT 10000";
+
+pub fn list_dates() -> Statement {
+    Statement::new(LIST_DATES, vec![])
+}
+
+/// Every object row of one date.
+pub const LIST_OBJECTS: &str = "SELECT key, generation, format, state, rows, bytes FROM archive_objects \
+WHERE date = ?1 ORDER BY generation, key";
+
+pub fn list_objects(date: &str) -> Statement {
+    Statement::new(LIST_OBJECTS, vec![Param::Text(date.into())])
+}
+
+/// The oldest date before `?1` that still has rows: overdue if any.
+pub const OLDEST_BEFORE: &str = "SELECT min(event_date) FROM traffic_events WHERE event_date < ?1";
+
+pub fn oldest_before(day: &str) -> Statement {
+    Statement::new(OLDEST_BEFORE, vec![Param::Text(day.into())])
+}
+
+/// Failed dates with their errors.
+pub const FAILED_DATES: &str =
+    "SELECT date, error_message FROM archive_metadata WHERE status = 'failed' ORDER BY date LIMIT ?1";
+
+pub fn failed_dates(limit: u32) -> Statement {
+    Statement::new(FAILED_DATES, vec![Param::Int(i64::from(limit))])
+}
+
+/// The cron's heartbeat, for `/admin/health`.
+pub const BEAT: &str =
+    "INSERT INTO archiver_heartbeat (name, at) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET at = excluded.at";
+/// The first time health was asked, kept.
+pub const FIRST_SEEN: &str =
+    "INSERT INTO archiver_heartbeat (name, at) VALUES ('first_seen', ?1) ON CONFLICT (name) DO NOTHING";
+pub const BEATS: &str = "SELECT name, at FROM archiver_heartbeat";
+
+pub fn beat(name: &str, now_ms: i64) -> Statement {
+    Statement::new(BEAT, vec![Param::Text(name.into()), Param::Int(now_ms)])
+}
+
+pub fn first_seen(now_ms: i64) -> Statement {
+    Statement::new(FIRST_SEEN, vec![Param::Int(now_ms)])
+}
+
+pub fn beats() -> Statement {
+    Statement::new(BEATS, vec![])
+}
+
+/// Bench only: the naive archiver's page (`LIMIT … OFFSET`, every column as JavaScript values).
+pub const NAIVE_PAGE: &str = "SELECT * FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT ?2 OFFSET ?3";
+
+pub fn naive_page(date: &str, limit: u32, offset: u64) -> Statement {
+    Statement::new(
+        NAIVE_PAGE,
+        vec![Param::Text(date.into()), Param::Int(i64::from(limit)), Param::Int(offset as i64)],
+    )
 }
 
 #[cfg(test)]
-mod page_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn wire_pages_split_into_rows() {
-        let wire = "5\u{1f}{\"id\":\"a\\\"b\"}\u{1f}{}\u{1e}1.5\u{1e}\u{1f}{\"id\":\"c\"}\u{1f}{\"x\":1}\u{1e}null";
+    fn wire_pages_split_into_rows_and_cursors() {
+        let wire = "\u{1f}17\u{1f}{\"id\":\"a\\\"b\"}\u{1f}{}\u{1e}1.5\u{1e}\
+                    4\u{1f}\u{1f}{\"id\":null}\u{1f}{\"x\":1}\u{1e}=null\u{1e}\
+                    \u{1f}\u{1f}{\"id\":{\"$blob\":\"00FF\"}}\u{1f}{}\u{1e}2";
         let rows: Vec<PageRow> = page_rows(wire).collect::<Result<_, _>>().unwrap();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[0].timestamp, rows[0].real, rows[1].tail), ("17", "1.5", "{\"x\":1}"));
         assert_eq!(
-            (rows[0].fp, rows[0].real, rows[1].fp, rows[1].tail),
-            (5, "1.5", 0, "{\"x\":1}")
+            cursor_after(&rows[0]).unwrap(),
+            Cursor::After {
+                id: Key::Text("a\"b".into())
+            }
         );
-        assert_eq!(head_id(rows[0].head).unwrap(), "a\"b");
-        assert_eq!(page_len(wire), 2);
-        assert_eq!(last_head(wire), Some("{\"id\":\"c\"}"));
-        let one = "7\u{1f}{\"id\":\"z\"}\u{1f}{}\u{1e}2.5";
-        assert_eq!((page_len(one), last_head(one)), (1, Some("{\"id\":\"z\"}")));
-        assert_eq!((page_len(""), last_head("")), (0, None));
+        assert_eq!(cursor_after(&rows[1]).unwrap(), Cursor::NullIds { rowid: 4 });
+        assert_eq!(
+            cursor_after(&rows[2]).unwrap(),
+            Cursor::After {
+                id: Key::Blob("00FF".into())
+            }
+        );
         assert_eq!(page_rows("").count(), 0);
-        assert!(page_rows("1\u{1f}{}\u{1e}1.0\u{1e}x").any(|r| r.is_err()));
+        assert!(page_rows("\u{1f}1\u{1f}{}\u{1e}1.0\u{1e}x").any(|r| r.is_err()));
         assert!(page_rows("1{}\u{1e}1.0").any(|r| r.is_err()));
     }
-}
 
-// ---------------------------------------------------------------------------------------------
-// Verification
-
-/// Count and fingerprint of the whole archived set.
-pub const SET_SUMMARY: &str = "\
-SELECT count(*) AS rows, coalesce(sum(timestamp % 1000003), 0) AS fp, min(id) AS first_id, max(id) AS last_id
-FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
-
-pub fn set_summary(date: &str, cutoff: i64) -> Statement {
-    Statement {
-        sql: SET_SUMMARY,
-        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SetSummary {
-    pub rows: u64,
-    pub fp: i64,
-    pub first_id: Option<String>,
-    pub last_id: Option<String>,
-}
-
-pub fn parse_set_summary(rs: &ResultSet) -> Result<SetSummary, BadResult> {
-    decode("set_summary", rs)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cleaning
-
-/// Deletes the set's rows in the id range `(?2, ?3]`, **only if** that range still holds exactly
-/// `?5` of them: the number the archive holds for it. One statement, so the check and the delete
-/// are atomic; a range that gained or lost rows since the export is left untouched.
-pub const DELETE_RANGE: &str = "\
-DELETE FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)
-  AND (SELECT count(*) FROM traffic_events
-       WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)) = ?5";
-
-pub fn delete_range(date: &str, after: &str, upto: &str, cutoff: i64, expected: u64) -> Statement {
-    Statement {
-        sql: DELETE_RANGE,
-        params: vec![
-            Param::Text(date.into()),
-            Param::Text(after.into()),
-            Param::Text(upto.into()),
-            Param::Int(cutoff),
-            Param::Int(expected as i64),
-        ],
-    }
-}
-
-/// Rows of the set in the id range `(?2, ?3]`.
-pub const COUNT_RANGE: &str = "\
-SELECT count(*) AS rows FROM traffic_events
-WHERE event_date = ?1 AND id > ?2 AND id <= ?3 AND (created_at < ?4 OR created_at IS NULL)";
-
-pub fn count_range(date: &str, after: &str, upto: &str, cutoff: i64) -> Statement {
-    Statement {
-        sql: COUNT_RANGE,
-        params: vec![
-            Param::Text(date.into()),
-            Param::Text(after.into()),
-            Param::Text(upto.into()),
-            Param::Int(cutoff),
-        ],
-    }
-}
-
-pub fn parse_count(rs: &ResultSet) -> Result<u64, BadResult> {
-    #[derive(Deserialize)]
-    struct Row {
-        rows: u64,
-    }
-    decode::<Row>("count", rs).map(|r| r.rows)
-}
-
-/// Rows of the set left anywhere: the final check before `d1_cleaned = 1`.
-pub const COUNT_SET: &str =
-    "SELECT count(*) AS rows FROM traffic_events WHERE event_date = ?1 AND (created_at < ?2 OR created_at IS NULL)";
-
-pub fn count_set(date: &str, cutoff: i64) -> Statement {
-    Statement {
-        sql: COUNT_SET,
-        params: vec![Param::Text(date.into()), Param::Int(cutoff)],
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// archive_metadata
-
-/// Upserts the date's row. Columns not known yet are written as NULL and never overwrite a
-/// known value (`coalesce(excluded.x, x)`), so a failure does not erase the archive's details.
-pub const UPSERT_METADATA: &str = "\
-INSERT INTO archive_metadata (date, r2_path, record_count, file_size_bytes, status, error_message,
-  archived_at, completed_at, d1_cleaned, generation, parts, checksum_crc32, first_id, last_id,
-  cutoff_created_at, rows_deleted, total_record_count, attempts, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-ON CONFLICT (date) DO UPDATE SET
-  r2_path = coalesce(excluded.r2_path, r2_path),
-  record_count = coalesce(excluded.record_count, record_count),
-  file_size_bytes = coalesce(excluded.file_size_bytes, file_size_bytes),
-  status = excluded.status,
-  error_message = excluded.error_message,
-  archived_at = coalesce(excluded.archived_at, archived_at),
-  completed_at = excluded.completed_at,
-  d1_cleaned = excluded.d1_cleaned,
-  generation = excluded.generation,
-  parts = coalesce(excluded.parts, parts),
-  checksum_crc32 = coalesce(excluded.checksum_crc32, checksum_crc32),
-  first_id = coalesce(excluded.first_id, first_id),
-  last_id = coalesce(excluded.last_id, last_id),
-  cutoff_created_at = coalesce(excluded.cutoff_created_at, cutoff_created_at),
-  rows_deleted = excluded.rows_deleted,
-  total_record_count = excluded.total_record_count,
-  attempts = excluded.attempts,
-  updated_at = excluded.updated_at";
-
-/// One `archive_metadata` row as the core wants it written.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct MetadataRow {
-    pub date: String,
-    pub r2_path: Option<String>,
-    pub record_count: Option<u64>,
-    pub file_size_bytes: Option<u64>,
-    pub status: &'static str,
-    pub error_message: Option<String>,
-    pub archived_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub d1_cleaned: bool,
-    pub generation: u32,
-    pub parts: Option<u32>,
-    pub checksum_crc32: Option<String>,
-    pub first_id: Option<String>,
-    pub last_id: Option<String>,
-    pub cutoff_created_at: Option<i64>,
-    pub rows_deleted: u64,
-    pub total_record_count: u64,
-    pub attempts: u32,
-    pub updated_at: i64,
-}
-
-fn int(v: Option<i64>) -> Param {
-    v.map_or(Param::Null, Param::Int)
-}
-
-fn text(v: &Option<String>) -> Param {
-    v.clone().map_or(Param::Null, Param::Text)
-}
-
-pub fn upsert_metadata(m: &MetadataRow) -> Statement {
-    let params = vec![
-        Param::Text(m.date.clone()),
-        text(&m.r2_path),
-        int(m.record_count.map(|v| v as i64)),
-        int(m.file_size_bytes.map(|v| v as i64)),
-        Param::Text(m.status.into()),
-        text(&m.error_message),
-        int(m.archived_at),
-        int(m.completed_at),
-        Param::Int(i64::from(m.d1_cleaned)),
-        Param::Int(i64::from(m.generation)),
-        int(m.parts.map(i64::from)),
-        text(&m.checksum_crc32),
-        text(&m.first_id),
-        text(&m.last_id),
-        int(m.cutoff_created_at),
-        Param::Int(m.rows_deleted as i64),
-        Param::Int(m.total_record_count as i64),
-        Param::Int(i64::from(m.attempts)),
-        Param::Int(m.updated_at),
-    ];
-    Statement {
-        sql: UPSERT_METADATA,
-        params,
+    #[test]
+    fn statements_stay_under_d1_limits() {
+        // D1: 100 KB of SQL text per statement.
+        for sql in [DELETE_BATCH, RESTORE_BATCH, RESTORE_CHECK, EXPORT_AFTER_ID] {
+            assert!(sql.len() < 100_000, "{} bytes", sql.len());
+        }
     }
 }

@@ -1,30 +1,49 @@
-//! What a record looks like to the outside: the status JSON and the `archive_metadata` row.
+//! What a record looks like to the outside: the status JSON, the metadata rows, the log line.
 //!
-//! Not a decision maker: pure views of a [`Record`].
+//! Not a decision maker: pure views of a [`Record`]. The metadata rows are written in full after
+//! every save, so `archive_metadata` and `archive_objects` always say what the record says:
+//! `archive_objects` lists exactly the objects the record knows to exist in R2.
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
-use crate::core::sql::MetadataRow;
-use crate::core::state::{Phase, Record, Stats};
+use crate::core::index::key_json;
+use crate::core::io::Effect;
+use crate::core::sql::{self, Key, Statement};
+use crate::core::state::{Generation, Phase, Record, RestoreCounts, Stats, Work};
 
-/// The body of `GET /admin/archive-status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// RFC 3339 in UTC, for humans and `jq`.
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The body of `GET /admin/archive-status` (inside `{"status": …}`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Status {
     pub date: String,
-    pub phase: &'static str,
-    /// For `failed`: the phase it stopped in, where a trigger resumes it.
-    pub failed_in: Option<&'static str>,
+    pub phase: String,
+    /// For `failed`: the work it stopped in, where a trigger resumes it.
+    pub failed_in: Option<String>,
+    /// The generation being written, or the newest one.
     pub generation: u32,
     pub object_key: Option<String>,
     /// The open multipart upload, while exporting.
     pub upload_id: Option<String>,
     pub rows_exported: u64,
-    /// Rows of the archived set in D1, known once verified.
-    pub rows_in_set: Option<u64>,
     pub bytes_uploaded: u64,
     pub uncompressed_bytes: u64,
     pub parts_uploaded: u64,
+    pub pieces: u64,
+    /// Pieces read back and checked so far (while verifying), or all of them once verified.
+    pub pieces_verified: u64,
+    /// Rows deleted by the current (or last) cleaning pass.
     pub rows_deleted: u64,
+    /// Rows of the date still in D1 after the last cleaning pass (0: the date is truly empty).
+    pub rows_pending: Option<u64>,
+    /// What a restore did (while restoring or holding).
+    pub restore: Option<RestoreView>,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub started_at: Option<String>,
@@ -36,41 +55,103 @@ pub struct Status {
     pub generations: Vec<GenerationView>,
 }
 
-/// A finished generation, for the status page and `GET /admin/archive?generation=N`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A restore's progress or result.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RestoreView {
+    pub generations: Vec<u32>,
+    pub rows_to_restore: u64,
+    pub lines_read: u64,
+    pub inserted: u64,
+    pub already_present: u64,
+    pub conflicts: u64,
+    pub first_conflicting_ids: Vec<Value>,
+    pub hold_until: String,
+    pub done: bool,
+}
+
+/// An archive object of the date.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct GenerationView {
     pub generation: u32,
     pub key: String,
+    pub index_key: String,
     pub rows: u64,
     pub bytes: u64,
-    pub finished_at: Option<String>,
+    pub uncompressed_bytes: u64,
+    pub crc32: String,
+    pub parts: u32,
+    pub pieces: u64,
+    pub rows_deleted: u64,
+    pub state: String,
+    pub legacy: bool,
+    pub verified_at: Option<String>,
+    pub cleaned_at: Option<String>,
 }
 
-/// RFC 3339 in UTC, for humans and `jq`.
-pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+impl GenerationView {
+    fn of(g: &Generation) -> GenerationView {
+        GenerationView {
+            generation: g.number,
+            key: g.key.clone(),
+            index_key: g.index_key.clone(),
+            rows: g.rows,
+            bytes: g.bytes,
+            uncompressed_bytes: g.raw_bytes,
+            crc32: format!("{:08x}", g.crc32),
+            parts: g.parts,
+            pieces: g.pieces.len() as u64,
+            rows_deleted: g.rows_deleted,
+            state: object_state(g).to_string(),
+            legacy: g.legacy,
+            verified_at: g.verified_at_ms.map(iso),
+            cleaned_at: g.cleaned_at_ms.map(iso),
+        }
+    }
+}
+
+fn object_state(g: &Generation) -> &'static str {
+    use crate::core::state::CleanState;
+    match g.cleaning {
+        CleanState::NotCleaned => "verified",
+        CleanState::Cleaning => "cleaning",
+        CleanState::Cleaned => "cleaned",
+        CleanState::Partial => "partly_cleaned",
+    }
+}
+
+/// The work a record is in, whether running or failed.
+fn work_of(rec: &Record) -> Option<&Work> {
+    match &rec.phase {
+        Phase::Working(w) => Some(w),
+        Phase::Failed(f) => Some(&f.work),
+        _ => None,
+    }
 }
 
 pub fn status(rec: &Record) -> Status {
-    let (phase_for_numbers, failed_in) = match &rec.phase {
-        Phase::Failed(f) => (&*f.at, Some(f.at.name())),
-        other => (other, None),
-    };
+    let newest = rec.generations.last();
     let mut s = Status {
         date: rec.date.clone(),
-        phase: rec.phase.name(),
-        failed_in,
-        generation: rec.generation,
-        object_key: None,
+        phase: rec.phase.name().to_string(),
+        failed_in: match &rec.phase {
+            Phase::Failed(f) => Some(f.work.name().to_string()),
+            _ => None,
+        },
+        generation: newest.map_or(0, |g| g.number),
+        object_key: newest.map(|g| g.key.clone()),
         upload_id: None,
-        rows_exported: 0,
-        rows_in_set: None,
-        bytes_uploaded: 0,
-        uncompressed_bytes: 0,
-        parts_uploaded: 0,
-        rows_deleted: 0,
+        rows_exported: newest.map_or(0, |g| g.rows),
+        bytes_uploaded: newest.map_or(0, |g| g.bytes),
+        uncompressed_bytes: newest.map_or(0, |g| g.raw_bytes),
+        parts_uploaded: newest.map_or(0, |g| u64::from(g.parts)),
+        pieces: newest.map_or(0, |g| g.pieces.len() as u64),
+        pieces_verified: newest.map_or(0, |g| g.pieces.len() as u64),
+        rows_deleted: newest.map_or(0, |g| g.rows_deleted),
+        rows_pending: match rec.phase {
+            Phase::Cleaned { rows_pending } => Some(rows_pending),
+            _ => None,
+        },
+        restore: None,
         attempts: rec.attempts,
         last_error: rec.last_error.clone(),
         started_at: rec.started_at_ms.map(iso),
@@ -79,108 +160,196 @@ pub fn status(rec: &Record) -> Status {
         next_step_at: rec.wake_at_ms.map(iso),
         peak_wasm_memory_bytes: rec.stats.peak_memory_bytes,
         stats: rec.stats.clone(),
-        generations: rec
-            .history
-            .iter()
-            .map(|h| GenerationView {
-                generation: h.generation,
-                key: h.key.clone(),
-                rows: h.rows,
-                bytes: h.bytes,
-                finished_at: h.finished_at_ms.map(iso),
-            })
-            .collect(),
+        generations: rec.generations.iter().map(GenerationView::of).collect(),
     };
-    match phase_for_numbers {
-        Phase::Idle | Phase::Failed(_) => {}
-        Phase::Exporting(ex) | Phase::Finalizing(ex) => {
-            s.object_key = Some(ex.key.clone());
-            s.upload_id = ex.upload_id.clone();
-            s.rows_exported = ex.rows;
-            s.bytes_uploaded = ex.uploaded_bytes();
-            s.uncompressed_bytes = ex.stream.raw_len;
-            s.parts_uploaded = ex.parts.len() as u64;
-        }
-        Phase::Uploaded(a) => {
-            fill_archive(&mut s, &a.summary);
-        }
-        Phase::Cleaning(c) => {
-            fill_archive(&mut s, &c.archive.summary);
-            s.rows_deleted = c.rows_deleted;
-        }
-        Phase::Cleaned(summary) => {
-            fill_archive(&mut s, summary);
-            s.rows_deleted = summary.rows_deleted;
-        }
+    if let Some(work) = work_of(rec) {
+        fill_work(&mut s, rec, work);
+    }
+    if let Phase::Restored(hold) = &rec.phase {
+        s.restore = Some(restore_view(rec, &hold.generations, &hold.counts, hold.until_ms, true));
     }
     s
 }
 
-fn fill_archive(s: &mut Status, a: &crate::core::state::ArchiveSummary) {
-    s.object_key = Some(a.key.clone());
-    s.rows_exported = a.rows;
-    s.rows_in_set = Some(a.rows);
-    s.bytes_uploaded = a.bytes;
-    s.uncompressed_bytes = a.raw_bytes;
-    s.parts_uploaded = u64::from(a.parts);
+fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
+    match work {
+        Work::Exporting(ex) => {
+            s.generation = ex.generation;
+            s.object_key = Some(ex.key.clone());
+            s.upload_id = match &ex.upload {
+                crate::core::state::Upload::Multipart { upload_id, .. } => Some(upload_id.clone()),
+                crate::core::state::Upload::NotStarted => None,
+            };
+            s.rows_exported = ex.rows;
+            s.bytes_uploaded = ex.uploaded_bytes();
+            s.uncompressed_bytes = ex.stream.raw_len;
+            s.parts_uploaded = ex.parts().len() as u64;
+            s.pieces = ex.pieces.len() as u64;
+            (s.pieces_verified, s.rows_deleted) = (0, 0);
+        }
+        Work::Completing(w) => {
+            s.generation = w.generation;
+            s.object_key = Some(w.key.clone());
+            s.rows_exported = w.rows;
+            s.bytes_uploaded = w.stream.out_len;
+            s.uncompressed_bytes = w.stream.raw_len;
+            s.pieces = w.pieces.len() as u64;
+            (s.pieces_verified, s.rows_deleted) = (0, 0);
+        }
+        Work::Verifying(v) => {
+            let g = &v.archive;
+            s.generation = g.number;
+            s.object_key = Some(g.key.clone());
+            (s.rows_exported, s.bytes_uploaded, s.uncompressed_bytes) = (g.rows, g.bytes, g.raw_bytes);
+            (s.parts_uploaded, s.pieces, s.pieces_verified) = (u64::from(g.parts), g.pieces.len() as u64, v.next as u64);
+            s.rows_deleted = 0;
+        }
+        Work::Cleaning(p) => s.rows_deleted = p.rows,
+        Work::Restoring(r) => {
+            s.restore = Some(restore_view(rec, &r.generations, &r.counts, r.hold_until_ms, false));
+        }
+    }
 }
 
-/// The `archive_metadata` row for `rec`, or `None` for a date that never ran.
-pub fn metadata_row(rec: &Record, now_ms: i64) -> Option<MetadataRow> {
-    if rec.generation == 0 && matches!(rec.phase, Phase::Idle) {
-        return None;
+fn restore_view(rec: &Record, gens: &[u32], counts: &RestoreCounts, until_ms: i64, done: bool) -> RestoreView {
+    RestoreView {
+        generations: gens.to_vec(),
+        rows_to_restore: gens.iter().filter_map(|n| rec.generation(*n)).map(|g| g.rows).sum(),
+        lines_read: counts.lines,
+        inserted: counts.inserted,
+        already_present: counts.present,
+        conflicts: counts.conflicts,
+        first_conflicting_ids: counts.conflict_ids.clone(),
+        hold_until: iso(until_ms),
+        done,
     }
-    let st = status(rec);
-    let archive = match &rec.phase {
-        Phase::Failed(f) => archive_of(&f.at),
-        other => archive_of(other),
-    };
-    let status_name = match &rec.phase {
-        Phase::Finalizing(_) => "exporting",
-        other => other.name(),
-    };
-    let earlier_rows: u64 = rec
-        .history
-        .iter()
-        .filter(|h| h.generation != rec.generation)
-        .map(|h| h.rows)
-        .sum();
-    let this_rows = archive.map(|a| a.rows).unwrap_or(0);
-    Some(MetadataRow {
-        date: rec.date.clone(),
-        r2_path: st.object_key.clone(),
-        record_count: archive.map(|a| a.rows),
-        file_size_bytes: archive.map(|a| a.bytes),
-        status: status_name,
-        error_message: match &rec.phase {
-            Phase::Failed(f) => Some(f.error.clone()),
-            _ if rec.attempts > 0 => rec.last_error.clone(),
-            _ => None,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata rows
+
+fn key_text(k: &Option<Key>) -> Value {
+    match k {
+        Some(Key::Text(t)) => Value::from(t.as_str()),
+        other => match key_json(other) {
+            Value::Null => Value::Null,
+            v => Value::from(v.to_string()),
         },
-        archived_at: rec.started_at_ms,
-        completed_at: match &rec.phase {
-            Phase::Cleaned(s) => s.finished_at_ms,
-            _ => None,
-        },
-        d1_cleaned: matches!(rec.phase, Phase::Cleaned(_)),
-        generation: rec.generation,
-        parts: archive.map(|a| a.parts),
-        checksum_crc32: archive.map(|a| format!("{:08x}", a.crc32)),
-        first_id: archive.and_then(|a| a.first_id.clone()),
-        last_id: archive.and_then(|a| a.last_id.clone()),
-        cutoff_created_at: archive.map(|a| a.cutoff),
-        rows_deleted: st.rows_deleted,
-        total_record_count: earlier_rows + this_rows,
-        attempts: rec.attempts,
-        updated_at: now_ms,
+    }
+}
+
+/// The `archive_metadata` row (as the JSON [`sql::UPSERT_DATE`] reads) and the
+/// `archive_objects` rows of `rec`, as a D1 batch.
+pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
+    let newest = rec.generations.last();
+    let error = match &rec.phase {
+        Phase::Failed(f) => Some(f.error.clone()),
+        _ if rec.attempts > 0 || rec.metadata_stale => rec.last_error.clone(),
+        _ => None,
+    };
+    let restore = match &rec.phase {
+        Phase::Restored(h) => Some((h.counts.inserted, h.until_ms)),
+        Phase::Working(Work::Restoring(r)) => Some((r.counts.inserted, r.hold_until_ms)),
+        _ => None,
+    };
+    let generation = work_of(rec).map_or(newest.map_or(0, |g| g.number), |w| match w {
+        Work::Exporting(ex) => ex.generation,
+        Work::Completing(w) => w.generation,
+        Work::Verifying(v) => v.archive.number,
+        Work::Cleaning(_) | Work::Restoring(_) => newest.map_or(0, |g| g.number),
+    });
+    let rows_pending = match rec.phase {
+        Phase::Cleaned { rows_pending } => Some(rows_pending),
+        _ => None,
+    };
+    let date_row = json!({
+        "r2_path": newest.map(|g| g.key.clone()),
+        "record_count": newest.map(|g| g.rows),
+        "file_size_bytes": newest.map(|g| g.bytes),
+        "status": rec.phase.name(),
+        "error_message": error,
+        "archived_at": rec.started_at_ms,
+        "completed_at": matches!(rec.phase, Phase::Cleaned { .. }).then_some(rec.finished_at_ms).flatten(),
+        "d1_cleaned": i64::from(rows_pending == Some(0)),
+        "generation": generation,
+        "parts": newest.map(|g| g.parts),
+        "checksum_crc32": newest.map(|g| format!("{:08x}", g.crc32)),
+        "first_id": newest.and_then(|g| g.pieces.first()).map_or(Value::Null, |p| key_text(&p.first_id)),
+        "last_id": newest.and_then(|g| g.pieces.last()).map_or(Value::Null, |p| key_text(&p.last_id)),
+        "rows_deleted": newest.map_or(0, |g| g.rows_deleted),
+        "total_record_count": rec.generations.iter().map(|g| g.rows).sum::<u64>(),
+        "attempts": rec.attempts,
+        "updated_at": now_ms,
+        "rows_pending": rows_pending,
+        "rows_restored": restore.map(|r| r.0),
+        "hold_until": restore.map(|r| r.1),
+        "next_step_at": rec.wake_at_ms,
+    });
+    let mut objects: Vec<Value> = rec.generations.iter().map(|g| object_row(rec, g, object_state(g), now_ms)).collect();
+    if let Phase::Working(Work::Verifying(v)) | Phase::Failed(crate::core::state::Failure { work: Work::Verifying(v), .. }) = &rec.phase {
+        objects.push(object_row(rec, &v.archive, "verifying", now_ms));
+    }
+    let keys: Vec<Value> = objects.iter().map(|o| o["key"].clone()).collect();
+    sql::sync_metadata(&rec.date, &date_row, &Value::from(objects), &Value::from(keys))
+}
+
+fn object_row(rec: &Record, g: &Generation, state: &str, now_ms: i64) -> Value {
+    json!({
+        "key": g.key, "date": rec.date, "generation": g.number, "format": "jsonl.gz", "state": state,
+        "rows": g.rows, "bytes": g.bytes, "uncompressed_bytes": g.raw_bytes,
+        "checksum_crc32": format!("{:08x}", g.crc32), "parts": g.parts, "pieces": g.pieces.len(),
+        "index_key": g.index_key, "rows_deleted": g.rows_deleted,
+        "created_at": g.created_at_ms, "verified_at": g.verified_at_ms, "cleaned_at": g.cleaned_at_ms,
+        "updated_at": now_ms,
     })
 }
 
-fn archive_of(phase: &Phase) -> Option<&crate::core::state::ArchiveSummary> {
-    match phase {
-        Phase::Uploaded(a) => Some(&a.summary),
-        Phase::Cleaning(c) => Some(&c.archive.summary),
-        Phase::Cleaned(s) => Some(s),
-        Phase::Idle | Phase::Exporting(_) | Phase::Finalizing(_) | Phase::Failed(_) => None,
+/// The metadata effect of `rec`.
+pub fn metadata_effect(rec: &Record, now_ms: i64) -> Effect {
+    Effect::Metadata(metadata_statements(rec, now_ms))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log lines
+
+/// One JSON log line per step and per command, for `wrangler tail` and Workers Logs. It names
+/// the date, the action and the phases, with counts and the error; never a secret, never the
+/// content of a row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepLog {
+    pub archiver: &'static str,
+    pub date: String,
+    pub generation: u32,
+    pub action: &'static str,
+    pub phase_before: &'static str,
+    pub phase_after: &'static str,
+    pub rows: u64,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub attempt: u32,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+impl StepLog {
+    pub fn new(rec: &Record, action: &'static str, before: &'static str, now_ms: i64) -> StepLog {
+        StepLog {
+            archiver: "d1-archiver",
+            date: rec.date.clone(),
+            generation: status(rec).generation,
+            action,
+            phase_before: before,
+            phase_after: rec.phase.name(),
+            rows: 0,
+            bytes: 0,
+            duration_ms: 0,
+            attempt: rec.attempts,
+            error: None,
+            at: iso(now_ms),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }

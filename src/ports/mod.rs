@@ -1,60 +1,28 @@
 //! The ports: the only ways the engine touches the world. Small traits, native `async fn`.
 //!
 //! Not implementations: the Worker's adapters live in `shell/`, the tests' fakes in `tests/`.
-//! Every method must be safe to call again with the same arguments (alarms are at-least-once).
+//! The one fault model, [`faulty::Faulty`], wraps any of them. Every method must be safe to call
+//! again with the same arguments (alarms are at-least-once).
 
 #![allow(async_fn_in_trait)] // Send is not needed: Workers are single-threaded.
 
-use thiserror::Error;
+pub mod faulty;
 
+pub use crate::core::error::{FailureKind, PortError};
 use crate::core::sql::{Meta, ResultSet, Statement};
-
-/// What kind of failure a port reports. The core decides what each kind means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Anything that may pass on retry: network, timeouts, a busy database, an internal error.
-    Transient,
-    /// R2 says the multipart upload does not exist (aborted, completed, or expired).
-    NoSuchUpload,
-    /// The durable record changed while the step ran (a concurrent command won).
-    Conflict,
-}
-
-/// A failed port call: which call, and what the platform said.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{op} failed: {message}")]
-pub struct PortError {
-    pub kind: FailureKind,
-    /// The call, e.g. `r2.upload_part` or `d1.export_page`.
-    pub op: &'static str,
-    pub message: String,
-}
-
-impl PortError {
-    pub fn transient(op: &'static str, message: impl Into<String>) -> PortError {
-        PortError {
-            kind: FailureKind::Transient,
-            op,
-            message: message.into(),
-        }
-    }
-}
+use crate::core::state::PartRef;
 
 /// D1. Statements' params bind `?1, ?2, ...` in order.
 pub trait Database {
     /// Runs one statement and returns its rows.
     async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError>;
-    /// Runs a statement whose values are all numbers, text or NULL, and returns every value of
-    /// every row joined by [`crate::core::sql::WIRE_SEP`] (numbers as their shortest decimal,
-    /// NULL as the empty string): one string per page instead of a value per cell, which is
-    /// what makes the export fast in wasm.
+    /// Runs statements in one transaction (D1's `batch`): all or nothing.
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError>;
+    /// Runs an export page and returns every value of every row joined by
+    /// [`crate::core::sql::WIRE_SEP`] (numbers as their shortest decimal, NULL as the empty
+    /// string): one string per page instead of a value per cell, which is what makes the export
+    /// fast in wasm.
     async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError>;
-}
-
-/// Size and custom metadata of a stored object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub size: u64,
 }
 
 /// R2.
@@ -63,15 +31,17 @@ pub trait ObjectStore {
     async fn create_upload(&self, key: &str) -> Result<String, PortError>;
     /// Uploads (or replaces) part `number`; returns its etag.
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: &[u8]) -> Result<String, PortError>;
-    /// Completes the upload from `(number, etag)` pairs, in order.
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[(u16, String)]) -> Result<(), PortError>;
+    /// Completes the upload from its parts, in order.
+    async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[PartRef]) -> Result<(), PortError>;
     /// Aborts the upload; aborting one that is gone is not an error.
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), PortError>;
     /// Writes a whole object.
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), PortError>;
-    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, PortError>;
+    async fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), PortError>;
+    /// The object's size, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<u64>, PortError>;
     /// `len` bytes at `offset`; `None` if the object does not exist.
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Vec<u8>>, PortError>;
+    /// Deletes the object; deleting one that is gone is not an error.
     async fn delete(&self, key: &str) -> Result<(), PortError>;
 }
 
@@ -87,9 +57,12 @@ pub trait Durable {
     async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError>;
 }
 
-/// The wall clock and the memory gauge. Only the engine reads them, and passes values inward.
+/// The wall clock, the memory gauge and the log. Only the engine reads them, and passes values
+/// inward.
 pub trait Host {
     fn now_ms(&self) -> i64;
     /// Current size of wasm linear memory (0 where there is none).
     fn memory_bytes(&self) -> u64;
+    /// Writes one structured log line (JSON).
+    fn log(&self, line: &str);
 }

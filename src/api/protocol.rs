@@ -1,0 +1,89 @@
+//! The typed protocol between the Worker (routes, cron) and a date's Durable Object: requests
+//! and replies as Rust types, carried as JSON. No strings to compare, no JSON to pick apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::index::Piece;
+use crate::core::machine::{Command, Reply};
+use crate::core::state::Record;
+use crate::core::status::{status, Status};
+
+use super::ApiError;
+
+/// What the Worker asks of a date's Durable Object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum DoRequest {
+    Command { date: String, command: Command },
+    Status { date: String },
+    /// The archive objects with their seek indexes, for `/admin/archive` and `/admin/events`.
+    Objects { date: String },
+}
+
+impl DoRequest {
+    pub fn date(&self) -> &str {
+        match self {
+            DoRequest::Command { date, .. } | DoRequest::Status { date } | DoRequest::Objects { date } => date,
+        }
+    }
+}
+
+/// What a date's Durable Object answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum DoReply {
+    Command { result: Reply, status: Box<Status> },
+    Status { status: Box<Status> },
+    Objects { objects: Vec<ArchiveObject> },
+}
+
+/// The answer on the wire: the reply, or the error the route relays.
+pub type DoResult = Result<DoReply, ApiError>;
+
+/// One archive object of a date, with what a reader needs to read it in place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveObject {
+    pub generation: u32,
+    pub key: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Written by state version 1: no per-piece checksums, served whole only.
+    pub legacy: bool,
+    pub pieces: Vec<Piece>,
+}
+
+impl ArchiveObject {
+    /// The objects of a record, oldest first.
+    pub fn of(rec: &Record) -> Vec<ArchiveObject> {
+        rec.generations
+            .iter()
+            .map(|g| ArchiveObject {
+                generation: g.number,
+                key: g.key.clone(),
+                bytes: g.bytes,
+                rows: g.rows,
+                legacy: g.legacy,
+                pieces: g.pieces.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The reply to a status request.
+pub fn status_reply(rec: &Record) -> DoReply {
+    DoReply::Status {
+        status: Box::new(status(rec)),
+    }
+}
+
+/// The HTTP status a command's reply gets: 202 when work starts or goes on, else 200.
+pub fn reply_status(reply: Reply) -> u16 {
+    match reply {
+        Reply::Started | Reply::Resumed | Reply::AlreadyRunning | Reply::RestoreStarted | Reply::ReleaseStarted => 202,
+        Reply::AwaitingCleanup
+        | Reply::AlreadyCleaned
+        | Reply::WasReset
+        | Reply::NothingToReset
+        | Reply::CleaningStopped => 200,
+    }
+}

@@ -1,0 +1,357 @@
+//! The admin routes: a request's method, path and query turned into a typed [`Route`] with
+//! validated parameters, or an [`ApiError`] that says what to send instead.
+//!
+//! Not handlers: the shell performs each route. Everything here is pure and tested natively.
+
+use chrono::DateTime;
+
+use crate::core::config::Config;
+use crate::core::date::{DateError, Day};
+
+use super::{ApiError, ErrorKind};
+
+/// The longest query string accepted; longer ones are refused before parsing.
+pub const MAX_QUERY_LEN: usize = 512;
+
+/// Which lines `/admin/events` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub day: Day,
+    pub generation: Option<u32>,
+    /// `timestamp` at or after this (unix ms).
+    pub from_ms: Option<i64>,
+    /// `timestamp` before this (unix ms).
+    pub to_ms: Option<i64>,
+    /// Text ids at or after this.
+    pub id_from: Option<String>,
+    /// Text ids at or before this.
+    pub id_to: Option<String>,
+    pub limit: Option<u64>,
+}
+
+/// A test hook on R2 uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadOp {
+    Abort,
+    Probe,
+}
+
+/// A request the admin API serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The operator console (HTML; the page asks for the token, so it needs none itself).
+    Console,
+    Trigger(Day),
+    Cleanup(Day),
+    Reset(Day),
+    Restore {
+        day: Day,
+        generation: Option<u32>,
+        hold_until_ms: Option<i64>,
+    },
+    Release(Day),
+    Status(Day),
+    Archive {
+        day: Day,
+        generation: Option<u32>,
+    },
+    Events(EventsQuery),
+    Dates,
+    Health,
+    /// Test hooks (only with `TEST_HOOKS`): the naive archiver, for the benchmark.
+    Naive(Day),
+    TestUpload {
+        key: String,
+        upload_id: String,
+        op: UploadOp,
+    },
+    TestList {
+        prefix: String,
+    },
+    TestSql,
+}
+
+impl Route {
+    /// Whether the route needs the admin token.
+    pub fn needs_token(&self) -> bool {
+        !matches!(self, Route::Console)
+    }
+}
+
+/// A parsed request: method, path and query pairs.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a [(String, String)],
+    pub query_len: usize,
+}
+
+impl Request<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::BadParameter, message)
+}
+
+/// The route of `req`, with its parameters checked against `today` and `cfg`.
+pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result<Route, ApiError> {
+    let path = req.path.trim_end_matches('/');
+    if !path.starts_with("/admin") {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            "this Worker only serves /admin/*; see README.md for the routes",
+        ));
+    }
+    if req.query_len > MAX_QUERY_LEN {
+        return Err(ApiError::new(
+            ErrorKind::QueryTooLong,
+            format!("the query string is longer than {MAX_QUERY_LEN} bytes; send only the documented parameters"),
+        ));
+    }
+    let day = || date_param(req.get("date"), today);
+    let generation = || number_param("generation", req.get("generation"));
+    let (methods, route): (&[&str], Result<Route, ApiError>) = match path {
+        "/admin" | "/admin/console" => (&["GET"], Ok(Route::Console)),
+        "/admin/trigger-archive" => (&["POST", "GET"], day().and_then(|d| trigger(d, req, today, cfg))),
+        "/admin/trigger-cleanup" => (&["POST", "GET"], day().map(Route::Cleanup)),
+        "/admin/reset" => (&["POST"], day().map(Route::Reset)),
+        "/admin/release" => (&["POST"], day().map(Route::Release)),
+        "/admin/restore" => (&["POST"], day().and_then(|d| restore(d, req, today, now_ms))),
+        "/admin/archive-status" => (&["GET"], day().map(Route::Status)),
+        "/admin/archive" => (
+            &["GET"],
+            day().and_then(|day| Ok(Route::Archive { day, generation: generation()? })),
+        ),
+        "/admin/events" => (&["GET"], day().and_then(|d| events(d, req))),
+        "/admin/dates" => (&["GET"], Ok(Route::Dates)),
+        "/admin/health" => (&["GET"], Ok(Route::Health)),
+        _ if cfg.test_hooks => test_hook(path, req, today),
+        _ => (&[], Err(unknown())),
+    };
+    if !methods.is_empty() && !methods.contains(&req.method) {
+        return Err(ApiError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("use {} for this route", methods.join(" or ")),
+        ));
+    }
+    route
+}
+
+fn unknown() -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        "unknown route; routes under /admin/: trigger-archive, archive-status, trigger-cleanup, reset, restore, release, archive, events, dates, health, and the console at /admin/",
+    )
+}
+
+fn trigger(day: Day, req: &Request<'_>, today: Day, cfg: &Config) -> Result<Route, ApiError> {
+    let force = matches!(req.get("force"), Some("1" | "true" | "yes"));
+    if !day.is_past_retention(today, cfg.retention_days) && !force {
+        return Err(ApiError::new(
+            ErrorKind::InsideRetention,
+            format!(
+                "{day} is inside the {}-day retention window (archivable: {} and earlier); add force=1 to archive it anyway",
+                cfg.retention_days,
+                Day::last_archivable(today, cfg.retention_days)
+            ),
+        ));
+    }
+    Ok(Route::Trigger(day))
+}
+
+fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route, ApiError> {
+    let generation = number_param("generation", req.get("generation"))?;
+    let hold_until_ms = match req.get("hold_until") {
+        None => None,
+        Some(v) => {
+            let until = Day::parse_any(v)
+                .map_err(|_| bad(format!("`hold_until` must be a date YYYY-MM-DD (the hold lasts through that day), got {:?}", truncate(v))))?;
+            if until < today {
+                return Err(bad(format!("`hold_until` {until} is in the past; send today ({today}) or a later date")));
+            }
+            Some(until.plus_days(1).start_ms().max(now_ms))
+        }
+    };
+    Ok(Route::Restore {
+        day,
+        generation,
+        hold_until_ms,
+    })
+}
+
+fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
+    let from_ms = time_param("from", req.get("from"))?;
+    let to_ms = time_param("to", req.get("to"))?;
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if t <= f {
+            return Err(bad("`to` must be after `from` (the window is from ≤ timestamp < to)"));
+        }
+    }
+    let limit = match req.get("limit") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            bad(format!("`limit` must be a positive whole number of lines, got {:?}", truncate(v)))
+        })?),
+    };
+    Ok(Route::Events(EventsQuery {
+        day,
+        generation: number_param("generation", req.get("generation"))?,
+        from_ms,
+        to_ms,
+        id_from: req.get("id_from").map(str::to_string),
+        id_to: req.get("id_to").map(str::to_string),
+        limit,
+    }))
+}
+
+fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> (&'r [&'r str], Result<Route, ApiError>) {
+    let text = |name: &str| req.get(name).unwrap_or_default().to_string();
+    match path {
+        "/admin/bench/naive" => (&["POST", "GET"], date_param(req.get("date"), today).map(Route::Naive)),
+        "/admin/test/upload" => {
+            let op = match req.get("op") {
+                Some("abort") => Ok(UploadOp::Abort),
+                Some("probe") => Ok(UploadOp::Probe),
+                _ => Err(bad("op must be abort or probe")),
+            };
+            let route = op.map(|op| Route::TestUpload {
+                key: text("key"),
+                upload_id: text("upload_id"),
+                op,
+            });
+            (&["POST", "GET"], route)
+        }
+        "/admin/test/list" => (&["GET"], Ok(Route::TestList { prefix: text("prefix") })),
+        "/admin/test/sql" => (&["POST"], Ok(Route::TestSql)),
+        _ => (&[], Err(unknown())),
+    }
+}
+
+/// Validates the `date` parameter: present, a real calendar day, not in the future.
+pub fn date_param(value: Option<&str>, today: Day) -> Result<Day, ApiError> {
+    let value = value.ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::MissingDate,
+            "query parameter `date` is required, e.g. ?date=2026-11-20",
+        )
+    })?;
+    Day::parse(value, today).map_err(|e| {
+        let kind = match e {
+            DateError::Malformed(_) | DateError::TooOld(_) => ErrorKind::BadDate,
+            DateError::Future { .. } => ErrorKind::FutureDate,
+        };
+        ApiError::new(kind, e.to_string())
+    })
+}
+
+/// Validates an optional positive whole-number parameter such as `generation`.
+pub fn number_param(name: &'static str, value: Option<&str>) -> Result<Option<u32>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| bad(format!("`{name}` must be a positive whole number, got {:?}", truncate(v)))),
+    }
+}
+
+/// A time as RFC 3339 (`2026-09-14T14:00:00Z`) or unix milliseconds (`1789394400000`).
+pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    DateTime::parse_from_rfc3339(v).map(|t| Some(t.timestamp_millis())).map_err(|_| {
+        bad(format!(
+            "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z) or unix milliseconds (e.g. 1789394400000), got {:?}",
+            truncate(v)
+        ))
+    })
+}
+
+fn truncate(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> Day {
+        Day::parse_any("2026-11-26").unwrap()
+    }
+
+    fn parse(method: &str, url: &str, cfg: &Config) -> Result<Route, ApiError> {
+        let (path, q) = url.split_once('?').unwrap_or((url, ""));
+        let query: Vec<(String, String)> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let req = Request {
+            method,
+            path,
+            query: &query,
+            query_len: q.len(),
+        };
+        route(&req, today(), today().start_ms() + 3_600_000, cfg)
+    }
+
+    #[test]
+    fn routes_and_their_refusals() {
+        let cfg = Config::default();
+        let err = |m: &str, u: &str| parse(m, u, &cfg).unwrap_err().error;
+        assert_eq!(parse("GET", "/admin/", &cfg).unwrap(), Route::Console);
+        assert!(!Route::Console.needs_token());
+        assert_eq!(err("GET", "/admin/archive-status"), ErrorKind::MissingDate);
+        assert_eq!(err("GET", "/admin/archive-status?date=2025-02-30"), ErrorKind::BadDate);
+        assert_eq!(err("POST", "/admin/trigger-archive?date=2026-12-01"), ErrorKind::FutureDate);
+        assert_eq!(err("POST", "/admin/trigger-archive?date=2026-11-25"), ErrorKind::InsideRetention);
+        assert!(matches!(parse("POST", "/admin/trigger-archive?date=2026-11-25&force=1", &cfg), Ok(Route::Trigger(_))));
+        assert_eq!(err("GET", "/admin/reset?date=2026-11-20"), ErrorKind::MethodNotAllowed);
+        assert_eq!(err("GET", "/admin/archive?date=2026-11-20&generation=0"), ErrorKind::BadParameter);
+        assert_eq!(err("GET", "/admin/nope"), ErrorKind::NotFound);
+        assert_eq!(err("GET", "/"), ErrorKind::NotFound);
+        assert_eq!(err("POST", "/admin/test/sql"), ErrorKind::NotFound, "test hooks are off by default");
+        let hooks = Config {
+            test_hooks: true,
+            ..Config::default()
+        };
+        assert_eq!(parse("POST", "/admin/test/sql", &hooks).unwrap(), Route::TestSql);
+    }
+
+    #[test]
+    fn restore_and_events_parameters() {
+        let cfg = Config::default();
+        let r = parse("POST", "/admin/restore?date=2026-11-20&generation=2&hold_until=2026-11-30", &cfg).unwrap();
+        let until = Day::parse_any("2026-12-01").unwrap().start_ms();
+        assert_eq!(
+            r,
+            Route::Restore {
+                day: Day::parse_any("2026-11-20").unwrap(),
+                generation: Some(2),
+                hold_until_ms: Some(until)
+            }
+        );
+        let err = |u: &str| parse("GET", u, &cfg).unwrap_err();
+        assert!(err("/admin/events?date=2026-11-20&from=yesterday").message.contains("RFC 3339"));
+        assert!(err("/admin/events?date=2026-11-20&from=2&to=1").message.contains("after"));
+        assert!(err("/admin/events?date=2026-11-20&limit=0").message.contains("positive"));
+        assert!(parse("POST", "/admin/restore?date=2026-11-20&hold_until=2026-11-01", &cfg)
+            .unwrap_err()
+            .message
+            .contains("past"));
+        let Route::Events(q) = parse("GET", "/admin/events?date=2026-11-20&from=2026-11-20T14:00:00Z&to=1795185000000&limit=5", &cfg).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.from_ms, q.to_ms, q.limit), (Some(1_795_183_200_000), Some(1_795_185_000_000), Some(5)));
+    }
+}

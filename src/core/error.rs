@@ -1,0 +1,133 @@
+//! What can go wrong, as values: failures of platform calls ([`PortError`]) and of steps
+//! ([`StepError`]), and what each means for the machine ([`Recovery`]).
+//!
+//! Not handling: the machine decides what a failure does to a date. This module only names the
+//! failures and gives each a message that says what happened and what will happen or what to do.
+
+use thiserror::Error;
+
+use crate::core::jsonl::MalformedRow;
+use crate::core::sql::BadResult;
+
+/// What kind of failure a port reports. The core decides what each kind means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Anything that may pass on retry: network, timeouts, a busy database, an internal error.
+    Transient,
+    /// R2 says the multipart upload does not exist (aborted, completed, or expired).
+    NoSuchUpload,
+    /// The durable record changed while the step ran (a concurrent command won).
+    Conflict,
+}
+
+/// A failed port call: which call, and what the platform said.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{op} failed: {message}")]
+pub struct PortError {
+    pub kind: FailureKind,
+    /// The call, e.g. `r2.upload_part` or `d1.batch`.
+    pub op: &'static str,
+    pub message: String,
+}
+
+impl PortError {
+    pub fn transient(op: &'static str, message: impl Into<String>) -> PortError {
+        PortError {
+            kind: FailureKind::Transient,
+            op,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a step failed. Every message says what happened and what happens next or what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StepError {
+    /// A platform call failed; the step is retried with backoff.
+    #[error("{0}; the step will be retried with backoff")]
+    Port(PortError),
+    /// D1 answered in an unexpected shape.
+    #[error("{0}")]
+    BadResult(BadResult),
+    /// The export's multipart upload no longer exists (aborted from outside, or expired).
+    #[error("multipart upload {upload_id} for {key} no longer exists (aborted or expired); the export starts over from the first row")]
+    UploadGone { key: String, upload_id: String },
+    /// The durable carry does not have the length the record says.
+    #[error("the saved compressor output is {found} bytes but the record expects {expected}; the export starts over from the first row")]
+    CarryLost { expected: u64, found: u64 },
+    /// The completed object is not the object that was written (size, header or trailer).
+    #[error("archive object {key} does not match what was uploaded ({detail}); the export starts over from the first row")]
+    ObjectMismatch { key: String, detail: String },
+    /// A piece read back from R2 does not match the index: nothing of it was used.
+    #[error("piece {piece} of {key} does not match its index ({detail}); nothing of that piece was deleted or restored. {advice}")]
+    PieceCorrupt {
+        key: String,
+        piece: usize,
+        detail: String,
+        advice: &'static str,
+    },
+    /// The archive object is gone. Nothing is deleted or restored without it.
+    #[error("archive object {key} is missing; nothing more was deleted or restored from it. {advice}")]
+    ArchiveMissing { key: String, advice: &'static str },
+    /// Restored rows are not all in D1 after their batch: something deleted them meanwhile.
+    #[error("after restoring batch {batch} of piece {piece} of {key}, D1 holds {identical} rows identical to its {lines} lines ({conflicts} conflicts); rows were removed while restoring. The step is retried")]
+    RestoreShort {
+        key: String,
+        piece: usize,
+        batch: usize,
+        lines: u64,
+        identical: u64,
+        conflicts: u64,
+    },
+    /// The day would need more than R2's 10,000 parts.
+    #[error("the archive needs more than {max} parts of {part_size} bytes; raise PART_SIZE_BYTES and reset the date")]
+    TooManyParts { max: usize, part_size: u64 },
+    /// The SQL and the encoder disagree about a row.
+    #[error("{0}")]
+    Malformed(MalformedRow),
+}
+
+/// What a failure does to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Same step again after a backoff; `Failed` after `max_attempts` in a row.
+    Retry,
+    /// The export starts over; `Failed` after `max_attempts` restarts.
+    RestartExport,
+    /// Retrying cannot help: `Failed` now, resumable by an operator's trigger.
+    Stop,
+}
+
+impl StepError {
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            StepError::Port(e) if e.kind == FailureKind::NoSuchUpload => Recovery::RestartExport,
+            StepError::Port(_) | StepError::BadResult(_) | StepError::RestoreShort { .. } => Recovery::Retry,
+            StepError::UploadGone { .. } | StepError::CarryLost { .. } | StepError::ObjectMismatch { .. } => {
+                Recovery::RestartExport
+            }
+            StepError::PieceCorrupt { .. }
+            | StepError::ArchiveMissing { .. }
+            | StepError::TooManyParts { .. }
+            | StepError::Malformed(_) => Recovery::Stop,
+        }
+    }
+}
+
+impl From<PortError> for StepError {
+    fn from(e: PortError) -> Self {
+        StepError::Port(e)
+    }
+}
+
+impl From<BadResult> for StepError {
+    fn from(e: BadResult) -> Self {
+        StepError::BadResult(e)
+    }
+}
+
+impl From<MalformedRow> for StepError {
+    fn from(e: MalformedRow) -> Self {
+        StepError::Malformed(e)
+    }
+}

@@ -1,0 +1,469 @@
+//! One export step, without I/O: pages of rows in, JSONL compressed into pieces, parts out.
+//!
+//! Not the driver: the engine performs the [`Io`] this job asks for and hands the answers back.
+//! Everything a step decides is decided here and tested as tables: how many rows each page
+//! asks for (so that a page is about `PAGE_BYTES`, from the first page of every step), when a
+//! piece ends (`PIECE_BYTES` raw or ~1 MiB compressed), when a part goes up, whether the whole
+//! object goes up in one `put`, and when the step stops (`STEP_ROWS`, `STEP_BYTES`).
+//!
+//! The scan reads NULL ids first (by rowid), then every other id in order (`''` included, BLOB
+//! ids last). The page after the current one is asked for before the current one is compressed
+//! ([`super::Poll::Prefetch`]), so that on Cloudflare D1's query time overlaps our work.
+
+use crate::core::config::{Config, FIRST_PAGE_ROWS, PIECE_MAX_COMPRESSED};
+use crate::core::error::StepError;
+use crate::core::gzip::{PieceWriter, StreamPos};
+use crate::core::index::Piece;
+use crate::core::io::{Answer, Io, IoResult, IoStats};
+use crate::core::jsonl;
+use crate::core::sql::{self, Cursor, Key, Statement};
+use crate::core::state::{Export, PartRef, Upload};
+
+use super::Poll;
+
+/// Uncompressed bytes (whole lines, at least one) fed to the compressor between checks for a
+/// full part and for the end of a piece.
+const SLICE: usize = 64 * 1024;
+
+/// How big pages, pieces and the step may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub page_rows: u32,
+    pub page_bytes: u64,
+    pub step_rows: u64,
+    pub step_bytes: u64,
+    pub piece_raw: u64,
+    pub piece_out: u64,
+}
+
+impl Limits {
+    pub fn from_config(cfg: &Config) -> Limits {
+        Limits {
+            page_rows: cfg.page_rows,
+            page_bytes: cfg.page_bytes,
+            step_rows: cfg.step_rows,
+            step_bytes: cfg.step_bytes,
+            piece_raw: cfg.piece_bytes,
+            piece_out: PIECE_MAX_COMPRESSED,
+        }
+    }
+
+    /// Rows to ask for next: about `page_bytes` of rows of `row_bytes` each (a probe of
+    /// [`FIRST_PAGE_ROWS`] while the size is unknown), growing at most fourfold per page, and
+    /// never past the step's row budget.
+    pub fn page_limit(&self, row_bytes: u64, previous: Option<u32>, rows_left: u64) -> u32 {
+        let by_size = if row_bytes == 0 {
+            u64::from(FIRST_PAGE_ROWS)
+        } else {
+            self.page_bytes / row_bytes
+        };
+        let growth = previous.map_or(u64::MAX, |p| 4 * u64::from(p.max(FIRST_PAGE_ROWS)));
+        by_size.min(growth).min(u64::from(self.page_rows)).min(rows_left).max(1) as u32
+    }
+}
+
+/// What one export step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub cursor: Cursor,
+    pub rows: u64,
+    pub row_bytes: u64,
+    pub stream: StreamPos,
+    /// The upload after the step (a created upload and its new parts included).
+    pub upload: StepUpload,
+    pub carry: Vec<u8>,
+    pub pieces: Vec<Piece>,
+    /// The scan reached the end and the stream is ended and handed to R2.
+    pub finished: bool,
+    pub io: IoStats,
+}
+
+/// The upload as a step leaves it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepUpload {
+    NotStarted,
+    /// The whole object went up in one `put`.
+    SinglePut,
+    Multipart {
+        upload_id: String,
+        /// Parts this step uploaded.
+        new_parts: Vec<PartRef>,
+    },
+}
+
+/// Per line of the current page: where it ends in `lines`, its timestamp, and where its head
+/// is in the wire text (`None` for a NULL id).
+#[derive(Debug, Clone, Copy)]
+struct LineInfo {
+    end: usize,
+    ts: Option<i64>,
+    head: Option<(usize, usize)>,
+}
+
+/// The piece being written.
+#[derive(Debug, Default)]
+struct OpenPiece {
+    rows: u64,
+    first_id: Option<Key>,
+    last_id: Option<Key>,
+    min_ts: Option<i64>,
+    max_ts: Option<i64>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Stage {
+    Fetch(Statement),
+    Write { next: Option<Statement>, prefetched: bool },
+    AwaitNext,
+    Close,
+    Done,
+}
+
+/// The upload as the step sees it.
+#[derive(Debug)]
+enum Up {
+    NotStarted,
+    Multipart {
+        upload_id: String,
+        next: u16,
+        new_parts: Vec<PartRef>,
+    },
+    SinglePut,
+}
+
+/// One export step in progress.
+pub struct ExportJob {
+    date: String,
+    key: String,
+    part_size: usize,
+    limits: Limits,
+    writer: PieceWriter,
+    up: Up,
+    stage: Stage,
+    cursor: Cursor,
+    limit: u32,
+    row_bytes: u64,
+    rows: u64,
+    raw: u64,
+    scan_done: bool,
+    skip_empty: bool,
+    closed: bool,
+    wire: String,
+    lines: Vec<u8>,
+    info: Vec<LineInfo>,
+    written: usize,
+    piece: OpenPiece,
+    pieces: Vec<Piece>,
+    io: IoStats,
+}
+
+impl ExportJob {
+    /// The next step of `ex`, resuming from `carry` (the output the last step kept).
+    ///
+    /// With `skip_empty`, a scan that finds no row at all writes no object.
+    pub fn new(date: &str, ex: &Export, carry: Vec<u8>, limits: Limits, skip_empty: bool) -> Result<ExportJob, StepError> {
+        if carry.len() as u64 != ex.carry_len {
+            return Err(StepError::CarryLost {
+                expected: ex.carry_len,
+                found: carry.len() as u64,
+            });
+        }
+        let part_size = ex.part_size as usize;
+        let limit = limits.page_limit(ex.row_bytes, None, limits.step_rows);
+        let up = match &ex.upload {
+            Upload::NotStarted => Up::NotStarted,
+            Upload::Multipart { upload_id, parts } => Up::Multipart {
+                upload_id: upload_id.clone(),
+                next: parts.len() as u16 + 1,
+                new_parts: Vec::new(),
+            },
+        };
+        Ok(ExportJob {
+            date: date.to_string(),
+            key: ex.key.clone(),
+            part_size,
+            limits,
+            // Output never exceeds a part plus one slice's worth before it is uploaded.
+            writer: PieceWriter::resume(ex.level, ex.stream, carry, part_size + 2 * SLICE),
+            up,
+            stage: Stage::Fetch(sql::export_page(date, &ex.cursor, limit)),
+            cursor: ex.cursor.clone(),
+            limit,
+            row_bytes: ex.row_bytes,
+            rows: 0,
+            raw: 0,
+            scan_done: false,
+            skip_empty,
+            closed: false,
+            wire: String::new(),
+            lines: Vec::with_capacity(limits.page_bytes as usize + SLICE),
+            info: Vec::new(),
+            written: 0,
+            piece: OpenPiece::default(),
+            pieces: Vec::new(),
+            io: IoStats::default(),
+        })
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self) -> Result<Poll<'_>, StepError> {
+        loop {
+            if self.part_waiting() {
+                return Ok(Poll::Io(self.upload_io()));
+            }
+            match &self.stage {
+                Stage::Fetch(stmt) => return Ok(Poll::Io(Io::Page(stmt.clone()))),
+                Stage::Write {
+                    next: Some(stmt),
+                    prefetched: false,
+                } => {
+                    let stmt = stmt.clone();
+                    self.stage = Stage::Write {
+                        next: Some(stmt.clone()),
+                        prefetched: true,
+                    };
+                    return Ok(Poll::Prefetch(stmt));
+                }
+                Stage::Write { next, .. } => {
+                    let has_next = next.is_some();
+                    if self.written < self.info.len() {
+                        self.write_slice()?;
+                    } else {
+                        self.stage = if has_next { Stage::AwaitNext } else { Stage::Close };
+                    }
+                }
+                Stage::AwaitNext => return Ok(Poll::AwaitPrefetch),
+                Stage::Close => {
+                    self.close();
+                    if self.final_waiting() {
+                        return Ok(Poll::Io(self.final_io()));
+                    }
+                    self.stage = Stage::Done;
+                }
+                Stage::Done => return Ok(Poll::Done),
+            }
+        }
+    }
+
+    /// The answer to the last [`Poll::Io`] (or the prefetched page).
+    pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
+        match reply? {
+            Answer::Page(wire, meta) => {
+                self.io.note(meta);
+                self.take_page(wire)
+            }
+            Answer::UploadId(id) => {
+                self.up = Up::Multipart {
+                    upload_id: id,
+                    next: 1,
+                    new_parts: Vec::new(),
+                };
+                Ok(())
+            }
+            Answer::Etag(etag) => {
+                let n = self.part_size.min(self.writer.pending().len());
+                if let Up::Multipart { next, new_parts, .. } = &mut self.up {
+                    new_parts.push(PartRef { number: *next, etag });
+                    *next += 1;
+                }
+                self.writer.consume(n);
+                Ok(())
+            }
+            Answer::Done => {
+                // The single put: the whole object is in R2.
+                let n = self.writer.pending().len();
+                self.writer.consume(n);
+                self.up = Up::SinglePut;
+                Ok(())
+            }
+            other => Err(StepError::BadResult(sql::BadResult {
+                statement: "export",
+                detail: format!("unexpected answer {other:?}"),
+            })),
+        }
+    }
+
+    /// What the step did; the carry is what stays for the next step.
+    pub fn finish(mut self) -> Exported {
+        let stream = self.writer.pos();
+        let carry = if self.scan_done { Vec::new() } else { self.writer.take_all() };
+        self.io.note_buffer(self.writer.peak_buffer() + self.lines.capacity() + self.wire.capacity());
+        Exported {
+            cursor: self.cursor,
+            rows: self.rows,
+            row_bytes: self.row_bytes,
+            stream,
+            upload: match self.up {
+                Up::NotStarted => StepUpload::NotStarted,
+                Up::SinglePut => StepUpload::SinglePut,
+                Up::Multipart {
+                    upload_id, new_parts, ..
+                } => StepUpload::Multipart { upload_id, new_parts },
+            },
+            carry,
+            pieces: self.pieces,
+            finished: self.scan_done,
+            io: self.io,
+        }
+    }
+
+    // -- pages --------------------------------------------------------------------------------
+
+    fn take_page(&mut self, wire: String) -> Result<(), StepError> {
+        self.wire = wire;
+        self.lines.clear();
+        self.info.clear();
+        self.written = 0;
+        let null_segment = matches!(self.cursor, Cursor::Start | Cursor::NullIds { .. });
+        let base = self.wire.as_ptr() as usize;
+        let mut last = None;
+        for row in sql::page_rows(&self.wire) {
+            let row = row?;
+            jsonl::encode_row(row.head, row.real, row.tail, &mut self.lines)?;
+            let start = row.head.as_ptr() as usize - base;
+            self.info.push(LineInfo {
+                end: self.lines.len(),
+                ts: row.timestamp.parse().ok(),
+                head: (!null_segment).then_some((start, start + row.head.len())),
+            });
+            last = Some(row);
+        }
+        let n = self.info.len() as u64;
+        if let Some(row) = last {
+            self.cursor = sql::cursor_after(&row)?;
+            self.row_bytes = (self.wire.len() as u64 / n).max(1);
+        }
+        self.rows += n;
+        self.raw += self.lines.len() as u64;
+        let segment_done = n < u64::from(self.limit);
+        match (segment_done, null_segment) {
+            (true, true) => self.cursor = Cursor::FirstId,
+            (true, false) => self.scan_done = true,
+            _ => {}
+        }
+        let budget_left = self.rows < self.limits.step_rows && self.raw < self.limits.step_bytes;
+        let next = (!self.scan_done && budget_left).then(|| {
+            self.limit = self
+                .limits
+                .page_limit(self.row_bytes, Some(self.limit), self.limits.step_rows - self.rows);
+            sql::export_page(&self.date, &self.cursor, self.limit)
+        });
+        self.stage = Stage::Write { next, prefetched: false };
+        Ok(())
+    }
+
+    /// Compresses the next slice of whole lines into the current piece; ends the piece when
+    /// it is big enough.
+    fn write_slice(&mut self) -> Result<(), StepError> {
+        let from = self.written;
+        let start = if from == 0 { 0 } else { self.info[from - 1].end };
+        let mut to = from + 1;
+        while to < self.info.len() && self.info[to].end - start <= SLICE {
+            to += 1;
+        }
+        if self.piece.rows == 0 {
+            self.piece.first_id = self.key_of(from)?;
+        }
+        for line in &self.info[from..to] {
+            if let Some(ts) = line.ts {
+                self.piece.min_ts = Some(self.piece.min_ts.map_or(ts, |m| m.min(ts)));
+                self.piece.max_ts = Some(self.piece.max_ts.map_or(ts, |m| m.max(ts)));
+            }
+        }
+        self.piece.rows += (to - from) as u64;
+        self.piece.last_id = self.key_of(to - 1)?;
+        self.writer.write(&self.lines[start..self.info[to - 1].end]);
+        self.written = to;
+        if self.writer.piece_raw() >= self.limits.piece_raw
+            || self.writer.piece_out() + SLICE as u64 >= self.limits.piece_out
+        {
+            let span = self.writer.end_piece();
+            self.push_piece(span);
+        }
+        Ok(())
+    }
+
+    fn key_of(&self, line: usize) -> Result<Option<Key>, StepError> {
+        match self.info[line].head {
+            None => Ok(None),
+            Some((s, e)) => Ok(Some(sql::head_key(&self.wire[s..e])?)),
+        }
+    }
+
+    fn push_piece(&mut self, span: Option<crate::core::gzip::PieceSpan>) {
+        let open = std::mem::take(&mut self.piece);
+        if let Some(s) = span {
+            self.pieces.push(Piece {
+                offset: s.offset,
+                len: s.len,
+                raw_len: s.raw_len,
+                rows: open.rows,
+                crc32: s.crc32,
+                zcrc32: s.zcrc32,
+                first_id: open.first_id,
+                last_id: open.last_id,
+                min_ts: open.min_ts,
+                max_ts: open.max_ts,
+            });
+        }
+    }
+
+    // -- uploads ------------------------------------------------------------------------------
+
+    fn part_waiting(&self) -> bool {
+        !matches!(self.up, Up::SinglePut) && self.writer.peek_part(self.part_size).is_some()
+    }
+
+    fn upload_io(&self) -> Io<'_> {
+        match &self.up {
+            Up::Multipart { upload_id, next, .. } => Io::UploadPart {
+                key: &self.key,
+                upload_id,
+                number: *next,
+                bytes: self.writer.peek_part(self.part_size).unwrap_or_default(),
+            },
+            Up::NotStarted | Up::SinglePut => Io::CreateUpload { key: &self.key },
+        }
+    }
+
+    /// Ends the piece (the step stops here) or the stream (the scan is done), once.
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let span = if self.scan_done {
+            self.writer.finish()
+        } else {
+            self.writer.end_piece()
+        };
+        self.push_piece(span);
+    }
+
+    /// After the stream ends, the rest goes up: as the only object (`put`) or the last part.
+    fn final_waiting(&self) -> bool {
+        self.scan_done
+            && match &self.up {
+                Up::NotStarted => !(self.skip_empty && self.rows == 0),
+                Up::Multipart { .. } => !self.writer.pending().is_empty(),
+                Up::SinglePut => false,
+            }
+    }
+
+    fn final_io(&self) -> Io<'_> {
+        let rest = self.writer.pending();
+        match &self.up {
+            Up::Multipart { upload_id, next, .. } => Io::UploadPart {
+                key: &self.key,
+                upload_id,
+                number: *next,
+                bytes: rest,
+            },
+            Up::NotStarted | Up::SinglePut => Io::Put {
+                key: &self.key,
+                bytes: rest,
+                content_type: "application/gzip",
+            },
+        }
+    }
+}

@@ -1,0 +1,714 @@
+//! The archive state machine: every input goes in, the next record and its effects come out.
+//!
+//! Not I/O: the engine performs what comes out and feeds back what happened. Time is an argument.
+//!
+//! - [`handle_alarm`]: an alarm fired. Out comes [`Alarm::Run`] with one bounded [`Step`] (a job
+//!   that asks for I/O one call at a time and folds each answer), a pure [`Alarm::Advance`], or
+//!   [`Alarm::Sleep`].
+//! - [`handle_outcome`]: what a step did, folded into a [`Transition`]: the next record, the
+//!   carry to save with it, the metadata to write after the save, and a log line.
+//! - [`handle_command`]: an operator's (or the cron's) command, into a [`Decision`]: a
+//!   transition with the effects to perform **before** the save, and the reply.
+//! - [`handle_metadata_failure`]: the metadata write after a save failed.
+//!
+//! **Invariant: every action is safe to repeat.** Alarms are at-least-once and a crash can land
+//! between any I/O call and the save that follows it, so a step may run again from the last
+//! saved record with some of its effects done: parts are re-uploaded under the same numbers (R2
+//! keeps the newest), a completed upload is recognised by its size, and a batch of deletes or
+//! inserts is guarded by its `archive_ledger` row, written in the same D1 transaction.
+//!
+//! **Rows leave D1 only in a cleaning pass, only if a line equal to them in every column was
+//! read back from a verified archive and checked against its index in the same step.** The move
+//! to cleaning is saved before the first DELETE; from then on no reset deletes that archive.
+
+mod commands;
+mod complete;
+pub mod export;
+mod readback;
+
+pub use commands::{handle_command, Command, Decision, Refusal, RefusalKind, Reply};
+pub use complete::CompleteJob;
+pub use export::{ExportJob, Exported, Limits, StepUpload};
+pub use readback::{Kind, PassJob, PassStart, Passed, Source, VerifyJob, Verified, CONFLICT_IDS_KEPT};
+
+use crate::core::config::{Config, R2_MAX_PARTS};
+use crate::core::date::{index_key, object_key};
+use crate::core::error::{Recovery, StepError};
+use crate::core::index::sidecar;
+use crate::core::io::{Effect, Io, IoResult, IoStats};
+use crate::core::sql::Statement;
+use crate::core::state::{
+    CleanState, Export, Failure, Finished, Garbage, Generation, Hold, Pass, Phase, Purpose, Record, Restore, Upload,
+    Verifying, Work, Written,
+};
+use crate::core::status::{metadata_statements, StepLog};
+
+/// What a job wants next.
+#[derive(Debug, PartialEq)]
+pub enum Poll<'a> {
+    /// Make this call and hand the answer to `handle`.
+    Io(Io<'a>),
+    /// Start this page query now, without waiting for it; it is asked for by
+    /// [`Poll::AwaitPrefetch`] later (meanwhile the job asks for other calls).
+    Prefetch(Statement),
+    /// Hand the prefetched page's answer to `handle`.
+    AwaitPrefetch,
+    /// The step is over; call `finish`.
+    Done,
+}
+
+/// One bounded step: a job that asks for one call at a time.
+pub enum Step {
+    Export(Box<ExportJob>),
+    Complete(CompleteJob),
+    Verify(Box<VerifyJob>),
+    Pass(Box<PassJob>),
+    /// Writes the metadata a failed write left stale.
+    Metadata(Option<Vec<Statement>>),
+    /// Removes from R2 what the record dropped (its garbage), one call at a time.
+    Collect { effects: Vec<Effect>, next: usize },
+}
+
+impl Step {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Export(_) => "export",
+            Step::Complete(_) => "complete",
+            Step::Verify(_) => "verify",
+            Step::Pass(p) if p.kind() == Kind::Restore => "restore",
+            Step::Pass(_) => "clean",
+            Step::Metadata(_) => "metadata",
+            Step::Collect { .. } => "collect",
+        }
+    }
+
+    pub fn poll(&mut self) -> Result<Poll<'_>, StepError> {
+        Ok(match self {
+            Step::Export(j) => j.poll()?,
+            Step::Complete(j) => j.poll(),
+            Step::Verify(j) => j.poll(),
+            Step::Pass(j) => j.poll(),
+            Step::Metadata(stmts) => match stmts.take() {
+                Some(s) => Poll::Io(Io::Batch(s)),
+                None => Poll::Done,
+            },
+            Step::Collect { effects, next } => match effects.get(*next) {
+                Some(e) => Poll::Io(e.io()),
+                None => Poll::Done,
+            },
+        })
+    }
+
+    pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
+        match self {
+            Step::Export(j) => j.handle(reply),
+            Step::Complete(j) => j.handle(reply),
+            Step::Verify(j) => j.handle(reply),
+            Step::Pass(j) => j.handle(reply),
+            Step::Metadata(_) => reply.map(|_| ()).map_err(StepError::from),
+            Step::Collect { effects, next } => {
+                let gone = matches!(&reply, Err(e) if e.kind == crate::core::error::FailureKind::NoSuchUpload)
+                    && matches!(effects.get(*next), Some(Effect::AbortUpload { .. }));
+                if !gone {
+                    reply?;
+                }
+                *next += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// What the step did; `error` if it stopped early (a pass keeps the pieces it finished).
+    pub fn finish(self, error: Option<StepError>) -> Outcome {
+        let done = match self {
+            Step::Export(j) => Outcome::Exported(j.finish()),
+            Step::Complete(_) => Outcome::Completed,
+            Step::Verify(j) => Outcome::Verified(j.finish()),
+            Step::Pass(j) => Outcome::Passed(j.finish()),
+            Step::Metadata(_) => Outcome::MetadataWritten,
+            Step::Collect { .. } => Outcome::Collected,
+        };
+        match (error, done) {
+            (None, done) => done,
+            (Some(e), Outcome::Passed(p)) => Outcome::Failed(e, Some(p)),
+            (Some(e), _) => Outcome::Failed(e, None),
+        }
+    }
+}
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Exported(Exported),
+    Completed,
+    Verified(Verified),
+    Passed(Passed),
+    MetadataWritten,
+    /// The garbage is removed from R2.
+    Collected,
+    /// The step failed; a pass reports the pieces it finished before the failure.
+    Failed(StepError, Option<Passed>),
+}
+
+/// Timings and gauges of one step, measured by the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub started_ms: i64,
+    pub now_ms: i64,
+    /// Wall time spent waiting for export pages.
+    pub page_wait_ms: u64,
+    /// Wall time spent in the job itself (encoding, compressing, checking).
+    pub busy_ms: u64,
+    /// Wasm linear memory at the end of the step (it only grows: the peak so far).
+    pub memory_bytes: u64,
+}
+
+/// The carry to save with a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Carry {
+    /// Leave the saved carry as it is.
+    Keep,
+    /// Replace it (empty clears it).
+    Write(Vec<u8>),
+}
+
+/// The next record and what goes with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub record: Record,
+    pub carry: Carry,
+    /// Performed after the save succeeded: the date's metadata rows (a D1 batch).
+    pub metadata: Effect,
+    /// The date finished its work: other due dates may start (the cron's hand-over).
+    pub hand_over: bool,
+    pub log: StepLog,
+}
+
+/// What an alarm asks for.
+pub enum Alarm {
+    /// Nothing to do; no alarm is wanted.
+    Sleep,
+    /// Perform this step, then fold its outcome with [`handle_outcome`].
+    Run(Step),
+    /// Save this transition; no I/O is needed first.
+    Advance(Box<Transition>),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alarms
+
+/// The one step to take now for `rec`. `carry` is the saved carry (the export resumes from it).
+pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> Alarm {
+    if rec.metadata_stale {
+        return Alarm::Run(Step::Metadata(Some(metadata_statements(rec, now_ms))));
+    }
+    if !rec.garbage.is_empty() {
+        return Alarm::Run(Step::Collect {
+            effects: rec.garbage.iter().map(Effect::from).collect(),
+            next: 0,
+        });
+    }
+    let job = match &rec.phase {
+        Phase::Working(Work::Exporting(ex)) => {
+            // A later generation that finds no row makes no object.
+            let skip_empty = ex.rows == 0 && !rec.generations.is_empty();
+            ExportJob::new(&rec.date, ex, carry, Limits::from_config(cfg), skip_empty).map(|j| Step::Export(Box::new(j)))
+        }
+        Phase::Working(Work::Completing(w)) => Ok(Step::Complete(complete_job(&rec.date, w))),
+        Phase::Working(Work::Verifying(v)) => {
+            VerifyJob::new(&v.archive, v.next, v.crc, v.raw_len, cfg.step_bytes).map(|j| Step::Verify(Box::new(j)))
+        }
+        Phase::Working(Work::Cleaning(p)) => Ok(pass_step(rec, Kind::Delete, &pass_position(p), now_ms, cfg)),
+        Phase::Working(Work::Restoring(r)) => Ok(pass_step(rec, Kind::Restore, &restore_position(r), now_ms, cfg)),
+        Phase::Uploaded { generation } if cfg.auto_cleanup => {
+            let g = *generation;
+            let names = ("uploaded", "start-clean");
+            return Alarm::Advance(Box::new(start_pass(rec.clone(), Purpose::Clean, vec![g], now_ms, cfg, names)));
+        }
+        Phase::Restored(hold) if now_ms >= hold.until_ms => {
+            let gens = hold.generations.clone();
+            let names = ("restored", "hold-ended");
+            return Alarm::Advance(Box::new(start_pass(rec.clone(), Purpose::Release, gens, now_ms, cfg, names)));
+        }
+        Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) | Phase::Failed(_) => {
+            return Alarm::Sleep
+        }
+    };
+    match job {
+        Ok(step) => Alarm::Run(step),
+        Err(e) => {
+            let report = StepReport {
+                started_ms: now_ms,
+                now_ms,
+                ..StepReport::default()
+            };
+            Alarm::Advance(Box::new(handle_outcome(rec.clone(), Outcome::Failed(e, None), report, cfg)))
+        }
+    }
+}
+
+fn complete_job(date: &str, w: &Written) -> CompleteJob {
+    let raw: u64 = w.pieces.iter().map(|p| p.raw_len).sum();
+    let doc = sidecar(date, &w.key, w.rows, w.stream.out_len, raw, w.stream.crc, &w.pieces);
+    CompleteJob::new(w, index_key(&w.key), doc)
+}
+
+/// Where a pass stands: its generations, its position, its batch size, its purpose's name.
+struct Position {
+    generations: Vec<u32>,
+    current: usize,
+    piece: usize,
+    id: u32,
+    batch_bytes: u64,
+    purpose: &'static str,
+}
+
+fn pass_position(p: &Pass) -> Position {
+    Position {
+        generations: p.generations.clone(),
+        current: p.current,
+        piece: p.piece,
+        id: p.id,
+        batch_bytes: p.batch_bytes,
+        purpose: match p.purpose {
+            Purpose::Clean => "clean",
+            Purpose::Release => "release",
+        },
+    }
+}
+
+fn restore_position(r: &Restore) -> Position {
+    Position {
+        generations: r.generations.clone(),
+        current: r.current,
+        piece: r.piece,
+        id: r.id,
+        batch_bytes: r.batch_bytes,
+        purpose: "restore",
+    }
+}
+
+fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config) -> Step {
+    let sources = at
+        .generations
+        .iter()
+        .filter_map(|n| rec.generation(*n))
+        .map(|g| Source {
+            number: g.number,
+            key: g.key.clone(),
+            pieces: g.pieces.clone(),
+            pass: format!("{}#{}-{}", g.key, at.purpose, at.id),
+        })
+        .collect();
+    let start = PassStart {
+        current: at.current,
+        piece: at.piece,
+        batch_bytes: at.batch_bytes,
+        budget_rows: cfg.clean_step_rows,
+        now_ms,
+    };
+    Step::Pass(Box::new(PassJob::new(kind, &rec.date, sources, start)))
+}
+
+/// The move into a pass, saved before the pass sends its first statement.
+pub(super) fn start_pass(
+    mut rec: Record,
+    purpose: Purpose,
+    generations: Vec<u32>,
+    now_ms: i64,
+    cfg: &Config,
+    (before, action): (&'static str, &'static str),
+) -> Transition {
+    rec.passes += 1;
+    if purpose == Purpose::Clean {
+        for n in &generations {
+            if let Some(g) = rec.generation_mut(*n) {
+                g.cleaning = CleanState::Cleaning;
+            }
+        }
+        rec.stats.clean_started_ms = Some(now_ms);
+    }
+    rec.phase = Phase::Working(Work::Cleaning(Pass {
+        purpose,
+        generations,
+        current: 0,
+        piece: 0,
+        id: rec.passes,
+        batch_bytes: cfg.clean_batch_bytes,
+        rows: 0,
+    }));
+    rec.attempts = 0;
+    settle(rec, before, action, now_ms, cfg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes
+
+/// The record after `outcome` of the step [`handle_alarm`] chose for `rec`.
+pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg: &Config) -> Transition {
+    let before = rec.phase.name();
+    let now = report.now_ms;
+    rec.updated_at_ms = Some(now);
+    rec.stats.steps += 1;
+    rec.stats.longest_step_ms = rec.stats.longest_step_ms.max((now - report.started_ms).max(0) as u64);
+    rec.stats.peak_memory_bytes = rec.stats.peak_memory_bytes.max(report.memory_bytes);
+    rec.stats.page_wait_ms += report.page_wait_ms;
+    let mut carry = Carry::Keep;
+    let (action, rows) = match outcome {
+        Outcome::Exported(mut e) => {
+            note_io(&mut rec, &e.io, Tally::Export);
+            rec.stats.encode_ms += report.busy_ms;
+            let rows = e.rows;
+            let bytes = std::mem::take(&mut e.carry);
+            let folded = fold_export(&mut rec, e, bytes.len() as u64, now);
+            carry = Carry::Write(bytes);
+            if let Err(err) = folded {
+                let mut t = finish_failure(rec, err, report, cfg, before, "export");
+                t.carry = carry;
+                return t;
+            }
+            ("export", rows)
+        }
+        Outcome::Completed => {
+            fold_complete(&mut rec, now);
+            ("complete", 0)
+        }
+        Outcome::Verified(v) => {
+            note_io(&mut rec, &v.io, Tally::None);
+            fold_verify(&mut rec, v, now);
+            ("verify", 0)
+        }
+        Outcome::Passed(p) => {
+            let (action, rows) = fold_pass(&mut rec, &p, now);
+            (action, rows)
+        }
+        Outcome::MetadataWritten => {
+            rec.metadata_stale = false;
+            rec.stats.steps -= 1;
+            ("metadata", 0)
+        }
+        Outcome::Collected => {
+            rec.garbage.clear();
+            rec.stats.steps -= 1;
+            // Leave `attempts` alone: collecting garbage is not the date's own step.
+            return settle(rec, before, "collect", now, cfg);
+        }
+        Outcome::Failed(err, partial) => {
+            let action = partial.as_ref().map_or("step", |p| fold_pass(&mut rec, p, now).0);
+            return finish_failure(rec, err, report, cfg, before, action);
+        }
+    };
+    rec.attempts = 0;
+    let mut t = settle(rec, before, action, now, cfg);
+    t.carry = carry;
+    t.log.rows = rows;
+    t.log.duration_ms = (now - report.started_ms).max(0) as u64;
+    t
+}
+
+fn finish_failure(
+    rec: Record,
+    err: StepError,
+    report: StepReport,
+    cfg: &Config,
+    before: &'static str,
+    action: &'static str,
+) -> Transition {
+    let (rec, carry) = handle_failure(rec, &err, report.now_ms, cfg);
+    let mut t = settle(rec, before, action, report.now_ms, cfg);
+    t.carry = carry;
+    t.log.error = Some(err.to_string());
+    t.log.duration_ms = (report.now_ms - report.started_ms).max(0) as u64;
+    t
+}
+
+/// The transition to `rec`: its next alarm, its metadata, its log line.
+pub(super) fn settle(mut rec: Record, before: &'static str, action: &'static str, now_ms: i64, cfg: &Config) -> Transition {
+    rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
+    let hand_over = matches!(rec.phase, Phase::Cleaned { .. }) && before != "cleaned";
+    let log = StepLog::new(&rec, action, before, now_ms);
+    Transition {
+        metadata: Effect::Metadata(metadata_statements(&rec, now_ms)),
+        record: rec,
+        carry: Carry::Keep,
+        hand_over,
+        log,
+    }
+}
+
+/// When the next alarm is due for `rec` (unix ms), or `None` for no alarm.
+pub fn next_wake(rec: &Record, now_ms: i64, cfg: &Config) -> Option<i64> {
+    let delay = if rec.attempts == 0 {
+        0
+    } else {
+        cfg.backoff_ms(rec.attempts) as i64
+    };
+    match &rec.phase {
+        _ if rec.metadata_stale || !rec.garbage.is_empty() => Some(now_ms + cfg.backoff_ms(1) as i64),
+        Phase::Working(_) => Some(now_ms + delay),
+        Phase::Uploaded { .. } => cfg.auto_cleanup.then_some(now_ms),
+        Phase::Restored(hold) => Some(hold.until_ms.max(now_ms)),
+        Phase::Idle | Phase::Cleaned { .. } | Phase::Failed(_) => None,
+    }
+}
+
+fn fold_export(rec: &mut Record, e: Exported, carry_len: u64, now_ms: i64) -> Result<(), StepError> {
+    let has_archives = !rec.generations.is_empty();
+    let Phase::Working(Work::Exporting(ex)) = &mut rec.phase else {
+        return Ok(());
+    };
+    ex.cursor = e.cursor;
+    ex.rows += e.rows;
+    ex.row_bytes = e.row_bytes;
+    ex.stream = e.stream;
+    ex.carry_len = carry_len;
+    ex.pieces.extend(e.pieces);
+    let single = match e.upload {
+        StepUpload::NotStarted => false,
+        StepUpload::SinglePut => true,
+        StepUpload::Multipart { upload_id, new_parts } => {
+            match &mut ex.upload {
+                Upload::Multipart { parts, .. } => parts.extend(new_parts),
+                Upload::NotStarted => ex.upload = Upload::Multipart { upload_id, parts: new_parts },
+            }
+            false
+        }
+    };
+    if ex.parts().len() > R2_MAX_PARTS {
+        return Err(StepError::TooManyParts {
+            max: R2_MAX_PARTS,
+            part_size: ex.part_size,
+        });
+    }
+    if e.finished && ex.rows == 0 && has_archives {
+        // A later generation found nothing new: no object, back to the archives there are.
+        rec.finished_at_ms = Some(now_ms);
+        rec.phase = Phase::Cleaned { rows_pending: 0 };
+    } else if e.finished {
+        let written = written_of(ex, single);
+        rec.stats.exported_at_ms = Some(now_ms);
+        rec.phase = Phase::Working(Work::Completing(written));
+    }
+    Ok(())
+}
+
+fn written_of(ex: &Export, single: bool) -> Written {
+    let upload = match (&ex.upload, single) {
+        (Upload::Multipart { upload_id, parts }, false) => Finished::Multipart {
+            upload_id: upload_id.clone(),
+            parts: parts.clone(),
+        },
+        _ => Finished::SinglePut,
+    };
+    Written {
+        generation: ex.generation,
+        key: ex.key.clone(),
+        upload,
+        stream: ex.stream,
+        rows: ex.rows,
+        pieces: ex.pieces.clone(),
+        restarts: ex.restarts,
+    }
+}
+
+fn fold_complete(rec: &mut Record, now_ms: i64) {
+    let Phase::Working(Work::Completing(w)) = &rec.phase else {
+        return;
+    };
+    let parts = match &w.upload {
+        Finished::SinglePut => 1,
+        Finished::Multipart { parts, .. } => parts.len() as u32,
+    };
+    let archive = Generation {
+        number: w.generation,
+        key: w.key.clone(),
+        index_key: index_key(&w.key),
+        rows: w.rows,
+        bytes: w.stream.out_len,
+        raw_bytes: w.stream.raw_len,
+        crc32: w.stream.crc,
+        parts,
+        pieces: w.pieces.clone(),
+        rows_deleted: 0,
+        cleaning: CleanState::NotCleaned,
+        created_at_ms: Some(now_ms),
+        verified_at_ms: None,
+        cleaned_at_ms: None,
+        legacy: false,
+    };
+    let restarts = w.restarts;
+    rec.phase = Phase::Working(Work::Verifying(Verifying {
+        archive,
+        next: 0,
+        crc: 0,
+        raw_len: 0,
+        restarts,
+    }));
+}
+
+fn fold_verify(rec: &mut Record, v: Verified, now_ms: i64) {
+    let Phase::Working(Work::Verifying(state)) = &mut rec.phase else {
+        return;
+    };
+    state.next = v.next;
+    state.crc = v.crc;
+    state.raw_len = v.raw_len;
+    if !v.finished {
+        return;
+    }
+    let mut archive = state.archive.clone();
+    archive.verified_at_ms = Some(now_ms);
+    let number = archive.number;
+    rec.generations.retain(|g| g.number != number);
+    rec.generations.push(archive);
+    rec.stats.verified_at_ms = Some(now_ms);
+    rec.phase = Phase::Uploaded { generation: number };
+}
+
+/// Folds a pass step (cleaning, release or restore); returns the action's name and its rows.
+fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
+    let rows: u64 = p.changed.iter().map(|(_, r)| r).sum();
+    match &mut rec.phase {
+        Phase::Working(Work::Cleaning(pass)) => {
+            pass.current = p.current;
+            pass.piece = p.piece;
+            pass.rows += rows;
+            let purpose = pass.purpose;
+            for (n, r) in &p.changed {
+                if let (Purpose::Clean, Some(g)) = (purpose, rec.generations.iter_mut().find(|g| g.number == *n)) {
+                    g.rows_deleted += r;
+                }
+            }
+            if let (true, Some(left)) = (p.finished, p.counted) {
+                finish_cleaning(rec, left, now_ms);
+            }
+            ("clean", rows)
+        }
+        Phase::Working(Work::Restoring(r)) => {
+            r.current = p.current;
+            r.piece = p.piece;
+            r.counts.merge(&p.counts, CONFLICT_IDS_KEPT);
+            if p.finished {
+                let hold = Hold {
+                    generations: r.generations.clone(),
+                    until_ms: r.hold_until_ms,
+                    counts: r.counts.clone(),
+                };
+                rec.stats.restored_at_ms = Some(now_ms);
+                rec.phase = Phase::Restored(hold);
+            }
+            ("restore", rows)
+        }
+        _ => ("stale", 0),
+    }
+}
+
+fn finish_cleaning(rec: &mut Record, rows_pending: u64, now_ms: i64) {
+    if let Phase::Working(Work::Cleaning(pass)) = &rec.phase {
+        if pass.purpose == Purpose::Clean {
+            for n in pass.generations.clone() {
+                if let Some(g) = rec.generation_mut(n) {
+                    g.cleaning = CleanState::Cleaned;
+                    g.cleaned_at_ms = Some(now_ms);
+                }
+            }
+        }
+    }
+    rec.stats.cleaned_at_ms = Some(now_ms);
+    rec.finished_at_ms = Some(now_ms);
+    rec.phase = Phase::Cleaned { rows_pending };
+}
+
+#[derive(Clone, Copy)]
+enum Tally {
+    Export,
+    None,
+}
+
+fn note_io(rec: &mut Record, io: &IoStats, tally: Tally) {
+    match tally {
+        Tally::Export => rec.stats.export_rows_read += io.rows_read,
+        Tally::None => {}
+    }
+    rec.stats.rows_written += io.rows_written;
+    rec.stats.queries += io.queries;
+    rec.stats.bytes_read += io.bytes_read;
+    rec.stats.max_buffer_bytes = rec.stats.max_buffer_bytes.max(io.max_buffer);
+}
+
+/// The record after the current step failed with `err`, and the carry to save with it.
+fn handle_failure(mut rec: Record, err: &StepError, now_ms: i64, cfg: &Config) -> (Record, Carry) {
+    let message = err.to_string();
+    rec.last_error = Some(message.clone());
+    rec.updated_at_ms = Some(now_ms);
+    match err.recovery() {
+        Recovery::Stop => (stop(rec, message), Carry::Keep),
+        Recovery::Retry => (retry(rec, message, cfg), Carry::Keep),
+        Recovery::RestartExport => restart_export(rec, message, cfg),
+    }
+}
+
+fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Carry) {
+    let (generation, restarts, upload) = match &rec.phase {
+        Phase::Working(Work::Exporting(ex)) => (ex.generation, ex.restarts, multipart_of(ex)),
+        Phase::Working(Work::Completing(w)) => (w.generation, w.restarts, None),
+        Phase::Working(Work::Verifying(v)) => (v.archive.number, v.restarts, None),
+        // Only the steps that write the archive restart; anywhere else this is a plain retry.
+        _ => return (retry(rec, message, cfg), Carry::Keep),
+    };
+    if restarts + 1 > cfg.max_attempts {
+        let message = format!("{message} (gave up after {restarts} restarts)");
+        return (stop(rec, message), Carry::Keep);
+    }
+    if let Some((key, upload_id)) = upload {
+        rec.garbage.push(Garbage::Abort { key, upload_id });
+    }
+    let key = object_key(&cfg.prefix, &rec.date, generation);
+    rec.phase = Phase::Working(Work::Exporting(Export::new(
+        generation,
+        key,
+        cfg.part_size,
+        cfg.level,
+        restarts + 1,
+    )));
+    rec.attempts = 0;
+    (rec, Carry::Write(Vec::new()))
+}
+
+/// The open multipart upload of an export, as `(key, upload_id)`.
+fn multipart_of(ex: &Export) -> Option<(String, String)> {
+    match &ex.upload {
+        Upload::Multipart { upload_id, .. } => Some((ex.key.clone(), upload_id.clone())),
+        Upload::NotStarted => None,
+    }
+}
+
+/// One more attempt after a backoff, or `Failed` once `max_attempts` are used up.
+fn retry(mut rec: Record, message: String, cfg: &Config) -> Record {
+    rec.attempts += 1;
+    if rec.attempts >= cfg.max_attempts {
+        return stop(rec, message);
+    }
+    rec
+}
+
+/// `Failed`, remembering the work to resume and the error.
+fn stop(mut rec: Record, error: String) -> Record {
+    rec.attempts = rec.attempts.max(1);
+    rec.last_error = Some(error.clone());
+    rec.phase = match std::mem::replace(&mut rec.phase, Phase::Idle) {
+        Phase::Working(work) => Phase::Failed(Failure { work, error }),
+        // A failure outside work (none exists today) leaves the phase as it was.
+        other => other,
+    };
+    rec
+}
+
+/// After the save, the metadata write failed: the next alarm writes it (soon, with backoff).
+pub fn handle_metadata_failure(mut rec: Record, error: String, now_ms: i64, cfg: &Config) -> Transition {
+    let before = rec.phase.name();
+    rec.metadata_stale = true;
+    rec.last_error = Some(format!("writing archive_metadata failed: {error}; it is written again by the next step"));
+    settle(rec, before, "metadata", now_ms, cfg)
+}

@@ -1,0 +1,545 @@
+//! Steps that read an archive back from R2 piece by piece, without I/O: verification, and the
+//! passes that delete (cleaning, release) or insert (restore) rows from the lines they read.
+//!
+//! Not trust: every piece is range-read, inflated on its own and checked against the index
+//! (length, CRC-32, line count) **before** any of its lines is used. A piece that does not match
+//! is used for nothing. Lines go to D1 in batches of whole lines, one JSON array per statement,
+//! each batch guarded by its own row in `archive_ledger`, so a repeated batch changes nothing.
+
+use serde_json::Value;
+
+use crate::core::error::StepError;
+use crate::core::gzip::{check_tail, count_lines, inflate_piece, GZIP_HEADER};
+use crate::core::index::Piece;
+use crate::core::io::{Io, IoResult, IoStats};
+use crate::core::sql::{self, BatchId, ResultSet};
+use crate::core::state::{Generation, RestoreCounts};
+
+use super::Poll;
+
+/// Where a reader keeps the advice for a damaged or missing archive.
+const CLEAN_ADVICE: &str = "Rows of that piece stay in D1. The archive is damaged: stop cleaning with POST /admin/reset (the object is kept; the remaining rows are archived again as the next generation)";
+const RESTORE_ADVICE: &str =
+    "Rows restored so far stay in D1. Restore the object from a copy, or release the date (POST /admin/release)";
+
+/// How many conflicting ids a restore keeps for the status page.
+pub const CONFLICT_IDS_KEPT: usize = 10;
+
+// ---------------------------------------------------------------------------------------------
+// Verification
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VerifyStage {
+    Header,
+    /// Pieces from `next`, then the tail (final block and trailer).
+    Pieces,
+    Done,
+}
+
+/// One verification step: checks the header, then pieces from `next`, then the tail.
+pub struct VerifyJob {
+    archive: Generation,
+    next: usize,
+    crc: crc32fast::Hasher,
+    raw_len: u64,
+    budget: u64,
+    spent: u64,
+    stage: VerifyStage,
+    buf: Vec<u8>,
+    io: IoStats,
+}
+
+/// What a verification step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub next: usize,
+    pub crc: u32,
+    pub raw_len: u64,
+    pub finished: bool,
+    pub io: IoStats,
+}
+
+impl VerifyJob {
+    /// Continues the read-back of `archive` at piece `next`, whose predecessors had CRC-32 `crc`
+    /// over `raw_len` bytes; reads at most about `budget` raw bytes.
+    pub fn new(archive: &Generation, next: usize, crc: u32, raw_len: u64, budget: u64) -> Result<VerifyJob, StepError> {
+        check_contiguous(archive)?;
+        Ok(VerifyJob {
+            archive: archive.clone(),
+            next,
+            crc: crc32fast::Hasher::new_with_initial_len(crc, raw_len),
+            raw_len,
+            budget,
+            spent: 0,
+            stage: if next == 0 { VerifyStage::Header } else { VerifyStage::Pieces },
+            buf: Vec::new(),
+            io: IoStats::default(),
+        })
+    }
+
+    pub fn poll(&mut self) -> Poll<'_> {
+        let key = &self.archive.key;
+        match self.stage {
+            VerifyStage::Header => Poll::Io(Io::Get {
+                key,
+                offset: 0,
+                len: GZIP_HEADER.len() as u64,
+            }),
+            VerifyStage::Pieces if self.next < self.archive.pieces.len() && self.spent < self.budget => {
+                let p = &self.archive.pieces[self.next];
+                Poll::Io(Io::Get {
+                    key,
+                    offset: p.offset,
+                    len: p.len,
+                })
+            }
+            VerifyStage::Pieces if self.next < self.archive.pieces.len() => Poll::Done,
+            VerifyStage::Pieces => {
+                let end = tail_offset(&self.archive);
+                Poll::Io(Io::Get {
+                    key,
+                    offset: end,
+                    len: self.archive.bytes.saturating_sub(end),
+                })
+            }
+            VerifyStage::Done => Poll::Done,
+        }
+    }
+
+    pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
+        let Some(bytes) = reply?.bytes()? else {
+            return Err(self.mismatch("the object vanished while it was read back".into()));
+        };
+        self.io.bytes_read += bytes.len() as u64;
+        match self.stage {
+            VerifyStage::Header if bytes != GZIP_HEADER => Err(self.mismatch(format!("header {bytes:02x?}"))),
+            VerifyStage::Header => {
+                self.stage = VerifyStage::Pieces;
+                Ok(())
+            }
+            VerifyStage::Pieces if self.next < self.archive.pieces.len() => self.check_piece(&bytes),
+            VerifyStage::Pieces => {
+                let crc = self.crc.clone().finalize();
+                check_tail(&bytes, crc, self.raw_len).map_err(|d| self.mismatch(d))?;
+                if self.raw_len != self.archive.raw_bytes {
+                    return Err(self.mismatch(format!("{} bytes of lines, expected {}", self.raw_len, self.archive.raw_bytes)));
+                }
+                self.stage = VerifyStage::Done;
+                Ok(())
+            }
+            VerifyStage::Done => Ok(()),
+        }
+    }
+
+    fn check_piece(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        let p = &self.archive.pieces[self.next];
+        let (want, rows, index) = (p.expect(), p.rows, self.next);
+        if bytes.len() as u64 != p.len {
+            return Err(self.mismatch(format!("piece {index} read back as {} bytes, the index says {}", bytes.len(), p.len)));
+        }
+        inflate_piece(bytes, want, &mut self.buf).map_err(|d| self.mismatch(format!("piece {index}: {d}")))?;
+        let lines = count_lines(&self.buf).map_err(|d| self.mismatch(format!("piece {index}: {d}")))?;
+        if lines != rows {
+            return Err(self.mismatch(format!("piece {index} holds {lines} lines, the index says {rows}")));
+        }
+        self.io.note_buffer(bytes.len() + self.buf.capacity());
+        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(want.crc32, want.raw_len));
+        self.raw_len += want.raw_len;
+        self.spent += want.raw_len;
+        self.next += 1;
+        Ok(())
+    }
+
+    fn mismatch(&self, detail: String) -> StepError {
+        StepError::ObjectMismatch {
+            key: self.archive.key.clone(),
+            detail,
+        }
+    }
+
+    pub fn finish(self) -> Verified {
+        Verified {
+            next: self.next,
+            crc: self.crc.clone().finalize(),
+            raw_len: self.raw_len,
+            finished: self.stage == VerifyStage::Done,
+            io: self.io,
+        }
+    }
+}
+
+/// Where the last piece ends (the header's end for an object without pieces).
+fn tail_offset(g: &Generation) -> u64 {
+    g.pieces
+        .last()
+        .map_or(GZIP_HEADER.len() as u64, |p| p.offset + p.len)
+}
+
+/// Pieces must tile the object from the header on, and add up to its rows.
+fn check_contiguous(g: &Generation) -> Result<(), StepError> {
+    let mut at = GZIP_HEADER.len() as u64;
+    for (i, p) in g.pieces.iter().enumerate() {
+        if p.offset != at {
+            return Err(StepError::ObjectMismatch {
+                key: g.key.clone(),
+                detail: format!("index piece {i} starts at {}, expected {at}", p.offset),
+            });
+        }
+        at += p.len;
+    }
+    let rows: u64 = g.pieces.iter().map(|p| p.rows).sum();
+    if rows != g.rows {
+        return Err(StepError::ObjectMismatch {
+            key: g.key.clone(),
+            detail: format!("the index adds up to {rows} rows, the archive has {}", g.rows),
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passes: delete or insert rows from archived lines
+
+/// What a pass does with the lines it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Delete the rows equal to the lines, then count what is left of the date.
+    Delete,
+    /// Insert the lines D1 lacks.
+    Restore,
+}
+
+/// One generation a pass walks through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub number: u32,
+    pub key: String,
+    pub pieces: Vec<Piece>,
+    /// This generation's ledger pass id.
+    pub pass: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassStage {
+    Read,
+    /// Sending the batches of the piece in `buf`; batch `k` starts at `from`.
+    Batches { k: usize, from: usize, to: usize },
+    Count,
+    Done,
+}
+
+/// One step of a pass.
+pub struct PassJob {
+    kind: Kind,
+    date: String,
+    sources: Vec<Source>,
+    current: usize,
+    piece: usize,
+    batch_bytes: usize,
+    budget_rows: u64,
+    now_ms: i64,
+    stage: PassStage,
+    buf: Vec<u8>,
+    rows_seen: u64,
+    /// Rows deleted or inserted per generation by the pieces this step finished.
+    changed: Vec<(u32, u64)>,
+    counts: RestoreCounts,
+    /// The same for the piece in progress: it counts only once the piece is done, because a
+    /// repeated batch reports its rows again (from its ledger row).
+    piece_changed: u64,
+    piece_counts: RestoreCounts,
+    counted: Option<u64>,
+    io: IoStats,
+}
+
+/// What a pass step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passed {
+    /// The position reached: generation index and piece.
+    pub current: usize,
+    pub piece: usize,
+    /// Rows deleted (or inserted) per generation by this step.
+    pub changed: Vec<(u32, u64)>,
+    /// For a restore: what this step found.
+    pub counts: RestoreCounts,
+    /// For a deleting pass that went through everything: rows of the date left in D1.
+    pub counted: Option<u64>,
+    pub finished: bool,
+    pub io: IoStats,
+}
+
+/// Where a pass starts this step, and how much it may do.
+#[derive(Debug, Clone, Copy)]
+pub struct PassStart {
+    pub current: usize,
+    pub piece: usize,
+    pub batch_bytes: u64,
+    pub budget_rows: u64,
+    pub now_ms: i64,
+}
+
+impl PassJob {
+    pub fn new(kind: Kind, date: &str, sources: Vec<Source>, at: PassStart) -> PassJob {
+        let mut job = PassJob {
+            kind,
+            date: date.to_string(),
+            sources,
+            current: at.current,
+            piece: at.piece,
+            batch_bytes: at.batch_bytes as usize,
+            budget_rows: at.budget_rows,
+            now_ms: at.now_ms,
+            stage: PassStage::Read,
+            buf: Vec::new(),
+            rows_seen: 0,
+            changed: Vec::new(),
+            counts: RestoreCounts::default(),
+            piece_changed: 0,
+            piece_counts: RestoreCounts::default(),
+            counted: None,
+            io: IoStats::default(),
+        };
+        job.skip_empty_sources();
+        job
+    }
+
+    /// Moves past generations without pieces (an empty archive has nothing to read).
+    fn skip_empty_sources(&mut self) {
+        while self.current < self.sources.len() && self.piece >= self.sources[self.current].pieces.len() {
+            self.current += 1;
+            self.piece = 0;
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn poll(&mut self) -> Poll<'_> {
+        match self.stage {
+            PassStage::Read if self.current >= self.sources.len() => match self.kind {
+                Kind::Delete => {
+                    self.stage = PassStage::Count;
+                    Poll::Io(Io::Query(sql::count_date(&self.date)))
+                }
+                Kind::Restore => Poll::Done,
+            },
+            PassStage::Read if self.rows_seen >= self.budget_rows => Poll::Done,
+            PassStage::Read => {
+                let s = &self.sources[self.current];
+                let p = &s.pieces[self.piece];
+                Poll::Io(Io::Get {
+                    key: &s.key,
+                    offset: p.offset,
+                    len: p.len,
+                })
+            }
+            PassStage::Batches { k, from, .. } => {
+                let to = batch_end(&self.buf, from, self.batch_bytes);
+                self.stage = PassStage::Batches { k, from, to };
+                Poll::Io(Io::Batch(self.statements(k, from, to)))
+            }
+            PassStage::Count => Poll::Io(Io::Query(sql::count_date(&self.date))),
+            PassStage::Done => Poll::Done,
+        }
+    }
+
+    fn statements(&self, k: usize, from: usize, to: usize) -> Vec<sql::Statement> {
+        let s = &self.sources[self.current];
+        let id = BatchId {
+            pass: &s.pass,
+            piece: self.piece,
+            batch: k,
+        };
+        let json = json_array(&self.buf[from..to]);
+        match self.kind {
+            Kind::Delete => sql::delete_batch(json, &self.date, &id, self.now_ms),
+            Kind::Restore => sql::restore_batch(json, &self.date, &id, self.now_ms),
+        }
+    }
+
+    pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
+        match self.stage {
+            PassStage::Read => {
+                let bytes = reply?.bytes()?;
+                self.take_piece(bytes)
+            }
+            PassStage::Batches { k, to, .. } => {
+                let results = reply?.batch()?;
+                self.io.note_all(&results);
+                self.take_batch(k, to, &results)
+            }
+            PassStage::Count => {
+                let rs = reply?.rows()?;
+                self.io.note(rs.meta);
+                self.counted = Some(sql::single_u64("count_date", &rs)?);
+                self.stage = PassStage::Done;
+                Ok(())
+            }
+            PassStage::Done => Ok(()),
+        }
+    }
+
+    fn take_piece(&mut self, bytes: Option<Vec<u8>>) -> Result<(), StepError> {
+        let s = &self.sources[self.current];
+        let advice = match self.kind {
+            Kind::Delete => CLEAN_ADVICE,
+            Kind::Restore => RESTORE_ADVICE,
+        };
+        let Some(bytes) = bytes else {
+            return Err(StepError::ArchiveMissing {
+                key: s.key.clone(),
+                advice,
+            });
+        };
+        self.io.bytes_read += bytes.len() as u64;
+        let p = &s.pieces[self.piece];
+        let corrupt = |detail: String| StepError::PieceCorrupt {
+            key: s.key.clone(),
+            piece: self.piece,
+            detail,
+            advice,
+        };
+        if bytes.len() as u64 != p.len {
+            return Err(corrupt(format!("read back as {} bytes, the index says {}", bytes.len(), p.len)));
+        }
+        inflate_piece(&bytes, p.expect(), &mut self.buf).map_err(corrupt)?;
+        let lines = count_lines(&self.buf).map_err(corrupt)?;
+        if lines != p.rows {
+            return Err(corrupt(format!("{lines} lines, the index says {}", p.rows)));
+        }
+        self.io.note_buffer(bytes.len() + self.buf.capacity() + self.batch_bytes);
+        self.rows_seen += lines;
+        if self.kind == Kind::Restore {
+            self.piece_counts.lines = lines;
+        }
+        self.stage = PassStage::Batches { k: 0, from: 0, to: 0 };
+        self.next_batch_or_piece(0, 0);
+        Ok(())
+    }
+
+    fn take_batch(&mut self, k: usize, to: usize, results: &[ResultSet]) -> Result<(), StepError> {
+        let from = match self.stage {
+            PassStage::Batches { from, .. } => from,
+            _ => 0,
+        };
+        let rows = results
+            .get(2)
+            .map(|rs| sql::single_u64("ledger_rows", rs))
+            .transpose()?
+            .unwrap_or(0);
+        self.piece_changed += rows;
+        if self.kind == Kind::Restore {
+            self.check_restored(k, from, to, rows, results)?;
+        }
+        self.next_batch_or_piece(k + 1, to);
+        Ok(())
+    }
+
+    /// After a restore batch, every line must have an identical row in D1 or be a conflict.
+    fn check_restored(&mut self, k: usize, from: usize, to: usize, inserted: u64, results: &[ResultSet]) -> Result<(), StepError> {
+        let row = results.get(3).and_then(|rs| rs.rows.first()).cloned().unwrap_or_default();
+        let (identical, conflicts, ids): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
+        let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
+        if identical + conflicts != lines {
+            return Err(StepError::RestoreShort {
+                key: self.sources[self.current].key.clone(),
+                piece: self.piece,
+                batch: k,
+                lines,
+                identical,
+                conflicts,
+            });
+        }
+        let c = &mut self.piece_counts;
+        c.inserted += inserted;
+        c.present += identical.saturating_sub(inserted);
+        c.conflicts += conflicts;
+        let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
+        c.conflict_ids.extend(ids.into_iter().take(room));
+        Ok(())
+    }
+
+    /// The next batch of this piece, or the next piece once the piece is done.
+    fn next_batch_or_piece(&mut self, k: usize, from: usize) {
+        if from < self.buf.len() {
+            self.stage = PassStage::Batches { k, from, to: from };
+            return;
+        }
+        self.piece_done();
+        self.piece += 1;
+        self.skip_empty_sources();
+        self.stage = PassStage::Read;
+    }
+
+    /// Counts the finished piece.
+    fn piece_done(&mut self) {
+        let number = self.sources[self.current].number;
+        let rows = std::mem::take(&mut self.piece_changed);
+        match self.changed.iter_mut().find(|(n, _)| *n == number) {
+            Some((_, r)) => *r += rows,
+            None => self.changed.push((number, rows)),
+        }
+        let c = std::mem::take(&mut self.piece_counts);
+        self.counts.merge(&c, CONFLICT_IDS_KEPT);
+    }
+
+    pub fn finish(self) -> Passed {
+        Passed {
+            current: self.current,
+            piece: self.piece,
+            changed: self.changed,
+            counts: self.counts,
+            counted: self.counted,
+            finished: self.stage == PassStage::Done && (self.kind == Kind::Restore || self.counted.is_some()),
+            io: self.io,
+        }
+    }
+}
+
+/// The end of the batch that starts at `from`: whole lines, at most `max` bytes of JSON array
+/// (at least one line).
+fn batch_end(buf: &[u8], from: usize, max: usize) -> usize {
+    let mut end = from;
+    // The array adds a bracket per batch and a comma per line; a newline becomes the comma.
+    while end < buf.len() {
+        let next = buf[end..].iter().position(|b| *b == b'\n').map_or(buf.len(), |i| end + i + 1);
+        if end > from && next - from + 1 > max {
+            break;
+        }
+        end = next;
+    }
+    end
+}
+
+/// The lines in `lines` (each ending in a newline) as one JSON array.
+fn json_array(lines: &[u8]) -> String {
+    let mut out = String::with_capacity(lines.len() + 2);
+    out.push('[');
+    // The lines were written from UTF-8 text and their CRC-32 matched: valid UTF-8.
+    let text = String::from_utf8_lossy(lines);
+    for (i, line) in text.split_terminator('\n').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(line);
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_whole_lines_under_the_byte_cap() {
+        let buf = b"{\"a\":1}\n{\"a\":22}\n{\"a\":333}\n";
+        assert_eq!(batch_end(buf, 0, 1000), buf.len());
+        assert_eq!(batch_end(buf, 0, 18), 17);
+        assert_eq!(batch_end(buf, 0, 1), 8, "one line at least");
+        assert_eq!(json_array(&buf[..17]), "[{\"a\":1},{\"a\":22}]");
+        assert_eq!(json_array(b""), "[]");
+    }
+}

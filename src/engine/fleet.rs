@@ -1,0 +1,140 @@
+//! The fleet of dates, read from D1: which dates are due, where each stands, what the cron
+//! should poke, whether the archiver is healthy, and the listing of `/admin/dates`.
+//!
+//! Not policy: the decisions are [`crate::core::policy`]'s; this module only reads D1 for them.
+//! Generic over the database port, so the cron's and health's rules are tested natively.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::core::config::Config;
+use crate::core::date::Day;
+use crate::core::policy::{self, DateState, Health, HealthInputs, PokeReason};
+use crate::core::sql::{self, decode_rows};
+use crate::ports::{Database, PortError};
+
+fn bad(e: sql::BadResult) -> PortError {
+    PortError::transient("d1", e.to_string())
+}
+
+/// Dates up to `last` that still have rows in D1, oldest first, at most `limit`: one index seek
+/// per date.
+pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<Vec<String>, PortError> {
+    let mut dates = Vec::new();
+    let mut after = String::new();
+    while dates.len() < limit {
+        let rs = db.run(&sql::next_date(&after, &last.to_string())).await?;
+        let next: Vec<(Option<String>,)> = decode_rows("next_date", &rs).map_err(bad)?;
+        let Some((Some(next),)) = next.into_iter().next() else {
+            break;
+        };
+        after.clone_from(&next);
+        // Rows with a malformed event_date cannot be archived by date; skip them.
+        if Day::parse_any(&next).is_ok() {
+            dates.push(next);
+        }
+    }
+    Ok(dates)
+}
+
+/// Every date `archive_metadata` knows, with its phase.
+pub async fn date_states<D: Database>(db: &D) -> Result<Vec<DateState>, PortError> {
+    let rs = db.run(&sql::date_states()).await?;
+    let rows: Vec<(String, String, Option<i64>, Option<u64>)> = decode_rows("date_states", &rs).map_err(bad)?;
+    Ok(rows
+        .into_iter()
+        .map(|(date, status, hold_until, rows_pending)| DateState {
+            date,
+            status,
+            hold_until,
+            rows_pending,
+        })
+        .collect())
+}
+
+/// What the cron (or a date that just finished) should poke, and why.
+pub async fn cron_plan<D: Database>(
+    db: &D,
+    cfg: &Config,
+    now_ms: i64,
+    finished: Option<&str>,
+    resume_failed: bool,
+) -> Result<Vec<(String, PokeReason)>, PortError> {
+    let today = Day::from_unix_ms(now_ms);
+    let states = date_states(db).await?;
+    let last = Day::last_archivable(today, cfg.retention_days);
+    // Enough due dates to fill every slot even if many of the oldest wait on an operator.
+    let due = due_dates(db, last, states.len() + cfg.max_running_dates as usize).await?;
+    Ok(policy::dates_to_poke(&due, &states, cfg, finished, resume_failed))
+}
+
+/// The cron's heartbeat.
+pub async fn beat<D: Database>(db: &D, now_ms: i64) -> Result<(), PortError> {
+    db.run(&sql::beat("cron", now_ms)).await.map(|_| ())
+}
+
+/// `/admin/health`.
+pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<Health, PortError> {
+    let failed: Vec<(String, Option<String>)> =
+        decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
+    let before = policy::overdue_before(Day::from_unix_ms(now_ms), cfg);
+    let overdue: Vec<(Option<String>,)> =
+        decode_rows("oldest_before", &db.run(&sql::oldest_before(&before.to_string())).await?).map_err(bad)?;
+    db.run(&sql::first_seen(now_ms)).await?;
+    let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
+    let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
+    let inputs = HealthInputs {
+        failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
+        overdue: overdue.into_iter().next().and_then(|(d,)| d),
+        last_cron_ms: at("cron"),
+        first_seen_ms: at("first_seen"),
+    };
+    Ok(policy::health(&inputs, now_ms, cfg))
+}
+
+/// The body of `/admin/dates`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listing {
+    pub dates: Vec<Value>,
+    /// Due dates nothing has started yet.
+    pub pending: Vec<String>,
+    pub retention_days: u32,
+}
+
+/// Every known date (a row of `archive_metadata` each), and the due dates not started yet.
+pub async fn listing<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<Listing, PortError> {
+    let rs = db.run(&sql::list_dates()).await?;
+    let names = [
+        "date",
+        "phase",
+        "generation",
+        "record_count",
+        "total_record_count",
+        "rows_deleted",
+        "rows_pending",
+        "rows_restored",
+        "d1_cleaned",
+        "file_size_bytes",
+        "r2_path",
+        "error_message",
+        "hold_until",
+        "next_step_at",
+        "updated_at",
+    ];
+    let dates: Vec<Value> = rs
+        .rows
+        .into_iter()
+        .map(|row| Value::Object(names.iter().map(|n| n.to_string()).zip(row).collect()))
+        .collect();
+    let last = Day::last_archivable(Day::from_unix_ms(now_ms), cfg.retention_days);
+    let pending = due_dates(db, last, 1000)
+        .await?
+        .into_iter()
+        .filter(|d| !dates.iter().any(|k| k["date"].as_str() == Some(d)))
+        .collect();
+    Ok(Listing {
+        dates,
+        pending,
+        retention_days: cfg.retention_days,
+    })
+}
