@@ -25,8 +25,9 @@ pub const D1_MAX_STRING: u64 = 2_000_000;
 pub const PIECE_MAX_COMPRESSED: u64 = 1024 * 1024;
 /// A piece is read back whole into memory (cleaning, restore, events): at most this raw.
 pub const PIECE_MAX_RAW: u64 = 4 * 1024 * 1024;
-/// The first page of a scan, before any row size is known: a probe.
-pub const FIRST_PAGE_ROWS: u32 = 8;
+/// The first page of a scan, before any row size is known: a probe of one row (a row can be up
+/// to 2 MB in D1), after which pages grow at most fourfold while they stay under `PAGE_BYTES`.
+pub const FIRST_PAGE_ROWS: u32 = 1;
 
 /// One Worker var: how it is spelled, what it defaults to, what it may be, what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -403,6 +403,19 @@ impl Work {
     }
 }
 
+impl Work {
+    /// The same work with its restart budget back: an operator's resume starts counting afresh.
+    pub fn resumed(mut self) -> Work {
+        match &mut self {
+            Work::Exporting(ex) => ex.restarts = 0,
+            Work::Completing(w) => w.restarts = 0,
+            Work::Verifying(v) => v.restarts = 0,
+            Work::Cleaning(_) | Work::Restoring(_) => {}
+        }
+        self
+    }
+}
+
 impl CleanState {
     pub fn name(self) -> &'static str {
         self.into()
@@ -557,6 +570,10 @@ pub mod v1 {
             }
         };
         rec.generations.sort_by_key(|g| g.number);
+        // Work carried on, or garbage to remove: due at once (the alarm fires when armed).
+        if matches!(rec.phase, Phase::Working(_)) || !rec.garbage.is_empty() {
+            rec.wake_at_ms = Some(0);
+        }
         Ok(rec)
     }
 }

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::core::config::Config;
 use crate::core::machine::{
-    handle_alarm, handle_command, handle_metadata_failure, handle_outcome, Alarm, Carry, Command, Outcome, Refusal,
+    handle_alarm, handle_command, handle_metadata_failure, handle_outcome, handle_superseded, Alarm, Carry, Command, Outcome, Refusal,
     Reply, Step, StepReport, Transition,
 };
 use crate::core::state::Record;
@@ -81,11 +81,12 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             Alarm::Run(step) => {
                 let name = step.name();
                 let (outcome, report) = self.drive(step, started).await;
-                (handle_outcome(rec, outcome, report, cfg), name)
+                (handle_outcome(rec.clone(), outcome, report, cfg), name)
             }
         };
         let error = transition.log.error.clone();
         let hand_over = transition.hand_over;
+        let lost = transition.record.clone();
         match self.commit(transition, expected, cfg).await? {
             Some(saved) => Ok(AlarmReport {
                 step,
@@ -97,6 +98,11 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             }),
             None => {
                 let (now_rec, _) = self.load(date, cfg, None).await?;
+                // What the lost step may have written that the winner does not keep: removed,
+                // best effort (whatever is left, R2 expires with its uploads, or an operator sees).
+                for effect in handle_superseded(&rec, &lost, &now_rec) {
+                    let _ = self.perform(effect.io()).await;
+                }
                 let mut report = idle_report(&now_rec);
                 (report.step, report.error, report.superseded) = (step, error, true);
                 Ok(report)

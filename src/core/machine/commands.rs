@@ -187,7 +187,7 @@ fn trigger(mut rec: Record, now_ms: i64, cfg: &Config) -> Planning {
             Plan::Save(rec, Reply::Started)
         }
         Phase::Failed(f) => {
-            rec.phase = Phase::Working(f.work);
+            rec.phase = Phase::Working(f.work.resumed());
             Plan::Save(rec, Reply::Resumed)
         }
         Phase::Working(Work::Restoring(_)) => {

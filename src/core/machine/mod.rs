@@ -298,6 +298,9 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config)
             number: g.number,
             key: g.key.clone(),
             pieces: g.pieces.clone(),
+            bytes: g.bytes,
+            crc32: g.crc32,
+            raw_bytes: g.raw_bytes,
             pass: format!("{}#{}-{}", g.key, at.purpose, at.id),
         })
         .collect();
@@ -703,6 +706,71 @@ fn stop(mut rec: Record, error: String) -> Record {
         other => other,
     };
     rec
+}
+
+/// What R2 may hold from a step whose save lost to a command (the date's object, its sidecar, an
+/// upload the step created): everything the step could have written, less what the winning
+/// record still refers to. Every row in these is still in D1 (a lost step deleted nothing that
+/// is not in an archive the winner keeps), so they are removed, best effort.
+pub fn handle_superseded(started: &Record, lost: &Record, winner: &Record) -> Vec<Effect> {
+    let mine: Vec<Garbage> = [started, lost].iter().flat_map(|r| writes_of(r)).collect();
+    let kept = refs_of(winner);
+    let mut out: Vec<Effect> = Vec::new();
+    for g in mine {
+        let e = Effect::from(&g);
+        if !kept.contains(&g) && !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The R2 objects and uploads a record's work writes.
+fn writes_of(rec: &Record) -> Vec<Garbage> {
+    let object = |key: &str| {
+        vec![
+            Garbage::Delete { key: key.to_string() },
+            Garbage::Delete { key: index_key(key) },
+        ]
+    };
+    let upload = |key: &str, id: &str| Garbage::Abort {
+        key: key.to_string(),
+        upload_id: id.to_string(),
+    };
+    match &rec.phase {
+        Phase::Working(Work::Exporting(ex)) => {
+            let mut w = object(&ex.key);
+            if let Upload::Multipart { upload_id, .. } = &ex.upload {
+                w.push(upload(&ex.key, upload_id));
+            }
+            w
+        }
+        Phase::Working(Work::Completing(c)) => {
+            let mut w = object(&c.key);
+            if let Finished::Multipart { upload_id, .. } = &c.upload {
+                w.push(upload(&c.key, upload_id));
+            }
+            w
+        }
+        Phase::Working(Work::Verifying(v)) => object(&v.archive.key),
+        _ => Vec::new(),
+    }
+}
+
+/// Everything in R2 a record refers to (or already means to remove).
+fn refs_of(rec: &Record) -> Vec<Garbage> {
+    let mut refs = writes_of(rec);
+    if let Phase::Failed(f) = &rec.phase {
+        let mut as_working = rec.clone();
+        as_working.phase = Phase::Working(f.work.clone());
+        refs.extend(writes_of(&as_working));
+    }
+    for g in &rec.generations {
+        refs.push(Garbage::Delete { key: g.key.clone() });
+        refs.push(Garbage::Delete { key: g.index_key.clone() });
+    }
+    refs.extend(rec.garbage.iter().cloned());
+    refs
 }
 
 /// After the save, the metadata write failed: the next alarm writes it (soon, with backoff).

@@ -95,7 +95,7 @@ impl VerifyJob {
             }
             VerifyStage::Pieces if self.next < self.archive.pieces.len() => Poll::Done,
             VerifyStage::Pieces => {
-                let end = tail_offset(&self.archive);
+                let end = tail_of(&self.archive.pieces);
                 Poll::Io(Io::Get {
                     key,
                     offset: end,
@@ -169,10 +169,8 @@ impl VerifyJob {
 }
 
 /// Where the last piece ends (the header's end for an object without pieces).
-fn tail_offset(g: &Generation) -> u64 {
-    g.pieces
-        .last()
-        .map_or(GZIP_HEADER.len() as u64, |p| p.offset + p.len)
+fn tail_of(pieces: &[Piece]) -> u64 {
+    pieces.last().map_or(GZIP_HEADER.len() as u64, |p| p.offset + p.len)
 }
 
 /// Pieces must tile the object from the header on, and add up to its rows.
@@ -215,12 +213,19 @@ pub struct Source {
     pub number: u32,
     pub key: String,
     pub pieces: Vec<Piece>,
+    /// The object's size, and its lines' CRC-32 and length (its trailer's).
+    pub bytes: u64,
+    pub crc32: u32,
+    pub raw_bytes: u64,
     /// This generation's ledger pass id.
     pub pass: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PassStage {
+    /// Before the first piece of an object: its header, then its end (final block, trailer).
+    Header,
+    Tail,
     Read,
     /// Sending the batches of the piece in `buf`; batch `k` starts at `from`.
     Batches { k: usize, from: usize, to: usize },
@@ -249,6 +254,8 @@ pub struct PassJob {
     piece_changed: u64,
     piece_counts: RestoreCounts,
     counted: Option<u64>,
+    /// The source whose header and end this step checked.
+    ends_checked: Option<usize>,
     io: IoStats,
 }
 
@@ -297,6 +304,7 @@ impl PassJob {
             piece_changed: 0,
             piece_counts: RestoreCounts::default(),
             counted: None,
+            ends_checked: None,
             io: IoStats::default(),
         };
         job.skip_empty_sources();
@@ -322,9 +330,30 @@ impl PassJob {
                     self.stage = PassStage::Count;
                     Poll::Io(Io::Query(sql::count_date(&self.date)))
                 }
-                Kind::Restore => Poll::Done,
+                Kind::Restore => {
+                    self.stage = PassStage::Done;
+                    Poll::Done
+                }
             },
             PassStage::Read if self.rows_seen >= self.budget_rows => Poll::Done,
+            PassStage::Read if self.piece == 0 && self.ends_checked != Some(self.current) => {
+                self.stage = PassStage::Header;
+                self.poll()
+            }
+            PassStage::Header => Poll::Io(Io::Get {
+                key: &self.sources[self.current].key,
+                offset: 0,
+                len: GZIP_HEADER.len() as u64,
+            }),
+            PassStage::Tail => {
+                let s = &self.sources[self.current];
+                let end = tail_of(&s.pieces);
+                Poll::Io(Io::Get {
+                    key: &s.key,
+                    offset: end,
+                    len: s.bytes.saturating_sub(end),
+                })
+            }
             PassStage::Read => {
                 let s = &self.sources[self.current];
                 let p = &s.pieces[self.piece];
@@ -360,6 +389,10 @@ impl PassJob {
 
     pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
         match self.stage {
+            PassStage::Header | PassStage::Tail => {
+                let bytes = reply?.bytes()?;
+                self.check_ends(bytes)
+            }
             PassStage::Read => {
                 let bytes = reply?.bytes()?;
                 self.take_piece(bytes)
@@ -380,12 +413,44 @@ impl PassJob {
         }
     }
 
-    fn take_piece(&mut self, bytes: Option<Vec<u8>>) -> Result<(), StepError> {
+    /// The object's header and end must be what was written: a damaged object is not read.
+    fn check_ends(&mut self, bytes: Option<Vec<u8>>) -> Result<(), StepError> {
         let s = &self.sources[self.current];
-        let advice = match self.kind {
+        let advice = self.advice();
+        let Some(bytes) = bytes else {
+            return Err(StepError::ArchiveMissing { key: s.key.clone(), advice });
+        };
+        self.io.bytes_read += bytes.len() as u64;
+        let damaged = |detail: String| StepError::PieceCorrupt {
+            key: s.key.clone(),
+            piece: 0,
+            detail,
+            advice,
+        };
+        if self.stage == PassStage::Header {
+            if bytes != GZIP_HEADER {
+                return Err(damaged(format!("the object's gzip header is {bytes:02x?}")));
+            }
+            self.stage = PassStage::Tail;
+            return Ok(());
+        }
+        check_tail(&bytes, s.crc32, s.raw_bytes).map_err(|d| damaged(format!("the object's end: {d}")))?;
+        self.stage = PassStage::Read;
+        // Back to reading with the ends checked: `piece == 0` must not ask again.
+        self.ends_checked = Some(self.current);
+        Ok(())
+    }
+
+    fn advice(&self) -> &'static str {
+        match self.kind {
             Kind::Delete => CLEAN_ADVICE,
             Kind::Restore => RESTORE_ADVICE,
-        };
+        }
+    }
+
+    fn take_piece(&mut self, bytes: Option<Vec<u8>>) -> Result<(), StepError> {
+        let advice = self.advice();
+        let s = &self.sources[self.current];
         let Some(bytes) = bytes else {
             return Err(StepError::ArchiveMissing {
                 key: s.key.clone(),

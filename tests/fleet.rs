@@ -1,0 +1,90 @@
+//! The fleet's rules on a real SQLite: due dates, running slots, the cron's plan, health.
+
+mod common;
+
+use common::*;
+use d1_archiver::core::config::Config;
+use d1_archiver::core::machine::Command;
+use d1_archiver::core::policy::PokeReason;
+use d1_archiver::engine::fleet;
+use d1_archiver::engine::Ports;
+
+/// Unix ms at noon, `days` after 2026-11-20.
+fn at(days: i64) -> i64 {
+    1_795_176_000_000 + 12 * 3_600_000 + days * DAY_MS
+}
+
+fn date(n: u32) -> String {
+    format!("2026-11-{n:02}")
+}
+
+#[test]
+fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
+    // MAX_RUNNING_DATES + 1 dates wait in `uploaded` (AUTO_CLEANUP=false); two more are due.
+    let cfg = Config {
+        auto_cleanup: false,
+        max_running_dates: 2,
+        ..small_config()
+    };
+    let w = World::new(cfg.clone());
+    for d in 1..=5 {
+        seed(w.sql(), &date(d), 200, u64::from(d), w.host.now.get() / 1000);
+    }
+    for d in 1..=3 {
+        let ports = w.ports();
+        block_on(ports.run_command(&date(d), Command::Trigger, &cfg)).unwrap();
+        // Each date has its own Durable Object; here they share a store, so finish each in turn.
+        while w.advance_to_wake() {
+            block_on(ports.run_alarm(&date(d), &cfg)).unwrap();
+        }
+        assert_eq!(block_on(ports.record(&date(d), &cfg)).unwrap().phase.name(), "uploaded");
+        *w.store.inner.saved.borrow_mut() = None;
+    }
+    let now = at(10);
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None, true)).unwrap();
+    let started: Vec<&str> = plan.iter().filter(|(_, r)| *r == PokeReason::Start).map(|(d, _)| d.as_str()).collect();
+    assert_eq!(started, [date(4), date(5)], "{plan:?}");
+}
+
+#[test]
+fn health_reports_failures_overdue_rows_a_silent_cron_and_test_hooks() {
+    let cfg = Config::default();
+    let w = World::new(cfg.clone());
+    let now = at(10);
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert!(h.ok, "{h:?}");
+    seed(w.sql(), "2026-11-01", 10, 1, now / 1000);
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert!(!h.ok && h.reasons[0].contains("2026-11-01"), "{h:?}");
+    let hooks = Config {
+        test_hooks: true,
+        ..cfg.clone()
+    };
+    let h = block_on(fleet::health(&w.db, &hooks, now)).unwrap();
+    assert!(h.reasons.iter().any(|r| r.contains("TEST_HOOKS")));
+    // Two days later, with no cron heartbeat since the first look:
+    let h = block_on(fleet::health(&w.db, &cfg, now + 3 * DAY_MS)).unwrap();
+    assert!(h.reasons.iter().any(|r| r.contains("cron has never run")), "{h:?}");
+    block_on(fleet::beat(&w.db, now + 3 * DAY_MS)).unwrap();
+    let h = block_on(fleet::health(&w.db, &cfg, now + 3 * DAY_MS)).unwrap();
+    assert!(!h.reasons.iter().any(|r| r.contains("daily cron")), "{h:?}");
+    let _ = Ports {
+        db: &w.db,
+        r2: &w.r2,
+        store: &w.store,
+        host: &w.host,
+    };
+}
+
+#[test]
+fn listing_shows_known_and_pending_dates() {
+    let cfg = small_config();
+    let w = World::new(cfg.clone());
+    seed(w.sql(), DATE, 100, 1, w.host.now.get() / 1000);
+    seed(w.sql(), OTHER, 100, 2, w.host.now.get() / 1000);
+    w.run();
+    let listing = block_on(fleet::listing(&w.db, &cfg, at(10))).unwrap();
+    assert_eq!(listing.dates.len(), 1);
+    assert_eq!(listing.dates[0]["phase"], "cleaned");
+    assert_eq!(listing.pending, [OTHER]);
+}

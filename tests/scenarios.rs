@@ -1,0 +1,594 @@
+//! Issue 8's scenarios, each of which lost rows or wedged a date on the previous release (state
+//! version 1; see docs/reliability.md for how each failed there), now ending safely.
+//!
+//! Every test asserts the correct behaviour: no row lost, no wedge, metadata that tells the
+//! truth. Scenario 9 (test hooks) is in `api::routes`' tests and tests/e2e/test_api.py;
+//! scenario 7 (slots) in `core::policy`'s tests and tests/fleet.rs.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+
+use common::*;
+use d1_archiver::core::config::Config;
+use d1_archiver::core::machine::{Command, Reply};
+use d1_archiver::core::sql::{Meta, ResultSet, Statement, DELETE_BATCH};
+use d1_archiver::engine::{AlarmReport, EngineError, Ports};
+use d1_archiver::ports::faulty::{Faulty, Rule};
+use d1_archiver::ports::{Database, PortError};
+use serde_json::Value;
+
+fn now_s(w: &World) -> i64 {
+    w.host.now.get() / 1000
+}
+
+/// Unix ms of noon on DATE: a valid `timestamp` for hand-made rows.
+fn noon_ms() -> i64 {
+    chrono::NaiveDate::parse_from_str(DATE, "%Y-%m-%d")
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis()
+}
+
+fn no_cleanup() -> Config {
+    Config {
+        auto_cleanup: false,
+        ..small_config()
+    }
+}
+
+fn world(cfg: Config, rows: u64) -> World {
+    let w = World::new(cfg);
+    seed(w.sql(), DATE, rows, 5, now_s(&w));
+    w
+}
+
+/// Inserts one hand-made row of DATE (as the app would).
+fn insert(w: &World, id: Option<&str>, path: &str, created_at: Option<i64>) {
+    w.sql()
+        .execute(
+            "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES (?1, ?2, 'GET', 200, 1.5, 'h', 'ua', 'DE', ?3, ?4, 0, ?5)",
+            rusqlite::params![id, path, noon_ms(), DATE, created_at],
+        )
+        .unwrap();
+}
+
+fn rows_where(w: &World, path: &str) -> Vec<Value> {
+    rows_of(w.sql(), DATE).into_iter().filter(|r| r["path"] == path).collect()
+}
+
+fn first_ids(w: &World, n: usize) -> Vec<String> {
+    let mut st = w.sql().prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id").unwrap();
+    let ids = st.query_map([DATE], |r| r.get(0)).unwrap();
+    ids.take(n).map(Result::unwrap).collect()
+}
+
+/// A D1 that, before the first statement `when` picks, runs a reset of DATE through the engine
+/// (a Durable Object serves other requests while a step awaits D1).
+struct RacingDb<'a> {
+    w: &'a World,
+    when: fn(&Statement) -> bool,
+    fired: Cell<bool>,
+    reset: RefCell<Option<Result<Reply, String>>>,
+}
+
+impl<'a> RacingDb<'a> {
+    fn new(w: &'a World, when: fn(&Statement) -> bool) -> Self {
+        RacingDb {
+            w,
+            when,
+            fired: Cell::new(false),
+            reset: RefCell::new(None),
+        }
+    }
+
+    async fn race(&self, stmt: &Statement) {
+        if !self.fired.get() && (self.when)(stmt) {
+            self.fired.set(true);
+            let r = self.w.ports().run_command(DATE, Command::Reset, &self.w.cfg).await;
+            *self.reset.borrow_mut() = Some(r.map(|c| c.reply).map_err(|e| e.to_string()));
+        }
+    }
+}
+
+impl Database for RacingDb<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.race(stmt).await;
+        self.w.db.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        self.race(&stmts[0]).await;
+        self.w.db.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        self.race(stmt).await;
+        self.w.db.run_page(stmt).await
+    }
+}
+
+/// A D1 that records the size of every export page it returns.
+struct PageSizes<'a> {
+    inner: &'a Faulty<SqliteDb>,
+    sizes: RefCell<Vec<usize>>,
+}
+
+impl Database for PageSizes<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.inner.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        self.inner.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        let r = self.inner.run_page(stmt).await;
+        if let Ok((wire, _)) = &r {
+            self.sizes.borrow_mut().push(wire.len());
+        }
+        r
+    }
+}
+
+/// One alarm of DATE with `db` as D1.
+fn step_with<D: Database>(w: &World, db: &D) -> Result<AlarmReport, EngineError> {
+    let ports = Ports {
+        db,
+        r2: &w.r2,
+        store: &w.store,
+        host: &w.host,
+    };
+    block_on(ports.run_alarm(DATE, &w.cfg))
+}
+
+fn drive_with<D: Database>(w: &World, db: &D) {
+    while w.advance_to_wake() {
+        step_with(w, db).unwrap();
+    }
+}
+
+fn assert_nothing_lost(w: &World, originals: &[Value], label: &str) {
+    let gone = lost(w, originals);
+    assert!(
+        gone.is_empty(),
+        "{label}: {} of {} rows are in neither D1 nor R2; phase {}, D1 holds {}",
+        gone.len(),
+        originals.len(),
+        w.status().phase,
+        count_date(w.sql(), DATE)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Reset deletes the only copy
+
+/// Archived and verified, then `trigger-cleanup`: cleaning with nothing deleted yet.
+fn uploaded_then_cleanup(rows: u64) -> (World, Vec<Value>) {
+    let w = world(no_cleanup(), rows);
+    let originals = rows_of(w.sql(), DATE);
+    w.run();
+    assert_eq!(w.status().phase, "uploaded");
+    w.command(Command::Cleanup).unwrap();
+    assert_eq!(w.status().phase, "cleaning", "the move to cleaning is saved before any DELETE");
+    (w, originals)
+}
+
+/// A reset now: accepted, the archive kept, nothing lost; the rest goes to the next generation.
+fn reset_loses_nothing(w: &World, originals: &[Value], label: &str) {
+    let key = w.status().object_key.unwrap();
+    let reply = w.command(Command::Reset).unwrap().reply;
+    assert_eq!(reply, Reply::CleaningStopped, "{label}");
+    assert!(w.objects().object(&key).is_some(), "{label}: the archive was deleted");
+    assert_nothing_lost(w, originals, label);
+    assert_eq!(w.listed_objects(), [key], "{label}");
+    // The rows still in D1 are archived as generation 2, and then the date is empty.
+    w.run();
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.generation), ("uploaded", 2), "{label}");
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0), "{label}");
+    assert_nothing_lost(w, originals, label);
+}
+
+#[test]
+fn scenario_1a_reset_after_some_pieces_are_cleaned_loses_nothing() {
+    let (w, originals) = uploaded_then_cleanup(3_000);
+    w.advance_to_wake();
+    w.step().unwrap();
+    let st = w.status();
+    assert!(st.phase == "cleaning" && st.rows_deleted > 0 && st.rows_deleted < 3_000, "{st:?}");
+    reset_loses_nothing(&w, &originals, "after a partial cleaning step");
+}
+
+/// A D1 that acts on the `nth` DELETE batch (1-based): fails it, or lets it through and then
+/// "kills the process" (every later call of any port fails).
+struct OnDelete<'a> {
+    w: &'a World,
+    nth: u32,
+    crash: bool,
+    seen: Cell<u32>,
+}
+
+impl Database for OnDelete<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.w.db.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        if stmts[0].sql == DELETE_BATCH {
+            self.seen.set(self.seen.get() + 1);
+            if self.seen.get() == self.nth && !self.crash {
+                return Err(PortError::transient("d1.batch", "injected: D1 failed this DELETE"));
+            }
+            let r = self.w.db.batch(stmts).await;
+            if self.seen.get() == self.nth {
+                self.w.faults.add(Rule::CrashAfter(self.w.faults.calls()));
+            }
+            return r;
+        }
+        self.w.db.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        self.w.db.run_page(stmt).await
+    }
+}
+
+#[test]
+fn scenario_1b_reset_after_a_d1_failure_on_a_later_delete_loses_nothing() {
+    let (w, originals) = uploaded_then_cleanup(3_000);
+    let db = OnDelete {
+        w: &w,
+        nth: 2,
+        crash: false,
+        seen: Cell::new(0),
+    };
+    w.advance_to_wake();
+    step_with(&w, &db).unwrap();
+    assert_eq!(db.seen.get(), 2);
+    assert!(count_date(w.sql(), DATE) < 3_000, "the first batch went through");
+    assert!(w.status().last_error.unwrap().contains("injected"));
+    reset_loses_nothing(&w, &originals, "D1 failure on the second DELETE");
+}
+
+#[test]
+fn scenario_1c_reset_after_a_crash_between_delete_and_save_loses_nothing() {
+    let (w, originals) = uploaded_then_cleanup(3_000);
+    let db = OnDelete {
+        w: &w,
+        nth: 1,
+        crash: true,
+        seen: Cell::new(0),
+    };
+    w.advance_to_wake();
+    let _ = step_with(&w, &db);
+    assert!(w.faults.crashed());
+    w.faults.clear();
+    assert!(count_date(w.sql(), DATE) < 3_000, "the DELETE went through");
+    assert_eq!(w.status().rows_deleted, 0, "the record never heard of the DELETE");
+    reset_loses_nothing(&w, &originals, "crash after the first DELETE");
+}
+
+/// A D1 whose first batch that `when` picks fails.
+struct FailFirst<'a> {
+    inner: &'a Faulty<SqliteDb>,
+    when: fn(&Statement) -> bool,
+    fired: Cell<bool>,
+}
+
+impl Database for FailFirst<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.inner.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        if !self.fired.get() && (self.when)(&stmts[0]) {
+            self.fired.set(true);
+            return Err(PortError::transient("d1.batch", "injected: D1 is unavailable"));
+        }
+        self.inner.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        self.inner.run_page(stmt).await
+    }
+}
+
+#[test]
+fn scenario_1d_reset_after_the_metadata_write_failed_loses_nothing() {
+    let (w, originals) = uploaded_then_cleanup(3_000);
+    let db = FailFirst {
+        inner: &w.db,
+        when: |s| s.sql == d1_archiver::core::sql::UPSERT_DATE,
+        fired: Cell::new(false),
+    };
+    w.advance_to_wake();
+    step_with(&w, &db).unwrap();
+    assert!(db.fired.get());
+    let rec = w.record();
+    assert!(rec.metadata_stale, "the record knows its metadata is stale");
+    assert!(rec.wake_at_ms.is_some(), "and an alarm comes back to write it");
+    assert!(w.status().rows_deleted > 0, "the step's deletes are counted");
+    reset_loses_nothing(&w, &originals, "metadata write failed after the DELETEs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Reset racing a cleaning step
+
+#[test]
+fn scenario_2_a_reset_while_the_first_delete_is_in_flight_loses_nothing() {
+    let (w, originals) = uploaded_then_cleanup(3_000);
+    let key = w.status().object_key.unwrap();
+    let racing = RacingDb::new(&w, |s| s.sql == DELETE_BATCH);
+    w.advance_to_wake();
+    let report = step_with(&w, &racing).unwrap();
+    assert!(racing.fired.get());
+    assert_eq!(*racing.reset.borrow(), Some(Ok(Reply::CleaningStopped)), "the reset saw cleaning");
+    // Both went through, and neither lost anything: the step's save lost to the reset, its
+    // DELETEs happened, and the reset kept the archive those rows are in.
+    assert!(report.superseded, "a reset and a step cannot both win");
+    assert!(count_date(w.sql(), DATE) < 3_000);
+    assert!(w.objects().object(&key).is_some());
+    assert_eq!(w.status().phase, "idle");
+    assert_nothing_lost(&w, &originals, "reset during the first DELETE");
+    // The ledger counted what the lost step deleted.
+    let ledger: u64 = w
+        .sql()
+        .query_row("SELECT sum(rows) FROM archive_ledger", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ledger, 3_000 - count_date(w.sql(), DATE));
+}
+
+#[test]
+fn scenario_2b_a_reset_of_an_uploaded_archive_and_the_move_to_cleaning_cannot_both_win() {
+    let w = world(small_config(), 2_000);
+    let originals = rows_of(w.sql(), DATE);
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("uploaded");
+    // The reset is decided and saved first; the alarm that would start cleaning comes after.
+    assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::WasReset);
+    w.drive(|_, _| {});
+    assert_eq!(w.status().phase, "idle");
+    assert_eq!(count_date(w.sql(), DATE), 2_000, "nothing was deleted");
+    assert!(w.archive_keys().is_empty() && w.listed_objects().is_empty());
+    assert_nothing_lost(&w, &originals, "reset of an uploaded archive");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Count-guarded ranges
+
+#[test]
+fn scenario_3a_a_row_swapped_into_an_archived_range_is_not_deleted() {
+    let w = world(no_cleanup(), 2_000);
+    w.run();
+    let ids = first_ids(&w, 11);
+    w.sql().execute("DELETE FROM traffic_events WHERE id = ?1", [&ids[5]]).unwrap();
+    insert(&w, Some(&format!("{}x", ids[10])), "/never-archived", Some(now_s(&w) - 3_600));
+    let new_row = rows_where(&w, "/never-archived");
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    assert_nothing_lost(&w, &new_row, "a row that no archive holds");
+    assert_eq!(rows_of(w.sql(), DATE), new_row, "only the new row stays");
+    assert_eq!(w.status().rows_pending, Some(1));
+}
+
+#[test]
+fn scenario_3b_a_row_updated_after_its_export_is_not_deleted() {
+    let w = world(no_cleanup(), 2_000);
+    w.run();
+    let id = first_ids(&w, 8)[7].clone();
+    w.sql()
+        .execute("UPDATE traffic_events SET path = '/changed-after-export' WHERE id = ?1", [&id])
+        .unwrap();
+    let changed = rows_where(&w, "/changed-after-export");
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    assert_nothing_lost(&w, &changed, "a row changed after its export");
+    assert_eq!(rows_of(w.sql(), DATE), changed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. created_at decides nothing
+
+fn assert_truly_empty(w: &World, label: &str) {
+    let (status, _, cleaned, pending) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), cleaned, pending), ("cleaned", 1, Some(0)), "{label}");
+    assert_eq!(count_date(w.sql(), DATE), 0, "{label}: d1_cleaned = 1 means no row of the date is in D1");
+}
+
+#[test]
+fn scenario_4a_a_row_with_a_future_created_at_is_archived_before_d1_cleaned() {
+    let w = world(small_config(), 500);
+    insert(&w, Some("future-row"), "/future", Some(4_102_444_800));
+    let row = rows_where(&w, "/future");
+    w.run();
+    assert_truly_empty(&w, "future created_at");
+    assert_nothing_lost(&w, &row, "future created_at");
+}
+
+#[test]
+fn scenario_4b_a_row_with_created_at_in_milliseconds_is_archived_before_d1_cleaned() {
+    let w = world(small_config(), 500);
+    insert(&w, Some("millis-row"), "/millis", Some(1_795_000_000_000));
+    let row = rows_where(&w, "/millis");
+    w.run();
+    assert_truly_empty(&w, "created_at in milliseconds");
+    assert_nothing_lost(&w, &row, "created_at in milliseconds");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Dates that wedged for good
+
+#[test]
+fn scenario_5a_a_late_null_created_at_row_in_a_cleaned_piece_does_not_wedge_the_date() {
+    let w = world(small_config(), 3_000);
+    let first = first_ids(&w, 1)[0].clone();
+    w.command(Command::Trigger).unwrap();
+    let mut late = None;
+    w.drive(|w, _| {
+        let st = w.status();
+        if late.is_none() && st.phase == "cleaning" && st.rows_deleted > 0 {
+            let id = format!("{first}0");
+            insert(w, Some(&id), "/late-null", None);
+            late = Some(id);
+        }
+    });
+    assert!(late.is_some(), "cleaning took a single step; the test never inserted the late row");
+    let late_row = rows_where(&w, "/late-null");
+    assert_eq!(w.status().rows_pending, Some(1), "the late row waits for the next generation");
+    w.run();
+    assert_truly_empty(&w, "late row");
+    assert_nothing_lost(&w, &late_row, "late row");
+    assert_eq!(w.status().generation, 2);
+}
+
+#[test]
+fn scenario_5b_rows_with_an_empty_and_a_null_id_are_archived_and_removed() {
+    let w = world(small_config(), 300);
+    insert(&w, Some(""), "/empty-id", Some(now_s(&w) - 3_600));
+    insert(&w, None, "/null-id", Some(now_s(&w) - 3_600));
+    insert(&w, None, "/null-id", Some(now_s(&w) - 3_600));
+    let special: Vec<Value> = rows_of(w.sql(), DATE).into_iter().filter(|r| r["path"] != "/").collect();
+    w.run();
+    assert_truly_empty(&w, "ids '' and NULL");
+    let archived = archived(&w);
+    for row in rows_where_in(&special, &["/empty-id", "/null-id"]) {
+        assert!(archived.contains(&row), "{row} is not archived");
+    }
+    assert_eq!(archived.iter().filter(|l| l["path"] == "/null-id").count(), 2, "both NULL-id copies");
+}
+
+fn rows_where_in(rows: &[Value], paths: &[&str]) -> Vec<Value> {
+    rows.iter().filter(|r| paths.iter().any(|p| r["path"] == *p)).cloned().collect()
+}
+
+#[test]
+fn scenario_5c_a_blob_value_is_archived_and_the_date_cleaned() {
+    let w = world(small_config(), 300);
+    insert(&w, Some("blob-row"), "/blob", Some(now_s(&w) - 3_600));
+    w.sql()
+        .execute("UPDATE traffic_events SET user_agent = x'00ff' WHERE id = 'blob-row'", [])
+        .unwrap();
+    let row = rows_where(&w, "/blob");
+    w.run();
+    assert_truly_empty(&w, "BLOB user_agent");
+    let line = archived(&w).into_iter().find(|l| l["id"] == "blob-row").unwrap();
+    assert_eq!(line["user_agent"], serde_json::json!({"$blob": "00FF"}));
+    assert_nothing_lost(&w, &row, "BLOB");
+}
+
+#[test]
+fn scenario_5d_a_date_failed_while_writing_its_archive_runs_again_when_resumed() {
+    let w = world(small_config(), 1_500);
+    w.command(Command::Trigger).unwrap();
+    // The object is damaged after every completion, until the restarts are used up.
+    let mut damaged = 0;
+    w.drive(|w, _| {
+        if w.status().phase == "verifying" {
+            if let Some(key) = w.status().object_key {
+                let mut objects = w.objects().objects.borrow_mut();
+                if let Some(bytes) = objects.get_mut(&key) {
+                    let at = bytes.len() / 2;
+                    bytes[at] ^= 0x40;
+                    damaged += 1;
+                }
+            }
+        }
+    });
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.failed_in.as_deref()), ("failed", Some("verifying")), "{st:?}");
+    assert!(st.last_error.unwrap().contains("gave up after"));
+    assert_eq!(count_date(w.sql(), DATE), 1_500, "nothing was deleted");
+    // The damage stops; the operator resumes: the archive is written again and the date ends.
+    assert_eq!(w.command(Command::Trigger).unwrap().reply, Reply::Resumed);
+    w.drive(|_, _| {});
+    assert!(damaged >= 4);
+    assert_truly_empty(&w, "resumed after a failed verification");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Every page honours PAGE_BYTES, the first page of every step too
+
+#[test]
+fn scenario_6_every_export_page_honours_page_bytes() {
+    let w = World::new(small_config());
+    let ua = "a".repeat(100_000);
+    {
+        let tx = w.sql().unchecked_transaction().unwrap();
+        for i in 0..320 {
+            tx.execute(
+                "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date, created_at) VALUES (?1, '/', 'GET', 'h', ?2, ?3, ?4, ?5)",
+                rusqlite::params![format!("{:013}-{i:08}", noon_ms()), ua, noon_ms(), DATE, now_s(&w) - 3_600],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let db = PageSizes {
+        inner: &w.db,
+        sizes: RefCell::new(Vec::new()),
+    };
+    w.command(Command::Trigger).unwrap();
+    drive_with(&w, &db);
+    assert_truly_empty(&w, "100 KB rows");
+    let sizes = db.sizes.borrow();
+    let max = *sizes.iter().max().unwrap();
+    assert!(
+        max <= w.cfg.page_bytes as usize + 101_000,
+        "an export page of {max} bytes (PAGE_BYTES = {}); page sizes: {:?}",
+        w.cfg.page_bytes,
+        &sizes[..8.min(sizes.len())]
+    );
+    assert!(w.status().stats.steps > 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Metadata tells the truth
+
+#[test]
+fn scenario_8a_after_resetting_generation_2_metadata_points_at_generation_1() {
+    let w = world(no_cleanup(), 1_000);
+    w.run();
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    let gen1 = w.status().object_key.unwrap();
+    seed(w.sql(), DATE, 300, 99, now_s(&w));
+    w.run();
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.generation), ("uploaded", 2));
+    assert_eq!(w.listed_objects().len(), 2);
+    w.command(Command::Reset).unwrap();
+    let (status, path, _, _) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), path.as_deref()), ("idle", Some(gen1.as_str())));
+    assert!(w.objects().object(&gen1).is_some());
+    assert_eq!(w.archive_keys(), [gen1.clone()], "generation 2's object is gone from R2");
+    assert_eq!(w.listed_objects(), [gen1], "and from archive_objects");
+}
+
+#[test]
+fn scenario_8b_resetting_a_failed_first_generation_clears_failed() {
+    let w = world(small_config(), 500);
+    w.sql().execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away").unwrap();
+    w.run();
+    assert_eq!(w.status().phase, "failed");
+    assert_eq!(w.metadata().unwrap().0, "failed");
+    w.sql().execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events").unwrap();
+    assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::WasReset);
+    let (status, path, _, _) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), path), ("idle", None));
+}
+
+#[test]
+fn scenario_8c_a_step_superseded_by_a_reset_writes_no_metadata() {
+    let w = world(small_config(), 3_000);
+    w.command(Command::Trigger).unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    // The reset arrives while the second export step awaits its first page.
+    let racing = RacingDb::new(&w, |s| s.sql.contains("id > ?2"));
+    w.advance_to_wake();
+    let report = step_with(&w, &racing).unwrap();
+    assert!(racing.fired.get() && report.superseded);
+    w.drive(|_, _| {});
+    let (status, path, _, _) = w.metadata().unwrap();
+    assert_eq!((status.as_str(), path), ("idle", None), "the metadata is the reset's");
+    assert!(w.objects().keys().is_empty(), "no object, no sidecar: {:?}", w.objects().keys());
+    assert_eq!(w.objects().open_uploads(), 0, "the upload was aborted");
+}
