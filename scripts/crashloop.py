@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from localworker import COLUMNS, LocalWorker
 
-# A kill lands in each of these in turn: the export, the completion and verification step, and
-# the cleaning. (`finalizing` is one short step: the kill comes as soon as it is seen.)
-TARGETS = ["exporting", "finalizing", "cleaning"]
+# A kill lands in each of these in turn: the export, the read-back verification, and the
+# cleaning. (`verifying` is short: the kill comes as soon as it is seen.)
+TARGETS = ["exporting", "verifying", "cleaning"]
+ORDER = ["idle", "exporting", "completing", "verifying", "uploaded", "cleaning", "cleaned"]
 
 
 def row_digest(values) -> bytes:
@@ -57,7 +58,7 @@ class Outcome:
 def kill_during(w: LocalWorker, date: str, target: str, rng: random.Random, timeout: float = 300) -> dict | None:
     """Waits until the date is in `target` (or past it), then kills after a short random
     delay. Returns the status seen just before the kill, or None if the run finished first."""
-    order = ["idle", "exporting", "finalizing", "uploaded", "cleaning", "cleaned"]
+    order = ORDER
     deadline = time.time() + timeout
     while True:
         st = w.status(date)
@@ -69,7 +70,7 @@ def kill_during(w: LocalWorker, date: str, target: str, rng: random.Random, time
             break
         assert time.time() < deadline, f"{date} never reached {target}: {st}"
         time.sleep(0.01)
-    if target != "finalizing":
+    if target != "verifying":
         time.sleep(rng.uniform(0.0, 0.8))
     w.stop(kill=True)
     return st

@@ -40,7 +40,7 @@ def main() -> int:
             w.seed(date, a.rows)
             # The export is the longest phase: aim three kills at it for each at the others.
             out = run_with_kills(w, date, kills=min(12, a.kills - len(kills)), rng=rng, first=len(kills) + 1,
-                                 targets=["exporting", "exporting", "exporting", "finalizing", "cleaning", "cleaning"])
+                                 targets=["exporting", "exporting", "exporting", "verifying", "cleaning", "cleaning"])
             w.stop()
             kills += out.kills
             days.append((date, len(out.kills), out))

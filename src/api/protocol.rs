@@ -3,10 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::index::Piece;
 use crate::core::machine::{Command, Reply};
 use crate::core::state::Record;
-use crate::core::status::{status, Status};
+use crate::core::status::{status, ArchiveObject, Status};
 
 use super::ApiError;
 
@@ -39,35 +38,6 @@ pub enum DoReply {
 
 /// The answer on the wire: the reply, or the error the route relays.
 pub type DoResult = Result<DoReply, ApiError>;
-
-/// One archive object of a date, with what a reader needs to read it in place.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ArchiveObject {
-    pub generation: u32,
-    pub key: String,
-    pub bytes: u64,
-    pub rows: u64,
-    /// Written by state version 1: no per-piece checksums, served whole only.
-    pub legacy: bool,
-    pub pieces: Vec<Piece>,
-}
-
-impl ArchiveObject {
-    /// The objects of a record, oldest first.
-    pub fn of(rec: &Record) -> Vec<ArchiveObject> {
-        rec.generations
-            .iter()
-            .map(|g| ArchiveObject {
-                generation: g.number,
-                key: g.key.clone(),
-                bytes: g.bytes,
-                rows: g.rows,
-                legacy: g.legacy,
-                pieces: g.pieces.clone(),
-            })
-            .collect()
-    }
-}
 
 /// The reply to a status request.
 pub fn status_reply(rec: &Record) -> DoReply {

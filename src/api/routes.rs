@@ -7,6 +7,7 @@ use chrono::DateTime;
 
 use crate::core::config::Config;
 use crate::core::date::{DateError, Day};
+use crate::core::machine::Command;
 
 use super::{ApiError, ErrorKind};
 
@@ -41,15 +42,8 @@ pub enum UploadOp {
 pub enum Route {
     /// The operator console (HTML; the page asks for the token, so it needs none itself).
     Console,
-    Trigger(Day),
-    Cleanup(Day),
-    Reset(Day),
-    Restore {
-        day: Day,
-        generation: Option<u32>,
-        hold_until_ms: Option<i64>,
-    },
-    Release(Day),
+    /// A command for the date's Durable Object (trigger, cleanup, reset, restore, release).
+    Command(Day, Command),
     Status(Day),
     Archive {
         day: Day,
@@ -116,9 +110,9 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
     let (methods, route): (&[&str], Result<Route, ApiError>) = match path {
         "/admin" | "/admin/console" => (&["GET"], Ok(Route::Console)),
         "/admin/trigger-archive" => (&["POST", "GET"], day().and_then(|d| trigger(d, req, today, cfg))),
-        "/admin/trigger-cleanup" => (&["POST", "GET"], day().map(Route::Cleanup)),
-        "/admin/reset" => (&["POST"], day().map(Route::Reset)),
-        "/admin/release" => (&["POST"], day().map(Route::Release)),
+        "/admin/trigger-cleanup" => (&["POST", "GET"], day().map(|d| Route::Command(d, Command::Cleanup))),
+        "/admin/reset" => (&["POST"], day().map(|d| Route::Command(d, Command::Reset))),
+        "/admin/release" => (&["POST"], day().map(|d| Route::Command(d, Command::Release))),
         "/admin/restore" => (&["POST"], day().and_then(|d| restore(d, req, today, now_ms))),
         "/admin/archive-status" => (&["GET"], day().map(Route::Status)),
         "/admin/archive" => (
@@ -159,7 +153,7 @@ fn trigger(day: Day, req: &Request<'_>, today: Day, cfg: &Config) -> Result<Rout
             ),
         ));
     }
-    Ok(Route::Trigger(day))
+    Ok(Route::Command(day, Command::Trigger))
 }
 
 fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route, ApiError> {
@@ -175,11 +169,13 @@ fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route
             Some(until.plus_days(1).start_ms().max(now_ms))
         }
     };
-    Ok(Route::Restore {
+    Ok(Route::Command(
         day,
-        generation,
-        hold_until_ms,
-    })
+        Command::Restore {
+            generation,
+            hold_until_ms,
+        },
+    ))
 }
 
 fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
@@ -315,7 +311,10 @@ mod tests {
         assert_eq!(err("GET", "/admin/archive-status?date=2025-02-30"), ErrorKind::BadDate);
         assert_eq!(err("POST", "/admin/trigger-archive?date=2026-12-01"), ErrorKind::FutureDate);
         assert_eq!(err("POST", "/admin/trigger-archive?date=2026-11-25"), ErrorKind::InsideRetention);
-        assert!(matches!(parse("POST", "/admin/trigger-archive?date=2026-11-25&force=1", &cfg), Ok(Route::Trigger(_))));
+        assert!(matches!(
+            parse("POST", "/admin/trigger-archive?date=2026-11-25&force=1", &cfg),
+            Ok(Route::Command(_, Command::Trigger))
+        ));
         assert_eq!(err("GET", "/admin/reset?date=2026-11-20"), ErrorKind::MethodNotAllowed);
         assert_eq!(err("GET", "/admin/archive?date=2026-11-20&generation=0"), ErrorKind::BadParameter);
         assert_eq!(err("GET", "/admin/nope"), ErrorKind::NotFound);
@@ -335,11 +334,13 @@ mod tests {
         let until = Day::parse_any("2026-12-01").unwrap().start_ms();
         assert_eq!(
             r,
-            Route::Restore {
-                day: Day::parse_any("2026-11-20").unwrap(),
-                generation: Some(2),
-                hold_until_ms: Some(until)
-            }
+            Route::Command(
+                Day::parse_any("2026-11-20").unwrap(),
+                Command::Restore {
+                    generation: Some(2),
+                    hold_until_ms: Some(until)
+                }
+            )
         );
         let err = |u: &str| parse("GET", u, &cfg).unwrap_err();
         assert!(err("/admin/events?date=2026-11-20&from=yesterday").message.contains("RFC 3339"));

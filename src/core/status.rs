@@ -225,6 +225,35 @@ fn restore_view(rec: &Record, gens: &[u32], counts: &RestoreCounts, until_ms: i6
     }
 }
 
+/// One archive object of a date, with what a reader needs to read it in place.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ArchiveObject {
+    pub generation: u32,
+    pub key: String,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Written by state version 1: no per-piece checksums, served whole only.
+    pub legacy: bool,
+    pub pieces: Vec<crate::core::index::Piece>,
+}
+
+impl ArchiveObject {
+    /// The objects of a record, oldest first.
+    pub fn of(rec: &Record) -> Vec<ArchiveObject> {
+        rec.generations
+            .iter()
+            .map(|g| ArchiveObject {
+                generation: g.number,
+                key: g.key.clone(),
+                bytes: g.bytes,
+                rows: g.rows,
+                legacy: g.legacy,
+                pieces: g.pieces.clone(),
+            })
+            .collect()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metadata rows
 

@@ -8,15 +8,17 @@
 //! command, and nothing is deleted from R2 before the decision to delete it has won.
 
 mod drive;
+pub mod events;
 pub mod fleet;
 
 use thiserror::Error;
 
 use crate::core::config::Config;
 use crate::core::machine::{
-    handle_alarm, handle_command, handle_metadata_failure, handle_outcome, handle_superseded, Alarm, Carry, Command, Outcome, Refusal,
+    handle_alarm, handle_command, handle_metadata_failure, handle_metadata_written, handle_outcome, handle_superseded, Alarm, Carry, Command, Outcome, Refusal,
     Reply, Step, StepReport, Transition,
 };
+use crate::core::io::Effect;
 use crate::core::state::Record;
 use crate::core::status::{status, Status, StepLog};
 use crate::ports::{Database, Durable, FailureKind, Host, ObjectStore, PortError};
@@ -157,14 +159,27 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             other => other?,
         }
         self.host.log(&log.line());
-        if let Err(e) = self.perform(metadata.io()).await {
-            let t = handle_metadata_failure(record.clone(), e.to_string(), self.host.now_ms(), cfg);
-            record = self.resave(t.record).await?;
-        }
+        record = self.write_metadata(record, metadata, cfg).await?;
         if !record.garbage.is_empty() {
             record = self.collect(record, cfg).await?;
         }
         Ok(Some(record))
+    }
+
+    /// Writes the metadata of the just-saved `record`, then saves it as written (or, if the
+    /// write failed, as stale with the error; its alarm comes back for it).
+    async fn write_metadata(&self, record: Record, metadata: Effect, cfg: &Config) -> Result<Record, EngineError> {
+        let now = self.host.now_ms();
+        let next = match self.perform(metadata.io()).await {
+            Ok(_) => handle_metadata_written(record.clone(), now, cfg),
+            Err(e) => handle_metadata_failure(record.clone(), e.to_string(), now, cfg).record,
+        };
+        // A command that saved in between wrote its own metadata: keep its record.
+        match self.resave(next).await {
+            Ok(saved) => Ok(saved),
+            Err(EngineError::Storage { source, .. }) if source.kind == FailureKind::Conflict => Ok(record),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the record's garbage from R2 and saves the record without it. If a removal
@@ -180,7 +195,10 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             return Ok(record);
         }
         let t = handle_outcome(record.clone(), outcome, report, cfg);
-        self.resave(t.record).await.or(Ok(record))
+        match Box::pin(self.commit(t, record.revision, cfg)).await? {
+            Some(saved) => Ok(saved),
+            None => Ok(record),
+        }
     }
 
     /// Saves a follow-up of a record this engine call just saved.

@@ -1,4 +1,4 @@
-"""kill -9 of workerd during the export, the completion/verification step and the cleaning:
+"""kill -9 of workerd during the export, the read-back verification and the cleaning:
 after each restart the pending alarm carries the run on, and the archive holds every row
 exactly once (the long version with 20+ kills at 1M rows is scripts/soak)."""
 
@@ -19,7 +19,7 @@ def test_kill_9_in_every_phase_then_restart_completes_exactly(workdir):
     other = w.rows(OTHER)
     try:
         out = run_with_kills(w, DATE, kills=3, rng=random.Random(7))
-        assert [k.target for k in out.kills] == ["exporting", "finalizing", "cleaning"], out.kills
+        assert [k.target for k in out.kills] == ["exporting", "verifying", "cleaning"], out.kills
         assert (out.lost, out.duplicated, out.altered, out.left_in_d1) == (0, 0, 0, 0), out
         assert w.rows(OTHER) == other
         assert w.metadata(DATE)["d1_cleaned"] == 1

@@ -141,9 +141,11 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
     Ok(match plan {
         Plan::Unchanged(rec, reply) => {
             // Keep the record as it is (no save), but make sure the alarm it wants exists.
-            let wake = rec.wake_at_ms;
+            let original = rec.clone();
             let mut transition = settle(rec, before, action, now_ms, cfg);
-            transition.record.wake_at_ms = wake.or(transition.record.wake_at_ms);
+            let wake = original.wake_at_ms.or(super::next_wake(&original, now_ms, cfg));
+            transition.record = original;
+            transition.record.wake_at_ms = wake;
             Decision {
                 reply,
                 save: false,

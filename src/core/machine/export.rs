@@ -11,7 +11,7 @@
 //! ([`super::Poll::Prefetch`]), so that on Cloudflare D1's query time overlaps our work.
 
 use crate::core::config::{Config, FIRST_PAGE_ROWS, PIECE_MAX_COMPRESSED};
-use crate::core::error::StepError;
+use crate::core::error::{FailureKind, StepError};
 use crate::core::gzip::{PieceWriter, StreamPos};
 use crate::core::index::Piece;
 use crate::core::io::{Answer, Io, IoResult, IoStats};
@@ -247,7 +247,16 @@ impl ExportJob {
 
     /// The answer to the last [`Poll::Io`] (or the prefetched page).
     pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
-        match reply? {
+        let answer = match (reply, &self.up) {
+            (Err(e), Up::Multipart { upload_id, .. }) if e.kind == FailureKind::NoSuchUpload => {
+                return Err(StepError::UploadGone {
+                    key: self.key.clone(),
+                    upload_id: upload_id.clone(),
+                })
+            }
+            (reply, _) => reply?,
+        };
+        match answer {
             Answer::Page(wire, meta) => {
                 self.io.note(meta);
                 self.take_page(wire)

@@ -387,9 +387,9 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             (action, rows)
         }
         Outcome::MetadataWritten => {
-            rec.metadata_stale = false;
+            // The commit of this transition writes the metadata; the step only brought it here.
             rec.stats.steps -= 1;
-            ("metadata", 0)
+            return settle(rec, before, "metadata", now, cfg);
         }
         Outcome::Collected => {
             rec.garbage.clear();
@@ -428,6 +428,9 @@ fn finish_failure(
 
 /// The transition to `rec`: its next alarm, its metadata, its log line.
 pub(super) fn settle(mut rec: Record, before: &'static str, action: &'static str, now_ms: i64, cfg: &Config) -> Transition {
+    // Saved as pending until its metadata rows are written (see `handle_metadata_written`): if
+    // the process dies between the save and the write, the alarm this keeps due writes them.
+    rec.metadata_stale = true;
     rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
     let hand_over = matches!(rec.phase, Phase::Cleaned { .. }) && before != "cleaned";
     let log = StepLog::new(&rec, action, before, now_ms);
@@ -771,6 +774,14 @@ fn refs_of(rec: &Record) -> Vec<Garbage> {
     }
     refs.extend(rec.garbage.iter().cloned());
     refs
+}
+
+/// The metadata rows of the saved `rec` are written: it is no longer pending, and its alarm is
+/// what its work needs.
+pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Record {
+    rec.metadata_stale = false;
+    rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
+    rec
 }
 
 /// After the save, the metadata write failed: the next alarm writes it (soon, with backoff).

@@ -1,0 +1,44 @@
+//! Adapters from the Workers platform to the ports: D1, R2, Durable Object storage, the host.
+//!
+//! Not logic: each method is one platform call plus a translation of its errors.
+
+mod d1;
+mod host;
+mod r2;
+mod storage;
+
+pub use d1::D1;
+pub use host::WorkerHost;
+pub use r2::R2;
+pub use storage::DoStorage;
+
+use worker::js_sys;
+use worker::wasm_bindgen::{JsCast, JsValue};
+
+use crate::ports::{FailureKind, PortError};
+
+fn js_message(e: &JsValue) -> String {
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(err.message());
+    }
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn worker_err(op: &'static str) -> impl Fn(worker::Error) -> PortError {
+    move |e| classify(op, e.to_string())
+}
+
+fn js_err(op: &'static str) -> impl Fn(JsValue) -> PortError {
+    move |e| classify(op, js_message(&e))
+}
+
+/// R2 reports a missing multipart upload as error 10024 ("The specified multipart upload does
+/// not exist"); everything else is worth a retry.
+fn classify(op: &'static str, message: String) -> PortError {
+    let kind = if message.contains("10024") || message.contains("multipart upload does not exist") {
+        FailureKind::NoSuchUpload
+    } else {
+        FailureKind::Transient
+    };
+    PortError { kind, op, message }
+}

@@ -1,0 +1,190 @@
+//! The admin API's handlers: each typed route performed, through the date's Durable Object (typed
+//! requests and replies), the engine, or R2 directly for reading archives.
+//!
+//! Not routing: [`crate::api::routes`] turns a request into a [`Route`]; this module only performs
+//! it and writes the response.
+
+use futures_util::stream;
+use worker::{Env, Method, Request, RequestInit, Response};
+
+use crate::api::protocol::{reply_status, DoReply, DoRequest, DoResult};
+use crate::api::routes::{self, EventsQuery, Route};
+use crate::api::{authorize, ApiError, ErrorKind};
+use crate::core::date::Day;
+use crate::core::status::ArchiveObject;
+use crate::engine::events::{EventReader, Window};
+use crate::engine::fleet;
+
+use super::adapters::{D1, R2};
+use super::{binding, config, json, now_ms};
+
+/// The operator console: one self-contained page (see `console.html`).
+const CONSOLE: &str = include_str!("console.html");
+
+pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+    let url = req.url().map_err(|_| ApiError::new(ErrorKind::BadParameter, "unparseable URL"))?;
+    let path = url.path().to_string();
+    let console = matches!(path.trim_end_matches('/'), "/admin" | "/admin/console");
+    if path.starts_with("/admin") && !console {
+        let token = env
+            .secret("ADMIN_TOKEN")
+            .or_else(|_| env.var("ADMIN_TOKEN"))
+            .map(|s| s.to_string())
+            .ok();
+        let header = req.headers().get("authorization").ok().flatten();
+        authorize(token.as_deref(), header.as_deref())?;
+    }
+    let cfg = config(env)?;
+    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let method = req.method();
+    let parsed = routes::Request {
+        method: method.as_ref(),
+        path: &path,
+        query: &query,
+        query_len: url.query().map_or(0, str::len),
+    };
+    let now = now_ms();
+    let route = routes::route(&parsed, Day::from_unix_ms(now), now, &cfg)?;
+    match route {
+        Route::Console => Response::from_html(CONSOLE).map_err(ApiError::unavailable),
+        Route::Dates => json(200, &fleet::listing(&db(env)?, &cfg, now).await.map_err(ApiError::unavailable)?),
+        Route::Health => {
+            let h = fleet::health(&db(env)?, &cfg, now).await.map_err(ApiError::unavailable)?;
+            json(if h.ok { 200 } else { 503 }, &h)
+        }
+        Route::Archive { day, generation } => archive(env, day, generation).await,
+        Route::Events(q) => events(env, q).await,
+        Route::Status(day) => relay(env, DoRequest::Status { date: day.to_string() }).await,
+        Route::Naive(day) => json(200, &super::hooks::naive(env, &day.to_string()).await?),
+        Route::TestUpload { key, upload_id, op } => json(200, &super::hooks::upload(env, &key, &upload_id, op).await?),
+        Route::TestList { prefix } => json(200, &super::hooks::list(env, &prefix).await?),
+        Route::TestSql => {
+            let sql = req.text().await.map_err(ApiError::unavailable)?;
+            json(200, &super::hooks::sql(env, &sql).await?)
+        }
+        Route::Command(day, command) => relay(env, DoRequest::Command { date: day.to_string(), command }).await,
+    }
+}
+
+fn db(env: &Env) -> Result<D1, ApiError> {
+    Ok(D1(env.d1("DB").map_err(binding("DB"))?))
+}
+
+/// Sends `request` to its date's Durable Object and returns the typed reply.
+pub(super) async fn ask(env: &Env, request: &DoRequest) -> Result<DoReply, ApiError> {
+    let ns = env.durable_object("DATE_ARCHIVER").map_err(binding("DATE_ARCHIVER"))?;
+    let stub = ns
+        .id_from_name(request.date())
+        .and_then(|id| id.get_stub())
+        .map_err(ApiError::unavailable)?;
+    let body = serde_json::to_string(request).map_err(ApiError::unavailable)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let req = Request::new_with_init("https://date-archiver/", &init).map_err(ApiError::unavailable)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(ApiError::unavailable)?;
+    let result: DoResult = resp.json().await.map_err(ApiError::unavailable)?;
+    result
+}
+
+/// A command's or a status's reply as the HTTP answer.
+async fn relay(env: &Env, request: DoRequest) -> Result<Response, ApiError> {
+    match ask(env, &request).await? {
+        DoReply::Command { result, status } => json(
+            reply_status(result),
+            &serde_json::json!({ "result": result.name(), "status": status }),
+        ),
+        DoReply::Status { status } => json(200, &serde_json::json!({ "status": status })),
+        DoReply::Objects { objects } => json(200, &objects),
+    }
+}
+
+async fn objects(env: &Env, day: Day) -> Result<Vec<ArchiveObject>, ApiError> {
+    match ask(env, &DoRequest::Objects { date: day.to_string() }).await? {
+        DoReply::Objects { objects } => Ok(objects),
+        _ => Err(ApiError::unavailable("the date's object answered something else")),
+    }
+}
+
+fn no_archive(day: Day, what: String) -> ApiError {
+    ApiError::new(
+        ErrorKind::NoArchive,
+        format!("{what}; GET /admin/archive-status?date={day} lists its generations"),
+    )
+}
+
+/// Streams one archive object (the newest, or `generation`).
+async fn archive(env: &Env, day: Day, generation: Option<u32>) -> Result<Response, ApiError> {
+    let objects = objects(env, day).await?;
+    let object = match generation {
+        Some(n) => objects.iter().find(|o| o.generation == n),
+        None => objects.last(),
+    }
+    .ok_or_else(|| no_archive(day, format!("{day} has no archive{}", generation.map_or(String::new(), |n| format!(" of generation {n}")))))?;
+    let bucket = env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?;
+    let Some(found) = bucket.get(&object.key).execute().await.map_err(ApiError::unavailable)? else {
+        return Err(no_archive(day, format!("object {} does not exist", object.key)));
+    };
+    let body = found.body().ok_or_else(|| ApiError::unavailable("the object has no body"))?;
+    // R2's body stream has a known length, so the runtime sends Content-Length, not chunks.
+    let mut resp = Response::from_body(body.response_body().map_err(ApiError::unavailable)?).map_err(ApiError::unavailable)?;
+    let file = object.key.rsplit('/').next().unwrap_or("archive.jsonl.gz");
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("content-type", "application/gzip".to_string()),
+        ("content-length", found.size().to_string()),
+        ("content-disposition", format!("attachment; filename=\"{day}-{file}\"")),
+        ("x-archive-key", object.key.clone()),
+    ] {
+        h.set(name, &value).map_err(ApiError::unavailable)?;
+    }
+    Ok(resp)
+}
+
+/// Streams the lines of a window as NDJSON, reading only the pieces that can match.
+async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
+    let all = objects(env, q.day).await?;
+    let chosen: Vec<ArchiveObject> = match q.generation {
+        Some(n) => {
+            let o = all.into_iter().find(|o| o.generation == n).ok_or_else(|| no_archive(q.day, format!("{} has no generation {n}", q.day)))?;
+            if o.legacy {
+                return Err(ApiError::new(ErrorKind::Conflict, format!("generation {n} was written by state version 1 without per-piece checksums; download it whole with GET /admin/archive?date={}&generation={n}", q.day)));
+            }
+            vec![o]
+        }
+        None => all.into_iter().filter(|o| !o.legacy).collect(),
+    };
+    if chosen.is_empty() {
+        return Err(no_archive(q.day, format!("{} has no archive to read", q.day)));
+    }
+    let window = Window {
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        id_from: q.id_from,
+        id_to: q.id_to,
+        limit: q.limit,
+    };
+    let reader = EventReader::new(&chosen, window);
+    let (pieces, bytes) = reader.planned();
+    let total = (reader.pieces_total, reader.object_bytes);
+    let r2 = R2(env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?);
+    let body = stream::unfold((Some(reader), r2), |(reader, r2)| async move {
+        let mut reader = reader?;
+        match reader.next(&r2).await {
+            Ok(Some(chunk)) => Some((Ok::<Vec<u8>, worker::Error>(chunk), (Some(reader), r2))),
+            Ok(None) => None,
+            // The lines sent so far are whole and checked; the stream ends with an error.
+            Err(e) => Some((Err(worker::Error::RustError(e.to_string())), (None, r2))),
+        }
+    });
+    let mut resp = Response::from_stream(body).map_err(ApiError::unavailable)?;
+    let h = resp.headers_mut();
+    for (name, value) in [
+        ("content-type", "application/x-ndjson".to_string()),
+        ("cache-control", "no-store".to_string()),
+        ("x-archive-pieces", format!("{pieces} of {}", total.0)),
+        ("x-archive-bytes", format!("{bytes} of {}", total.1)),
+    ] {
+        h.set(name, &value).map_err(ApiError::unavailable)?;
+    }
+    Ok(resp)
+}
