@@ -134,7 +134,7 @@ def test_late_rows_during_export_and_cleaning_are_never_lost_and_become_generati
             time.sleep(0.01)
         for rid in ("0000000000000-late-c", "9999999999999-late-d"):
             assert w.sql(LATE.format(id=rid, date=date)) == 1
-        run_to_end(w, date)
+        st = run_to_end(w, date)
         late = w.rows(date)
         assert sorted(late) == ["0000000000000-late-a", "0000000000000-late-c", "9999999999999-late-d"]
         assert st["rows_pending"] == 3 and w.metadata(date)["d1_cleaned"] == 0
