@@ -163,7 +163,7 @@ class LocalWorker:
             raise AssertionError(f"{method} {path} -> {status}, not JSON: {body[:300]!r}")
 
     def sql(self, statement: str) -> int:
-        """Runs one statement on D1 through the Worker (test hook; needs FAULT_INJECT set)."""
+        """Runs one statement on D1 through the Worker (a test hook: needs TEST_HOOKS=1)."""
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/admin/test/sql", data=statement.encode(), method="POST")
         req.add_header("Authorization", f"Bearer {self.token}")
         with urllib.request.urlopen(req, timeout=60) as r:
@@ -184,23 +184,27 @@ class LocalWorker:
         assert code == 200, body
         return body["status"]
 
-    def wait_until(self, date: str, cond, while_in: tuple = ("idle", "exporting"), timeout: float = 120) -> dict:
-        """Polls the status until `cond(status)` holds; the date must stay in `while_in` meanwhile."""
+    def wait_until(self, date: str, cond, while_in: tuple | None = ("idle", "exporting"), timeout: float = 300,
+                   every: float = 0.01) -> dict:
+        """Polls the status until `cond(status)` holds. With `while_in`, the date must stay in one
+        of those phases meanwhile (anything else fails at once)."""
         deadline = time.time() + timeout
         while not cond(st := self.status(date)):
-            assert st["phase"] in while_in and time.time() < deadline, st
-            time.sleep(0.01)
-        return st
-
-    def wait_for(self, date: str, phases: set, timeout: float = 300) -> dict:
-        deadline = time.time() + timeout
-        while True:
-            st = self.status(date)
-            if st["phase"] in phases:
-                return st
+            assert while_in is None or st["phase"] in while_in, st
             if time.time() > deadline:
                 raise AssertionError(f"{date} stuck in {st['phase']}: {json.dumps(st)[:2000]}")
-            time.sleep(0.25)
+            time.sleep(every)
+        return st
+
+    def archive(self, date: str, until: set = frozenset({"cleaned", "failed"}), force: bool = False) -> dict:
+        """Triggers `date` and waits until it reaches one of the phases `until`."""
+        code, body = self.api("POST", f"/admin/trigger-archive?date={date}" + ("&force=1" if force else ""))
+        assert code == 202, body
+        return self.wait_for(date, until)
+
+    def wait_for(self, date: str, phases: set, timeout: float = 300) -> dict:
+        """Polls the status until the date is in one of `phases`."""
+        return self.wait_until(date, lambda st: st["phase"] in phases, while_in=None, timeout=timeout, every=0.25)
 
     # -- D1's SQLite file, read directly (exact integers, no JavaScript in between) ------------
     def sqlite_file(self) -> Path:

@@ -34,16 +34,31 @@ fn scenario() -> Scenario {
 fn check(s: &Scenario, label: &str) {
     let w = &s.w;
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(0)), "{label}: {st:?}");
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending),
+        ("cleaned", Some(0)),
+        "{label}: {st:?}"
+    );
     let key = st.object_key.clone().unwrap();
     assert_eq!(w.archive_keys(), [key.clone()], "{label}: exactly one archive object");
     assert_lines(lines_of(&w.objects().object(&key).unwrap()), &s.expected);
     assert_eq!(count_date(w.sql(), DATE), 0, "{label}: rows left in D1");
     assert_eq!(rows_of(w.sql(), OTHER), s.other, "{label}: other date touched");
     let (status, path, cleaned, _) = w.metadata().unwrap();
-    assert_eq!((status.as_str(), path, cleaned), ("cleaned", Some(key.clone()), 1), "{label}");
-    assert_eq!(w.listed_objects(), [key], "{label}: archive_objects lists exactly the objects");
-    assert!(w.objects().open_uploads() <= 1, "{label}: more than one orphaned upload");
+    assert_eq!(
+        (status.as_str(), path, cleaned),
+        ("cleaned", Some(key.clone()), 1),
+        "{label}"
+    );
+    assert_eq!(
+        w.listed_objects(),
+        [key],
+        "{label}: archive_objects lists exactly the objects"
+    );
+    assert!(
+        w.objects().open_uploads() <= 1,
+        "{label}: more than one orphaned upload"
+    );
 }
 
 /// The operator of the cycle: archive the date, restore it, release it.
@@ -74,7 +89,15 @@ impl Stage {
     /// before hearing the answer).
     fn underway(self, phase: &str) -> bool {
         match self {
-            Stage::Archive => ["exporting", "completing", "verifying", "uploaded", "cleaning", "cleaned"].contains(&phase),
+            Stage::Archive => [
+                "exporting",
+                "completing",
+                "verifying",
+                "uploaded",
+                "cleaning",
+                "cleaned",
+            ]
+            .contains(&phase),
             Stage::Restore => ["restoring", "restored"].contains(&phase),
             Stage::Release | Stage::Done => ["releasing", "cleaned"].contains(&phase),
         }
@@ -108,7 +131,11 @@ fn play(s: &Scenario, mut stage: Stage, stop: impl Fn(&World) -> bool) -> Stage 
                 check(s, "archived");
             }
             if stage == Stage::Restore {
-                assert_eq!(rows_of(w.sql(), DATE), s.expected, "restored rows are the archived rows");
+                assert_eq!(
+                    rows_of(w.sql(), DATE),
+                    s.expected,
+                    "restored rows are the archived rows"
+                );
             }
             (stage, asked) = (stage.next(), false);
             continue;
@@ -160,9 +187,15 @@ fn reference_calls() -> u64 {
         assert!(log.contains(&op), "the reference run never calls {op}");
     }
     let st = s.w.status();
-    assert!(st.parts_uploaded >= 2 && st.pieces >= 5, "the run must span parts and pieces: {st:?}");
+    assert!(
+        st.parts_uploaded >= 2 && st.pieces >= 5,
+        "the run must span parts and pieces: {st:?}"
+    );
     let calls = s.w.faults.calls();
-    eprintln!("reference run: {calls} port calls, {} pieces, {} parts", st.pieces, st.parts_uploaded);
+    eprintln!(
+        "reference run: {calls} port calls, {} pieces, {} parts",
+        st.pieces, st.parts_uploaded
+    );
     calls
 }
 

@@ -42,7 +42,11 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
     }
     let now = at(10);
     let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None, true)).unwrap();
-    let started: Vec<&str> = plan.iter().filter(|(_, r)| *r == PokeReason::Start).map(|(d, _)| d.as_str()).collect();
+    let started: Vec<&str> = plan
+        .iter()
+        .filter(|(_, r)| *r == PokeReason::Start)
+        .map(|(d, _)| d.as_str())
+        .collect();
     assert_eq!(started, [date(4), date(5)], "{plan:?}");
 }
 

@@ -27,15 +27,25 @@ fn two_hundred_random_byte_flips_are_caught_before_their_rows_are_deleted() {
         let at = rng.below(g.bytes) as usize;
         let mask = (rng.below(255) + 1) as u8;
         w.objects().objects.borrow_mut().get_mut(&g.key).unwrap()[at] ^= mask;
-        let piece = g.pieces.iter().position(|p| (p.offset..p.offset + p.len).contains(&(at as u64)));
+        let piece = g
+            .pieces
+            .iter()
+            .position(|p| (p.offset..p.offset + p.len).contains(&(at as u64)));
         in_pieces += usize::from(piece.is_some());
         w.command(Command::Cleanup).unwrap();
         w.drive(|_, _| {});
         let st = w.status();
         let label = format!("flip {flip}: byte {at} ^ {mask:#04x} (piece {piece:?})");
-        assert_eq!((st.phase.as_str(), st.failed_in.as_deref()), ("failed", Some("cleaning")), "{label}");
+        assert_eq!(
+            (st.phase.as_str(), st.failed_in.as_deref()),
+            ("failed", Some("cleaning")),
+            "{label}"
+        );
         let error = st.last_error.unwrap();
-        assert!(error.contains("does not match its index") && error.contains("POST /admin/reset"), "{label}: {error}");
+        assert!(
+            error.contains("does not match its index") && error.contains("POST /admin/reset"),
+            "{label}: {error}"
+        );
         // Nothing lost: every row is in D1, or (identical) in the archive as it was written.
         w.objects().objects.borrow_mut().get_mut(&g.key).unwrap()[at] ^= mask;
         assert!(lost(&w, &originals).is_empty(), "{label}: rows lost");
@@ -45,10 +55,18 @@ fn two_hundred_random_byte_flips_are_caught_before_their_rows_are_deleted() {
             Some(p) => g.pieces[p].rows as usize,
             None => originals.len(),
         };
-        assert!(still.len() >= protected, "{label}: {} rows left, the piece holds {protected}", still.len());
+        assert!(
+            still.len() >= protected,
+            "{label}: {} rows left, the piece holds {protected}",
+            still.len()
+        );
         if let Some(p) = piece {
             let lines = pieces_lines(&w, &g.key, &g.pieces[..p]);
-            assert_eq!(still.len(), originals.len() - lines, "{label}: only earlier pieces were cleaned");
+            assert_eq!(
+                still.len(),
+                originals.len() - lines,
+                "{label}: only earlier pieces were cleaned"
+            );
         }
     }
     assert!(in_pieces > 150, "most flips should land in pieces ({in_pieces})");

@@ -34,16 +34,20 @@ fn page_limits() {
     let l = limits();
     // (bytes per row known, previous limit, rows left in the step) -> rows to ask for
     for (row_bytes, previous, left, want) in [
-        (0, None, 10_000, 1),              // unknown size: a one-row probe
-        (300, None, 10_000, 2_000),        // a later step's first page: sized from the estimate
-        (100_000, None, 10_000, 10),       // 100 KB rows: ~PAGE_BYTES, from the first page of a step
-        (300, Some(1), 10_000, 4),         // growing at most fourfold
+        (0, None, 10_000, 1),        // unknown size: a one-row probe
+        (300, None, 10_000, 2_000),  // a later step's first page: sized from the estimate
+        (100_000, None, 10_000, 10), // 100 KB rows: ~PAGE_BYTES, from the first page of a step
+        (300, Some(1), 10_000, 4),   // growing at most fourfold
         (300, Some(400), 10_000, 1_600),
         (300, Some(2_000), 10_000, 2_000), // never past PAGE_ROWS
         (300, Some(2_000), 700, 700),      // never past the step's budget
         (4_000_000, Some(8), 10_000, 1),   // at least one row
     ] {
-        assert_eq!(l.page_limit(row_bytes, previous, left), want, "{row_bytes} {previous:?} {left}");
+        assert_eq!(
+            l.page_limit(row_bytes, previous, left),
+            want,
+            "{row_bytes} {previous:?} {left}"
+        );
     }
 }
 
@@ -122,7 +126,13 @@ fn play(ex: &Export, limits: Limits, rows_in_d1: usize, row_bytes: usize) -> Pla
     }
 }
 
-fn serve(stmt: &d1_archiver::core::sql::Statement, asked: &mut Vec<u32>, served: &mut usize, total: usize, row_bytes: usize) -> Answer {
+fn serve(
+    stmt: &d1_archiver::core::sql::Statement,
+    asked: &mut Vec<u32>,
+    served: &mut usize,
+    total: usize,
+    row_bytes: usize,
+) -> Answer {
     use d1_archiver::core::sql::Param;
     let limit = match stmt.params.last() {
         Some(Param::Int(n)) => *n as u32,
@@ -143,11 +153,18 @@ fn serve(stmt: &d1_archiver::core::sql::Statement, asked: &mut Vec<u32>, served:
 fn an_export_step_sizes_pages_stops_at_its_budget_and_keeps_a_carry() {
     // First step of a run: probe, grow, stop at STEP_ROWS; nothing big enough for a part.
     let p = play(&export(Upload::NotStarted, Cursor::Start, 0), limits(), 50_000, 300);
-    assert_eq!(p.asked[..6], [1, 1, 4, 16, 64, 256], "NULL segment probe, then ids growing 4x");
+    assert_eq!(
+        p.asked[..6],
+        [1, 1, 4, 16, 64, 256],
+        "NULL segment probe, then ids growing 4x"
+    );
     assert_eq!(p.out.rows, 10_000);
     assert!(!p.out.finished && p.calls.is_empty() && !p.out.carry.is_empty());
     let in_pieces: u64 = p.out.pieces.iter().map(|pc| pc.rows).sum();
-    assert_eq!(in_pieces, p.out.rows, "a step ends its last piece: every row is in a piece");
+    assert_eq!(
+        in_pieces, p.out.rows,
+        "a step ends its last piece: every row is in a piece"
+    );
     assert!(matches!(p.out.cursor, Cursor::After { .. }));
     // A later step starts from the saved estimate.
     let ex = export(Upload::NotStarted, p.out.cursor.clone(), p.out.row_bytes);
@@ -173,7 +190,11 @@ fn the_single_put_choice() {
     assert_eq!(p.calls.first(), Some(&"create"));
     assert!(p.calls.iter().filter(|c| **c == "part").count() >= 2 && !p.calls.contains(&"put"));
     // Pieces end at PIECE_BYTES raw or ~1 MiB compressed, whichever comes first.
-    assert!(p.out.pieces.iter().all(|pc| pc.raw_len <= (4 << 20) + 65_536 && pc.len <= (1 << 20) + 65_536));
+    assert!(p
+        .out
+        .pieces
+        .iter()
+        .all(|pc| pc.raw_len <= (4 << 20) + 65_536 && pc.len <= (1 << 20) + 65_536));
     assert!(p.out.pieces.len() >= 2);
 }
 
@@ -246,7 +267,10 @@ fn phases() -> Vec<(&'static str, Record)> {
         ("idle", rec(Phase::Idle)),
         ("exporting", rec(Phase::Working(exporting.clone()))),
         ("uploaded", with_gen(Phase::Uploaded { generation: 1 })),
-        ("cleaning", with_gen(Phase::Working(Work::Cleaning(pass(Purpose::Clean))))),
+        (
+            "cleaning",
+            with_gen(Phase::Working(Work::Cleaning(pass(Purpose::Clean)))),
+        ),
         ("cleaned", with_gen(Phase::Cleaned { rows_pending: 0 })),
         ("restoring", with_gen(Phase::Working(Work::Restoring(restore())))),
         (
@@ -257,7 +281,10 @@ fn phases() -> Vec<(&'static str, Record)> {
                 counts: RestoreCounts::default(),
             })),
         ),
-        ("releasing", with_gen(Phase::Working(Work::Cleaning(pass(Purpose::Release))))),
+        (
+            "releasing",
+            with_gen(Phase::Working(Work::Cleaning(pass(Purpose::Release)))),
+        ),
         (
             "failed",
             rec(Phase::Failed(Failure {
@@ -277,13 +304,46 @@ fn every_command_in_every_phase() {
     // phase: trigger, cleanup, reset, restore, release (Ok(reply) or "refused")
     let table: &[(&str, [&str; 5])] = &[
         ("idle", ["started", "refused", "nothing_to_reset", "refused", "refused"]),
-        ("exporting", ["already_running", "refused", "was_reset", "refused", "refused"]),
-        ("uploaded", ["awaiting_cleanup", "started", "was_reset", "refused", "refused"]),
-        ("cleaning", ["already_running", "already_running", "cleaning_stopped", "refused", "refused"]),
-        ("cleaned", ["started", "already_cleaned", "nothing_to_reset", "restore_started", "refused"]),
-        ("restoring", ["refused", "refused", "refused", "refused", "release_started"]),
-        ("restored", ["refused", "refused", "refused", "refused", "release_started"]),
-        ("releasing", ["already_running", "refused", "refused", "refused", "already_running"]),
+        (
+            "exporting",
+            ["already_running", "refused", "was_reset", "refused", "refused"],
+        ),
+        (
+            "uploaded",
+            ["awaiting_cleanup", "started", "was_reset", "refused", "refused"],
+        ),
+        (
+            "cleaning",
+            [
+                "already_running",
+                "already_running",
+                "cleaning_stopped",
+                "refused",
+                "refused",
+            ],
+        ),
+        (
+            "cleaned",
+            [
+                "started",
+                "already_cleaned",
+                "nothing_to_reset",
+                "restore_started",
+                "refused",
+            ],
+        ),
+        (
+            "restoring",
+            ["refused", "refused", "refused", "refused", "release_started"],
+        ),
+        (
+            "restored",
+            ["refused", "refused", "refused", "refused", "release_started"],
+        ),
+        (
+            "releasing",
+            ["already_running", "refused", "refused", "refused", "already_running"],
+        ),
         ("failed", ["resumed", "refused", "was_reset", "refused", "refused"]),
     ];
     let cfg = Config {
@@ -292,7 +352,13 @@ fn every_command_in_every_phase() {
     };
     for (name, record) in phases() {
         let (_, want) = table.iter().find(|(n, _)| *n == name).unwrap();
-        let cmds = [Command::Trigger, Command::Cleanup, Command::Reset, restore_cmd, Command::Release];
+        let cmds = [
+            Command::Trigger,
+            Command::Cleanup,
+            Command::Reset,
+            restore_cmd,
+            Command::Release,
+        ];
         for (cmd, want) in cmds.iter().zip(want) {
             let got = match handle_command(record.clone(), *cmd, NOW, &cfg) {
                 Ok(d) => d.reply.name(),
@@ -326,7 +392,10 @@ fn commands_that_change_nothing_save_nothing_and_resets_keep_cleaned_archives() 
             _ => assert!(deleted.is_empty(), "{name} deletes {deleted:?}"),
         }
         if matches!(d.reply, Reply::NothingToReset) {
-            assert!(!d.save && d.transition.record == record, "{name}: an unchanged record is not touched");
+            assert!(
+                !d.save && d.transition.record == record,
+                "{name}: an unchanged record is not touched"
+            );
         }
     }
 }
@@ -364,7 +433,13 @@ fn what_each_failure_does() {
     assert!(t.log.error.is_some());
     // ... and failed after MAX_ATTEMPTS in a row, keeping the work to resume.
     let t = outcome_failed(exporting(), port(), 2);
-    assert!(matches!(t.record.phase, Phase::Failed(Failure { work: Work::Exporting(_), .. })));
+    assert!(matches!(
+        t.record.phase,
+        Phase::Failed(Failure {
+            work: Work::Exporting(_),
+            ..
+        })
+    ));
     assert_eq!(t.record.wake_at_ms, None);
     // A vanished upload: the export starts over, the old upload is aborted after the save.
     let gone = StepError::UploadGone {
@@ -392,7 +467,13 @@ fn what_each_failure_does() {
         advice: "reset",
     };
     let t = outcome_failed(Phase::Working(Work::Cleaning(pass(Purpose::Clean))), corrupt, 0);
-    assert!(matches!(t.record.phase, Phase::Failed(Failure { work: Work::Cleaning(_), .. })));
+    assert!(matches!(
+        t.record.phase,
+        Phase::Failed(Failure {
+            work: Work::Cleaning(_),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -414,16 +495,26 @@ fn when_the_next_alarm_is_due() {
         };
         assert_eq!(next_wake(&record, NOW, &manual), want, "{name}");
     }
-    assert_eq!(next_wake(&rec(Phase::Uploaded { generation: 1 }), NOW, &auto), Some(NOW));
+    assert_eq!(
+        next_wake(&rec(Phase::Uploaded { generation: 1 }), NOW, &auto),
+        Some(NOW)
+    );
     let mut stale = rec(Phase::Idle);
     stale.metadata_stale = true;
-    assert_eq!(next_wake(&stale, NOW, &c), Some(NOW + 2_000), "stale metadata is written again");
+    assert_eq!(
+        next_wake(&stale, NOW, &c),
+        Some(NOW + 2_000),
+        "stale metadata is written again"
+    );
 }
 
 #[test]
 fn alarms_of_resting_dates_do_nothing_and_uploaded_moves_to_cleaning_without_io() {
     let c = cfg();
-    assert!(matches!(handle_alarm(&rec(Phase::Idle), Vec::new(), NOW, &c), Alarm::Sleep));
+    assert!(matches!(
+        handle_alarm(&rec(Phase::Idle), Vec::new(), NOW, &c),
+        Alarm::Sleep
+    ));
     let mut r = rec(Phase::Uploaded { generation: 1 });
     r.generations.push(generation(1));
     let Alarm::Advance(t) = handle_alarm(&r, Vec::new(), NOW, &c) else {

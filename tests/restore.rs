@@ -30,7 +30,9 @@ fn refused(w: &World, cmd: Command) -> String {
 /// Copies every row of `date` from one SQLite to another, value for value.
 fn copy_rows(from: &rusqlite::Connection, to: &rusqlite::Connection, date: &str) {
     let cols = COLUMNS.join(", ");
-    let mut st = from.prepare(&format!("SELECT {cols} FROM traffic_events WHERE event_date = ?1")).unwrap();
+    let mut st = from
+        .prepare(&format!("SELECT {cols} FROM traffic_events WHERE event_date = ?1"))
+        .unwrap();
     let mut q = st.query([date]).unwrap();
     let mut ins = to.prepare(INSERT).unwrap();
     while let Some(r) = q.next().unwrap() {
@@ -59,10 +61,17 @@ fn a_day_comes_back_exactly_and_archiving_it_again_gives_the_same_bytes() {
 
     assert_eq!(w.command(RESTORE).unwrap().reply, Reply::RestoreStarted);
     w.drive_until("restored");
-    assert_eq!(rows_of(w.sql(), DATE), originals, "every value comes back with its type");
+    assert_eq!(
+        rows_of(w.sql(), DATE),
+        originals,
+        "every value comes back with its type"
+    );
     let st = w.status();
     let r = st.restore.unwrap();
-    assert_eq!((r.inserted, r.already_present, r.conflicts, r.done), (2_505, 0, 0, true));
+    assert_eq!(
+        (r.inserted, r.already_present, r.conflicts, r.done),
+        (2_505, 0, 0, true)
+    );
     let (status, ..) = w.metadata().unwrap();
     assert_eq!(status, "restored");
 
@@ -71,7 +80,10 @@ fn a_day_comes_back_exactly_and_archiving_it_again_gives_the_same_bytes() {
     copy_rows(w.sql(), again.sql(), DATE);
     again.run();
     let second = again.record().generations[0].clone();
-    assert_eq!((second.crc32, second.raw_bytes, second.rows), (first.crc32, first.raw_bytes, first.rows));
+    assert_eq!(
+        (second.crc32, second.raw_bytes, second.rows),
+        (first.crc32, first.raw_bytes, first.rows)
+    );
     assert_eq!(
         gunzip_single_member(&again.objects().object(&second.key).unwrap()),
         gunzip_single_member(&w.objects().object(&first.key).unwrap())
@@ -100,7 +112,10 @@ fn a_restore_never_overwrites_a_different_row_and_counts_what_it_found() {
     assert_eq!((r.inserted, r.already_present, r.conflicts), (998, 1, 1));
     assert_eq!(r.first_conflicting_ids, [serde_json::json!(id_a)]);
     let now = rows_of(w.sql(), DATE);
-    assert!(now.iter().any(|row| row["id"] == id_a && row["path"] == "/other"), "the live row stays as it was");
+    assert!(
+        now.iter().any(|row| row["id"] == id_a && row["path"] == "/other"),
+        "the live row stays as it was"
+    );
     assert!(!now.contains(&a), "the archived version did not overwrite it");
     assert_eq!(now.len(), 1_000);
 }
@@ -147,7 +162,9 @@ fn restored_rows_are_held_then_cleaned_against_the_same_archive() {
     assert!(refused(&w, RESTORE).contains("release them first"));
     // A row changes and one is added while restored: they become the next generation.
     let id = rows_of(w.sql(), DATE)[0]["id"].as_str().unwrap().to_string();
-    w.sql().execute("UPDATE traffic_events SET path = '/edited' WHERE id = ?1", [&id]).unwrap();
+    w.sql()
+        .execute("UPDATE traffic_events SET path = '/edited' WHERE id = ?1", [&id])
+        .unwrap();
     w.sql()
         .execute(
             "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES ('zz-new', '/', 'GET', 'h', 1, ?1)",
@@ -156,11 +173,17 @@ fn restored_rows_are_held_then_cleaned_against_the_same_archive() {
         .unwrap();
     w.drive(|_, _| {}); // the alarm at the hold's end releases
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.rows_pending, st.generation), ("cleaned", Some(2), 1));
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending, st.generation),
+        ("cleaned", Some(2), 1)
+    );
     assert_eq!(w.archive_keys().len(), 1, "no new generation, no second copy");
     w.run();
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.rows_pending, st.generation), ("cleaned", Some(0), 2));
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending, st.generation),
+        ("cleaned", Some(0), 2)
+    );
     let second = lines_of(&w.objects().object(&st.object_key.unwrap()).unwrap());
     assert_eq!(second.len(), 2);
 }

@@ -27,7 +27,10 @@ fn full_run(cfg: Config, rows: u64) -> World {
     assert_eq!(rows_of(w.sql(), OTHER), other, "the other date was touched");
     assert_eq!(w.objects().open_uploads(), 0, "an upload was left open");
     let (status, path, cleaned, pending) = w.metadata().unwrap();
-    assert_eq!((status.as_str(), path.as_deref(), cleaned, pending), ("cleaned", Some(key.as_str()), 1, Some(0)));
+    assert_eq!(
+        (status.as_str(), path.as_deref(), cleaned, pending),
+        ("cleaned", Some(key.as_str()), 1, Some(0))
+    );
     assert_eq!(w.listed_objects(), [key]);
     w
 }
@@ -43,7 +46,10 @@ fn a_day_is_archived_verified_and_cleaned() {
 #[test]
 fn a_day_of_zero_rows_gives_an_empty_archive() {
     let w = full_run(small_config(), 0);
-    assert_eq!(gunzip_single_member(&w.objects().object(&w.status().object_key.unwrap()).unwrap()), "");
+    assert_eq!(
+        gunzip_single_member(&w.objects().object(&w.status().object_key.unwrap()).unwrap()),
+        ""
+    );
 }
 
 #[test]
@@ -78,10 +84,18 @@ fn hostile_values_are_archived_exactly_and_cleaned() {
     seed(w.sql(), DATE, 500, 3, now_s(&w));
     hostile(&w);
     // Inf has no JSON number: compare it apart (the archive writes SQLite's 9.0e+999).
-    let expected: Vec<_> = rows_of(w.sql(), DATE).into_iter().filter(|r| r["id"] != "0-inf").collect();
+    let expected: Vec<_> = rows_of(w.sql(), DATE)
+        .into_iter()
+        .filter(|r| r["id"] != "0-inf")
+        .collect();
     w.run();
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(0)), "{:?}", st.last_error);
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending),
+        ("cleaned", Some(0)),
+        "{:?}",
+        st.last_error
+    );
     let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());
     let inf: Vec<&str> = text.lines().filter(|l| l.contains("\"0-inf\"")).collect();
     assert_eq!(inf.len(), 1);
@@ -133,8 +147,16 @@ fn changed_and_unarchived_rows_are_never_deleted() {
     w.drive(|_, _| {});
     let st = w.status();
     assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(4)));
-    assert_eq!(st.rows_deleted, 2_000 - 4, "every unchanged archived row, and nothing else");
-    assert_eq!(sorted(rows_of(w.sql(), DATE)), sorted(changed), "exactly the changed and new rows stay");
+    assert_eq!(
+        st.rows_deleted,
+        2_000 - 4,
+        "every unchanged archived row, and nothing else"
+    );
+    assert_eq!(
+        sorted(rows_of(w.sql(), DATE)),
+        sorted(changed),
+        "exactly the changed and new rows stay"
+    );
     let (status, _, cleaned, pending) = w.metadata().unwrap();
     assert_eq!((status.as_str(), cleaned, pending), ("cleaned", 0, Some(4)));
     // The next generation archives them, and the date is then truly empty.
@@ -142,7 +164,10 @@ fn changed_and_unarchived_rows_are_never_deleted() {
     w.command(Command::Cleanup).unwrap();
     w.drive(|_, _| {});
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.rows_pending, st.generation), ("cleaned", Some(0), 2));
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending, st.generation),
+        ("cleaned", Some(0), 2)
+    );
     assert_eq!(count_date(w.sql(), DATE), 0);
     assert_eq!(w.listed_objects().len(), 2);
 }

@@ -14,7 +14,7 @@ use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::{Command, Reply};
 use d1_archiver::core::sql::{Meta, ResultSet, Statement, DELETE_BATCH};
 use d1_archiver::engine::{AlarmReport, EngineError, Ports};
-use d1_archiver::ports::faulty::{Faulty, Rule};
+use d1_archiver::ports::faulty::Rule;
 use d1_archiver::ports::{Database, PortError};
 use serde_json::Value;
 
@@ -56,78 +56,85 @@ fn insert(w: &World, id: Option<&str>, path: &str, created_at: Option<i64>) {
 }
 
 fn rows_where(w: &World, path: &str) -> Vec<Value> {
-    rows_of(w.sql(), DATE).into_iter().filter(|r| r["path"] == path).collect()
+    rows_of(w.sql(), DATE)
+        .into_iter()
+        .filter(|r| r["path"] == path)
+        .collect()
 }
 
 fn first_ids(w: &World, n: usize) -> Vec<String> {
-    let mut st = w.sql().prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id").unwrap();
+    let mut st = w
+        .sql()
+        .prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id")
+        .unwrap();
     let ids = st.query_map([DATE], |r| r.get(0)).unwrap();
     ids.take(n).map(Result::unwrap).collect()
 }
 
-/// A D1 that, before the first statement `when` picks, runs a reset of DATE through the engine
-/// (a Durable Object serves other requests while a step awaits D1).
-struct RacingDb<'a> {
+/// A D1 with a hook around every call (a batch by its first statement): `before` may fail the
+/// call (an injected error) or act first (run a reset, as a Durable Object serves requests while
+/// a step awaits D1); `after` sees the statement once it went through. Export pages' sizes are
+/// kept.
+struct Hooked<'a> {
     w: &'a World,
-    when: fn(&Statement) -> bool,
-    fired: Cell<bool>,
-    reset: RefCell<Option<Result<Reply, String>>>,
+    before: Box<dyn Fn(&Statement) -> Result<(), PortError> + 'a>,
+    after: Box<dyn Fn(&Statement) + 'a>,
+    pages: RefCell<Vec<usize>>,
 }
 
-impl<'a> RacingDb<'a> {
-    fn new(w: &'a World, when: fn(&Statement) -> bool) -> Self {
-        RacingDb {
+impl<'a> Hooked<'a> {
+    fn before(w: &'a World, before: impl Fn(&Statement) -> Result<(), PortError> + 'a) -> Hooked<'a> {
+        Hooked {
             w,
-            when,
-            fired: Cell::new(false),
-            reset: RefCell::new(None),
+            before: Box::new(before),
+            after: Box::new(|_| {}),
+            pages: RefCell::new(Vec::new()),
         }
     }
 
-    async fn race(&self, stmt: &Statement) {
-        if !self.fired.get() && (self.when)(stmt) {
-            self.fired.set(true);
-            let r = self.w.ports().run_command(DATE, Command::Reset, &self.w.cfg).await;
-            *self.reset.borrow_mut() = Some(r.map(|c| c.reply).map_err(|e| e.to_string()));
-        }
+    /// Runs a reset of DATE, once, before the first statement `when` picks; keeps its reply.
+    fn racing_reset(
+        w: &'a World,
+        when: fn(&Statement) -> bool,
+        reply: &'a RefCell<Option<Result<Reply, String>>>,
+    ) -> Hooked<'a> {
+        Hooked::before(w, move |stmt| {
+            if reply.borrow().is_none() && when(stmt) {
+                let r = block_on(w.ports().run_command(DATE, Command::Reset, &w.cfg));
+                *reply.borrow_mut() = Some(r.map(|c| c.reply).map_err(|e| e.to_string()));
+            }
+            Ok(())
+        })
     }
 }
 
-impl Database for RacingDb<'_> {
+impl Database for Hooked<'_> {
     async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-        self.race(stmt).await;
-        self.w.db.run(stmt).await
+        (self.before)(stmt)?;
+        let r = self.w.db.run(stmt).await;
+        (self.after)(stmt);
+        r
     }
     async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        self.race(&stmts[0]).await;
-        self.w.db.batch(stmts).await
-    }
-    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-        self.race(stmt).await;
-        self.w.db.run_page(stmt).await
-    }
-}
-
-/// A D1 that records the size of every export page it returns.
-struct PageSizes<'a> {
-    inner: &'a Faulty<SqliteDb>,
-    sizes: RefCell<Vec<usize>>,
-}
-
-impl Database for PageSizes<'_> {
-    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-        self.inner.run(stmt).await
-    }
-    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        self.inner.batch(stmts).await
-    }
-    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-        let r = self.inner.run_page(stmt).await;
-        if let Ok((wire, _)) = &r {
-            self.sizes.borrow_mut().push(wire.len());
+        (self.before)(&stmts[0])?;
+        let r = self.w.db.batch(stmts).await;
+        if r.is_ok() {
+            (self.after)(&stmts[0]);
         }
         r
     }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        (self.before)(stmt)?;
+        let r = self.w.db.run_page(stmt).await;
+        if let Ok((wire, _)) = &r {
+            self.pages.borrow_mut().push(wire.len());
+        }
+        r
+    }
+}
+
+fn injected() -> PortError {
+    PortError::transient("d1.batch", "injected: D1 failed this call")
 }
 
 /// One alarm of DATE with `db` as D1.
@@ -169,7 +176,11 @@ fn uploaded_then_cleanup(rows: u64) -> (World, Vec<Value>) {
     w.run();
     assert_eq!(w.status().phase, "uploaded");
     w.command(Command::Cleanup).unwrap();
-    assert_eq!(w.status().phase, "cleaning", "the move to cleaning is saved before any DELETE");
+    assert_eq!(
+        w.status().phase,
+        "cleaning",
+        "the move to cleaning is saved before any DELETE"
+    );
     (w, originals)
 }
 
@@ -187,7 +198,11 @@ fn reset_loses_nothing(w: &World, originals: &[Value], label: &str) {
     assert_eq!((st.phase.as_str(), st.generation), ("uploaded", 2), "{label}");
     w.command(Command::Cleanup).unwrap();
     w.drive(|_, _| {});
-    assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0), "{label}");
+    assert_eq!(
+        (w.status().phase.as_str(), count_date(w.sql(), DATE)),
+        ("cleaned", 0),
+        "{label}"
+    );
     assert_nothing_lost(w, originals, label);
 }
 
@@ -197,54 +212,27 @@ fn scenario_1a_reset_after_some_pieces_are_cleaned_loses_nothing() {
     w.advance_to_wake();
     w.step().unwrap();
     let st = w.status();
-    assert!(st.phase == "cleaning" && st.rows_deleted > 0 && st.rows_deleted < 3_000, "{st:?}");
+    assert!(
+        st.phase == "cleaning" && st.rows_deleted > 0 && st.rows_deleted < 3_000,
+        "{st:?}"
+    );
     reset_loses_nothing(&w, &originals, "after a partial cleaning step");
-}
-
-/// A D1 that acts on the `nth` DELETE batch (1-based): fails it, or lets it through and then
-/// "kills the process" (every later call of any port fails).
-struct OnDelete<'a> {
-    w: &'a World,
-    nth: u32,
-    crash: bool,
-    seen: Cell<u32>,
-}
-
-impl Database for OnDelete<'_> {
-    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-        self.w.db.run(stmt).await
-    }
-    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        if stmts[0].sql == DELETE_BATCH {
-            self.seen.set(self.seen.get() + 1);
-            if self.seen.get() == self.nth && !self.crash {
-                return Err(PortError::transient("d1.batch", "injected: D1 failed this DELETE"));
-            }
-            let r = self.w.db.batch(stmts).await;
-            if self.seen.get() == self.nth {
-                self.w.faults.add(Rule::CrashAfter(self.w.faults.calls()));
-            }
-            return r;
-        }
-        self.w.db.batch(stmts).await
-    }
-    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-        self.w.db.run_page(stmt).await
-    }
 }
 
 #[test]
 fn scenario_1b_reset_after_a_d1_failure_on_a_later_delete_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
-    let db = OnDelete {
-        w: &w,
-        nth: 2,
-        crash: false,
-        seen: Cell::new(0),
-    };
+    let seen = Cell::new(0);
+    let db = Hooked::before(&w, |s| {
+        seen.set(seen.get() + u32::from(s.sql == DELETE_BATCH));
+        if s.sql == DELETE_BATCH && seen.get() == 2 {
+            return Err(injected());
+        }
+        Ok(())
+    });
     w.advance_to_wake();
     step_with(&w, &db).unwrap();
-    assert_eq!(db.seen.get(), 2);
+    assert_eq!(seen.get(), 2);
     assert!(count_date(w.sql(), DATE) < 3_000, "the first batch went through");
     assert!(w.status().last_error.unwrap().contains("injected"));
     reset_loses_nothing(&w, &originals, "D1 failure on the second DELETE");
@@ -253,12 +241,13 @@ fn scenario_1b_reset_after_a_d1_failure_on_a_later_delete_loses_nothing() {
 #[test]
 fn scenario_1c_reset_after_a_crash_between_delete_and_save_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
-    let db = OnDelete {
-        w: &w,
-        nth: 1,
-        crash: true,
-        seen: Cell::new(0),
-    };
+    let mut db = Hooked::before(&w, |_| Ok(()));
+    // The process dies right after the first DELETE went through.
+    db.after = Box::new(|s| {
+        if s.sql == DELETE_BATCH && !w.faults.crashed() {
+            w.faults.add(Rule::CrashAfter(w.faults.calls()));
+        }
+    });
     w.advance_to_wake();
     let _ = step_with(&w, &db);
     assert!(w.faults.crashed());
@@ -268,40 +257,19 @@ fn scenario_1c_reset_after_a_crash_between_delete_and_save_loses_nothing() {
     reset_loses_nothing(&w, &originals, "crash after the first DELETE");
 }
 
-/// A D1 whose first batch that `when` picks fails.
-struct FailFirst<'a> {
-    inner: &'a Faulty<SqliteDb>,
-    when: fn(&Statement) -> bool,
-    fired: Cell<bool>,
-}
-
-impl Database for FailFirst<'_> {
-    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-        self.inner.run(stmt).await
-    }
-    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        if !self.fired.get() && (self.when)(&stmts[0]) {
-            self.fired.set(true);
-            return Err(PortError::transient("d1.batch", "injected: D1 is unavailable"));
-        }
-        self.inner.batch(stmts).await
-    }
-    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-        self.inner.run_page(stmt).await
-    }
-}
-
 #[test]
 fn scenario_1d_reset_after_the_metadata_write_failed_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
-    let db = FailFirst {
-        inner: &w.db,
-        when: |s| s.sql == d1_archiver::core::sql::UPSERT_DATE,
-        fired: Cell::new(false),
-    };
+    let fired = Cell::new(false);
+    let db = Hooked::before(&w, |s| {
+        if s.sql == d1_archiver::core::sql::UPSERT_DATE && !fired.replace(true) {
+            return Err(injected());
+        }
+        Ok(())
+    });
     w.advance_to_wake();
     step_with(&w, &db).unwrap();
-    assert!(db.fired.get());
+    assert!(fired.get());
     let rec = w.record();
     assert!(rec.metadata_stale, "the record knows its metadata is stale");
     assert!(rec.wake_at_ms.is_some(), "and an alarm comes back to write it");
@@ -316,11 +284,15 @@ fn scenario_1d_reset_after_the_metadata_write_failed_loses_nothing() {
 fn scenario_2_a_reset_while_the_first_delete_is_in_flight_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
     let key = w.status().object_key.unwrap();
-    let racing = RacingDb::new(&w, |s| s.sql == DELETE_BATCH);
+    let reset = RefCell::new(None);
+    let racing = Hooked::racing_reset(&w, |s| s.sql == DELETE_BATCH, &reset);
     w.advance_to_wake();
     let report = step_with(&w, &racing).unwrap();
-    assert!(racing.fired.get());
-    assert_eq!(*racing.reset.borrow(), Some(Ok(Reply::CleaningStopped)), "the reset saw cleaning");
+    assert_eq!(
+        *reset.borrow(),
+        Some(Ok(Reply::CleaningStopped)),
+        "the reset saw cleaning"
+    );
     // Both went through, and neither lost anything: the step's save lost to the reset, its
     // DELETEs happened, and the reset kept the archive those rows are in.
     assert!(report.superseded, "a reset and a step cannot both win");
@@ -359,8 +331,15 @@ fn scenario_3a_a_row_swapped_into_an_archived_range_is_not_deleted() {
     let w = world(no_cleanup(), 2_000);
     w.run();
     let ids = first_ids(&w, 11);
-    w.sql().execute("DELETE FROM traffic_events WHERE id = ?1", [&ids[5]]).unwrap();
-    insert(&w, Some(&format!("{}x", ids[10])), "/never-archived", Some(now_s(&w) - 3_600));
+    w.sql()
+        .execute("DELETE FROM traffic_events WHERE id = ?1", [&ids[5]])
+        .unwrap();
+    insert(
+        &w,
+        Some(&format!("{}x", ids[10])),
+        "/never-archived",
+        Some(now_s(&w) - 3_600),
+    );
     let new_row = rows_where(&w, "/never-archived");
     w.command(Command::Cleanup).unwrap();
     w.drive(|_, _| {});
@@ -375,7 +354,10 @@ fn scenario_3b_a_row_updated_after_its_export_is_not_deleted() {
     w.run();
     let id = first_ids(&w, 8)[7].clone();
     w.sql()
-        .execute("UPDATE traffic_events SET path = '/changed-after-export' WHERE id = ?1", [&id])
+        .execute(
+            "UPDATE traffic_events SET path = '/changed-after-export' WHERE id = ?1",
+            [&id],
+        )
         .unwrap();
     let changed = rows_where(&w, "/changed-after-export");
     w.command(Command::Cleanup).unwrap();
@@ -390,27 +372,23 @@ fn scenario_3b_a_row_updated_after_its_export_is_not_deleted() {
 fn assert_truly_empty(w: &World, label: &str) {
     let (status, _, cleaned, pending) = w.metadata().unwrap();
     assert_eq!((status.as_str(), cleaned, pending), ("cleaned", 1, Some(0)), "{label}");
-    assert_eq!(count_date(w.sql(), DATE), 0, "{label}: d1_cleaned = 1 means no row of the date is in D1");
+    assert_eq!(
+        count_date(w.sql(), DATE),
+        0,
+        "{label}: d1_cleaned = 1 means no row of the date is in D1"
+    );
 }
 
 #[test]
-fn scenario_4a_a_row_with_a_future_created_at_is_archived_before_d1_cleaned() {
-    let w = world(small_config(), 500);
-    insert(&w, Some("future-row"), "/future", Some(4_102_444_800));
-    let row = rows_where(&w, "/future");
-    w.run();
-    assert_truly_empty(&w, "future created_at");
-    assert_nothing_lost(&w, &row, "future created_at");
-}
-
-#[test]
-fn scenario_4b_a_row_with_created_at_in_milliseconds_is_archived_before_d1_cleaned() {
-    let w = world(small_config(), 500);
-    insert(&w, Some("millis-row"), "/millis", Some(1_795_000_000_000));
-    let row = rows_where(&w, "/millis");
-    w.run();
-    assert_truly_empty(&w, "created_at in milliseconds");
-    assert_nothing_lost(&w, &row, "created_at in milliseconds");
+fn scenario_4_rows_with_a_future_or_millisecond_created_at_are_archived_before_d1_cleaned() {
+    for (id, created_at) in [("future-row", 4_102_444_800), ("millis-row", 1_795_000_000_000)] {
+        let w = world(small_config(), 500);
+        insert(&w, Some(id), "/special", Some(created_at));
+        let row = rows_where(&w, "/special");
+        w.run();
+        assert_truly_empty(&w, id);
+        assert_nothing_lost(&w, &row, id);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,9 +408,16 @@ fn scenario_5a_a_late_null_created_at_row_in_a_cleaned_piece_does_not_wedge_the_
             late = Some(id);
         }
     });
-    assert!(late.is_some(), "cleaning took a single step; the test never inserted the late row");
+    assert!(
+        late.is_some(),
+        "cleaning took a single step; the test never inserted the late row"
+    );
     let late_row = rows_where(&w, "/late-null");
-    assert_eq!(w.status().rows_pending, Some(1), "the late row waits for the next generation");
+    assert_eq!(
+        w.status().rows_pending,
+        Some(1),
+        "the late row waits for the next generation"
+    );
     w.run();
     assert_truly_empty(&w, "late row");
     assert_nothing_lost(&w, &late_row, "late row");
@@ -445,18 +430,28 @@ fn scenario_5b_rows_with_an_empty_and_a_null_id_are_archived_and_removed() {
     insert(&w, Some(""), "/empty-id", Some(now_s(&w) - 3_600));
     insert(&w, None, "/null-id", Some(now_s(&w) - 3_600));
     insert(&w, None, "/null-id", Some(now_s(&w) - 3_600));
-    let special: Vec<Value> = rows_of(w.sql(), DATE).into_iter().filter(|r| r["path"] != "/").collect();
+    let special: Vec<Value> = rows_of(w.sql(), DATE)
+        .into_iter()
+        .filter(|r| r["path"] != "/")
+        .collect();
     w.run();
     assert_truly_empty(&w, "ids '' and NULL");
     let archived = archived(&w);
     for row in rows_where_in(&special, &["/empty-id", "/null-id"]) {
         assert!(archived.contains(&row), "{row} is not archived");
     }
-    assert_eq!(archived.iter().filter(|l| l["path"] == "/null-id").count(), 2, "both NULL-id copies");
+    assert_eq!(
+        archived.iter().filter(|l| l["path"] == "/null-id").count(),
+        2,
+        "both NULL-id copies"
+    );
 }
 
 fn rows_where_in(rows: &[Value], paths: &[&str]) -> Vec<Value> {
-    rows.iter().filter(|r| paths.iter().any(|p| r["path"] == *p)).cloned().collect()
+    rows.iter()
+        .filter(|r| paths.iter().any(|p| r["path"] == *p))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -464,7 +459,10 @@ fn scenario_5c_a_blob_value_is_archived_and_the_date_cleaned() {
     let w = world(small_config(), 300);
     insert(&w, Some("blob-row"), "/blob", Some(now_s(&w) - 3_600));
     w.sql()
-        .execute("UPDATE traffic_events SET user_agent = x'00ff' WHERE id = 'blob-row'", [])
+        .execute(
+            "UPDATE traffic_events SET user_agent = x'00ff' WHERE id = 'blob-row'",
+            [],
+        )
         .unwrap();
     let row = rows_where(&w, "/blob");
     w.run();
@@ -493,7 +491,11 @@ fn scenario_5d_a_date_failed_while_writing_its_archive_runs_again_when_resumed()
         }
     });
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.failed_in.as_deref()), ("failed", Some("verifying")), "{st:?}");
+    assert_eq!(
+        (st.phase.as_str(), st.failed_in.as_deref()),
+        ("failed", Some("verifying")),
+        "{st:?}"
+    );
     assert!(st.last_error.unwrap().contains("gave up after"));
     assert_eq!(count_date(w.sql(), DATE), 1_500, "nothing was deleted");
     // The damage stops; the operator resumes: the archive is written again and the date ends.
@@ -521,14 +523,11 @@ fn scenario_6_every_export_page_honours_page_bytes() {
         }
         tx.commit().unwrap();
     }
-    let db = PageSizes {
-        inner: &w.db,
-        sizes: RefCell::new(Vec::new()),
-    };
+    let db = Hooked::before(&w, |_| Ok(()));
     w.command(Command::Trigger).unwrap();
     drive_with(&w, &db);
     assert_truly_empty(&w, "100 KB rows");
-    let sizes = db.sizes.borrow();
+    let sizes = db.pages.borrow();
     let max = *sizes.iter().max().unwrap();
     assert!(
         max <= w.cfg.page_bytes as usize + 101_000,
@@ -558,18 +557,26 @@ fn scenario_8a_after_resetting_generation_2_metadata_points_at_generation_1() {
     let (status, path, _, _) = w.metadata().unwrap();
     assert_eq!((status.as_str(), path.as_deref()), ("idle", Some(gen1.as_str())));
     assert!(w.objects().object(&gen1).is_some());
-    assert_eq!(w.archive_keys(), [gen1.clone()], "generation 2's object is gone from R2");
+    assert_eq!(
+        w.archive_keys(),
+        [gen1.clone()],
+        "generation 2's object is gone from R2"
+    );
     assert_eq!(w.listed_objects(), [gen1], "and from archive_objects");
 }
 
 #[test]
 fn scenario_8b_resetting_a_failed_first_generation_clears_failed() {
     let w = world(small_config(), 500);
-    w.sql().execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away").unwrap();
+    w.sql()
+        .execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away")
+        .unwrap();
     w.run();
     assert_eq!(w.status().phase, "failed");
     assert_eq!(w.metadata().unwrap().0, "failed");
-    w.sql().execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events").unwrap();
+    w.sql()
+        .execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events")
+        .unwrap();
     assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::WasReset);
     let (status, path, _, _) = w.metadata().unwrap();
     assert_eq!((status.as_str(), path), ("idle", None));
@@ -582,13 +589,18 @@ fn scenario_8c_a_step_superseded_by_a_reset_writes_no_metadata() {
     w.advance_to_wake();
     w.step().unwrap();
     // The reset arrives while the second export step awaits its first page.
-    let racing = RacingDb::new(&w, |s| s.sql.contains("id > ?2"));
+    let reset = RefCell::new(None);
+    let racing = Hooked::racing_reset(&w, |s| s.sql.contains("id > ?2"), &reset);
     w.advance_to_wake();
     let report = step_with(&w, &racing).unwrap();
-    assert!(racing.fired.get() && report.superseded);
+    assert!(reset.borrow().is_some() && report.superseded);
     w.drive(|_, _| {});
     let (status, path, _, _) = w.metadata().unwrap();
     assert_eq!((status.as_str(), path), ("idle", None), "the metadata is the reset's");
-    assert!(w.objects().keys().is_empty(), "no object, no sidecar: {:?}", w.objects().keys());
+    assert!(
+        w.objects().keys().is_empty(),
+        "no object, no sidecar: {:?}",
+        w.objects().keys()
+    );
     assert_eq!(w.objects().open_uploads(), 0, "the upload was aborted");
 }

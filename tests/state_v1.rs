@@ -43,16 +43,30 @@ fn dates_with_nothing_deleted_yet_start_their_generation_over_and_finish() {
         let w = world_from(name);
         let expected = rows_of(w.sql(), DATE);
         let rec = w.record();
-        assert!(matches!(rec.phase, Phase::Working(_) | Phase::Idle), "{name}: {:?}", rec.phase.name());
+        assert!(
+            matches!(rec.phase, Phase::Working(_) | Phase::Idle),
+            "{name}: {:?}",
+            rec.phase.name()
+        );
         if name == "exporting" {
             assert_eq!(rec.garbage.len(), 1, "the version-1 upload is aborted");
         }
         finish(&w);
         let st = w.status();
-        assert_eq!((st.phase.as_str(), st.rows_pending, st.generation), ("cleaned", Some(0), 1), "{name}");
-        assert_lines(lines_of(&w.objects().object(&st.object_key.unwrap()).unwrap()), &expected);
+        assert_eq!(
+            (st.phase.as_str(), st.rows_pending, st.generation),
+            ("cleaned", Some(0), 1),
+            "{name}"
+        );
+        assert_lines(
+            lines_of(&w.objects().object(&st.object_key.unwrap()).unwrap()),
+            &expected,
+        );
         let saved = w.store.inner.saved.borrow().clone().unwrap().0;
-        assert!(saved.contains(&format!("\"version\":{STATE_VERSION}")), "{name}: saved as version 2");
+        assert!(
+            saved.contains(&format!("\"version\":{STATE_VERSION}")),
+            "{name}: saved as version 2"
+        );
     }
 }
 
@@ -63,10 +77,16 @@ fn a_date_cleaning_under_version_1_keeps_its_object_and_archives_the_rest_as_gen
     assert_eq!(rec.phase, Phase::Idle);
     let g = &rec.generations[0];
     assert!(g.legacy && g.cleaning == CleanState::Partial && g.pieces.is_empty());
-    assert!(rec.last_error.unwrap().contains("archived again as the next generation"));
+    assert!(rec
+        .last_error
+        .unwrap()
+        .contains("archived again as the next generation"));
     finish(&w);
     let st = w.status();
-    assert_eq!((st.phase.as_str(), st.generation, st.rows_pending), ("cleaned", 2, Some(0)));
+    assert_eq!(
+        (st.phase.as_str(), st.generation, st.rows_pending),
+        ("cleaned", 2, Some(0))
+    );
     assert_eq!(count_date(w.sql(), DATE), 0);
 }
 

@@ -13,10 +13,17 @@ use super::ApiError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "ask", rename_all = "snake_case")]
 pub enum DoRequest {
-    Command { date: String, command: Command },
-    Status { date: String },
+    Command {
+        date: String,
+        command: Command,
+    },
+    Status {
+        date: String,
+    },
     /// The archive objects with their seek indexes, for `/admin/archive` and `/admin/events`.
-    Objects { date: String },
+    Objects {
+        date: String,
+    },
 }
 
 impl DoRequest {

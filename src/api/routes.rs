@@ -8,26 +8,19 @@ use chrono::DateTime;
 use crate::core::config::Config;
 use crate::core::date::{DateError, Day};
 use crate::core::machine::Command;
+use crate::engine::events::Window;
 
 use super::{ApiError, ErrorKind};
 
 /// The longest query string accepted; longer ones are refused before parsing.
 pub const MAX_QUERY_LEN: usize = 512;
 
-/// Which lines `/admin/events` returns.
+/// Which lines `/admin/events` returns: of one generation (or all), those in the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsQuery {
     pub day: Day,
     pub generation: Option<u32>,
-    /// `timestamp` at or after this (unix ms).
-    pub from_ms: Option<i64>,
-    /// `timestamp` before this (unix ms).
-    pub to_ms: Option<i64>,
-    /// Text ids at or after this.
-    pub id_from: Option<String>,
-    /// Text ids at or before this.
-    pub id_to: Option<String>,
-    pub limit: Option<u64>,
+    pub window: Window,
 }
 
 /// A test hook on R2 uploads.
@@ -117,7 +110,12 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
         "/admin/archive-status" => (&["GET"], day().map(Route::Status)),
         "/admin/archive" => (
             &["GET"],
-            day().and_then(|day| Ok(Route::Archive { day, generation: generation()? })),
+            day().and_then(|day| {
+                Ok(Route::Archive {
+                    day,
+                    generation: generation()?,
+                })
+            }),
         ),
         "/admin/events" => (&["GET"], day().and_then(|d| events(d, req))),
         "/admin/dates" => (&["GET"], Ok(Route::Dates)),
@@ -161,10 +159,16 @@ fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route
     let hold_until_ms = match req.get("hold_until") {
         None => None,
         Some(v) => {
-            let until = Day::parse_any(v)
-                .map_err(|_| bad(format!("`hold_until` must be a date YYYY-MM-DD (the hold lasts through that day), got {:?}", truncate(v))))?;
+            let until = Day::parse_any(v).map_err(|_| {
+                bad(format!(
+                    "`hold_until` must be a date YYYY-MM-DD (the hold lasts through that day), got {:?}",
+                    truncate(v)
+                ))
+            })?;
             if until < today {
-                return Err(bad(format!("`hold_until` {until} is in the past; send today ({today}) or a later date")));
+                return Err(bad(format!(
+                    "`hold_until` {until} is in the past; send today ({today}) or a later date"
+                )));
             }
             Some(until.plus_days(1).start_ms().max(now_ms))
         }
@@ -189,17 +193,22 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
     let limit = match req.get("limit") {
         None => None,
         Some(v) => Some(v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            bad(format!("`limit` must be a positive whole number of lines, got {:?}", truncate(v)))
+            bad(format!(
+                "`limit` must be a positive whole number of lines, got {:?}",
+                truncate(v)
+            ))
         })?),
     };
     Ok(Route::Events(EventsQuery {
         day,
         generation: number_param("generation", req.get("generation"))?,
-        from_ms,
-        to_ms,
-        id_from: req.get("id_from").map(str::to_string),
-        id_to: req.get("id_to").map(str::to_string),
-        limit,
+        window: Window {
+            from_ms,
+            to_ms,
+            id_from: req.get("id_from").map(str::to_string),
+            id_to: req.get("id_to").map(str::to_string),
+            limit,
+        },
     }))
 }
 
@@ -247,12 +256,12 @@ pub fn date_param(value: Option<&str>, today: Day) -> Result<Day, ApiError> {
 pub fn number_param(name: &'static str, value: Option<&str>) -> Result<Option<u32>, ApiError> {
     match value {
         None => Ok(None),
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .ok_or_else(|| bad(format!("`{name}` must be a positive whole number, got {:?}", truncate(v)))),
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+            bad(format!(
+                "`{name}` must be a positive whole number, got {:?}",
+                truncate(v)
+            ))
+        }),
     }
 }
 
@@ -262,12 +271,14 @@ pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(Some(ms));
     }
-    DateTime::parse_from_rfc3339(v).map(|t| Some(t.timestamp_millis())).map_err(|_| {
-        bad(format!(
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            bad(format!(
             "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z) or unix milliseconds (e.g. 1789394400000), got {:?}",
             truncate(v)
         ))
-    })
+        })
 }
 
 fn truncate(v: &str) -> String {
@@ -309,17 +320,30 @@ mod tests {
         assert!(!Route::Console.needs_token());
         assert_eq!(err("GET", "/admin/archive-status"), ErrorKind::MissingDate);
         assert_eq!(err("GET", "/admin/archive-status?date=2025-02-30"), ErrorKind::BadDate);
-        assert_eq!(err("POST", "/admin/trigger-archive?date=2026-12-01"), ErrorKind::FutureDate);
-        assert_eq!(err("POST", "/admin/trigger-archive?date=2026-11-25"), ErrorKind::InsideRetention);
+        assert_eq!(
+            err("POST", "/admin/trigger-archive?date=2026-12-01"),
+            ErrorKind::FutureDate
+        );
+        assert_eq!(
+            err("POST", "/admin/trigger-archive?date=2026-11-25"),
+            ErrorKind::InsideRetention
+        );
         assert!(matches!(
             parse("POST", "/admin/trigger-archive?date=2026-11-25&force=1", &cfg),
             Ok(Route::Command(_, Command::Trigger))
         ));
         assert_eq!(err("GET", "/admin/reset?date=2026-11-20"), ErrorKind::MethodNotAllowed);
-        assert_eq!(err("GET", "/admin/archive?date=2026-11-20&generation=0"), ErrorKind::BadParameter);
+        assert_eq!(
+            err("GET", "/admin/archive?date=2026-11-20&generation=0"),
+            ErrorKind::BadParameter
+        );
         assert_eq!(err("GET", "/admin/nope"), ErrorKind::NotFound);
         assert_eq!(err("GET", "/"), ErrorKind::NotFound);
-        assert_eq!(err("POST", "/admin/test/sql"), ErrorKind::NotFound, "test hooks are off by default");
+        assert_eq!(
+            err("POST", "/admin/test/sql"),
+            ErrorKind::NotFound,
+            "test hooks are off by default"
+        );
         let hooks = Config {
             test_hooks: true,
             ..Config::default()
@@ -330,7 +354,12 @@ mod tests {
     #[test]
     fn restore_and_events_parameters() {
         let cfg = Config::default();
-        let r = parse("POST", "/admin/restore?date=2026-11-20&generation=2&hold_until=2026-11-30", &cfg).unwrap();
+        let r = parse(
+            "POST",
+            "/admin/restore?date=2026-11-20&generation=2&hold_until=2026-11-30",
+            &cfg,
+        )
+        .unwrap();
         let until = Day::parse_any("2026-12-01").unwrap().start_ms();
         assert_eq!(
             r,
@@ -343,16 +372,33 @@ mod tests {
             )
         );
         let err = |u: &str| parse("GET", u, &cfg).unwrap_err();
-        assert!(err("/admin/events?date=2026-11-20&from=yesterday").message.contains("RFC 3339"));
-        assert!(err("/admin/events?date=2026-11-20&from=2&to=1").message.contains("after"));
-        assert!(err("/admin/events?date=2026-11-20&limit=0").message.contains("positive"));
-        assert!(parse("POST", "/admin/restore?date=2026-11-20&hold_until=2026-11-01", &cfg)
-            .unwrap_err()
+        assert!(err("/admin/events?date=2026-11-20&from=yesterday")
             .message
-            .contains("past"));
-        let Route::Events(q) = parse("GET", "/admin/events?date=2026-11-20&from=2026-11-20T14:00:00Z&to=1795185000000&limit=5", &cfg).unwrap() else {
+            .contains("RFC 3339"));
+        assert!(err("/admin/events?date=2026-11-20&from=2&to=1")
+            .message
+            .contains("after"));
+        assert!(err("/admin/events?date=2026-11-20&limit=0")
+            .message
+            .contains("positive"));
+        assert!(
+            parse("POST", "/admin/restore?date=2026-11-20&hold_until=2026-11-01", &cfg)
+                .unwrap_err()
+                .message
+                .contains("past")
+        );
+        let Route::Events(q) = parse(
+            "GET",
+            "/admin/events?date=2026-11-20&from=2026-11-20T14:00:00Z&to=1795185000000&limit=5",
+            &cfg,
+        )
+        .unwrap() else {
             panic!()
         };
-        assert_eq!((q.from_ms, q.to_ms, q.limit), (Some(1_795_183_200_000), Some(1_795_185_000_000), Some(5)));
+        let w = q.window;
+        assert_eq!(
+            (w.from_ms, w.to_ms, w.limit),
+            (Some(1_795_183_200_000), Some(1_795_185_000_000), Some(5))
+        );
     }
 }

@@ -53,14 +53,18 @@ pub enum Rule {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
     /// The var is not a value of its kind.
-    #[error("var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy")]
+    #[error(
+        "var {name} = {value:?} is not a valid {kind}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy"
+    )]
     Parse {
         name: &'static str,
         value: String,
         kind: &'static str,
     },
     /// The var is a number outside its allowed range.
-    #[error("var {name} = {value} is out of range: {rule}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy")]
+    #[error(
+        "var {name} = {value} is out of range: {rule}; fix it in wrangler.toml [vars] (or .dev.vars) and redeploy"
+    )]
     Range {
         name: &'static str,
         value: u64,
@@ -87,7 +91,11 @@ impl Rule {
                     kind: "whole number",
                 })?;
                 if value < min || value > max {
-                    return Err(ConfigError::Range { name, value, rule: text });
+                    return Err(ConfigError::Range {
+                        name,
+                        value,
+                        rule: text,
+                    });
                 }
                 Ok(Parsed::Int(value))
             }
@@ -257,7 +265,10 @@ mod tests {
     #[test]
     fn defaults_parse_and_every_var_is_named_once() {
         let c = Config::default();
-        assert_eq!((c.retention_days, c.part_size, c.auto_cleanup), (3, R2_MIN_PART_SIZE, true));
+        assert_eq!(
+            (c.retention_days, c.part_size, c.auto_cleanup),
+            (3, R2_MIN_PART_SIZE, true)
+        );
         let mut names: Vec<&str> = VARS.iter().map(|v| v.name).collect();
         names.sort();
         names.dedup();
@@ -267,11 +278,23 @@ mod tests {
     #[test]
     fn bad_values_name_the_var_and_the_rule() {
         let err = Config::from_vars(vars(&[("PART_SIZE_BYTES", "1000")])).unwrap_err();
-        assert!(err.to_string().contains("PART_SIZE_BYTES") && err.to_string().contains("5 MiB"), "{err}");
+        assert!(
+            err.to_string().contains("PART_SIZE_BYTES") && err.to_string().contains("5 MiB"),
+            "{err}"
+        );
         let err = Config::from_vars(vars(&[("AUTO_CLEANUP", "maybe")])).unwrap_err();
-        assert!(matches!(err, ConfigError::Parse { name: "AUTO_CLEANUP", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Parse {
+                name: "AUTO_CLEANUP",
+                ..
+            }
+        ));
         assert!(Config::from_vars(vars(&[("STEP_ROWS", "-1")])).is_err());
-        assert_eq!(Config::from_vars(vars(&[("STEP_ROWS", "1_000")])).unwrap().step_rows, 1000);
+        assert_eq!(
+            Config::from_vars(vars(&[("STEP_ROWS", "1_000")])).unwrap().step_rows,
+            1000
+        );
     }
 
     #[test]
@@ -287,6 +310,9 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let c = Config::default();
-        assert_eq!((c.backoff_ms(1), c.backoff_ms(2), c.backoff_ms(30)), (2_000, 4_000, 300_000));
+        assert_eq!(
+            (c.backoff_ms(1), c.backoff_ms(2), c.backoff_ms(30)),
+            (2_000, 4_000, 300_000)
+        );
     }
 }

@@ -83,7 +83,9 @@ impl Day {
 
     /// Unix milliseconds at 00:00 UTC of this day.
     pub fn start_ms(self) -> i64 {
-        self.0.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis())
+        self.0
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp_millis())
     }
 
     /// Whole days from `self` to `later`.

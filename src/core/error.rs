@@ -56,7 +56,9 @@ pub enum StepError {
     #[error("the saved compressor output is {found} bytes but the record expects {expected}; the export starts over from the first row")]
     CarryLost { expected: u64, found: u64 },
     /// The completed object is not the object that was written (size, header or trailer).
-    #[error("archive object {key} does not match what was uploaded ({detail}); the export starts over from the first row")]
+    #[error(
+        "archive object {key} does not match what was uploaded ({detail}); the export starts over from the first row"
+    )]
     ObjectMismatch { key: String, detail: String },
     /// A piece read back from R2 does not match the index: nothing of it was used.
     #[error("piece {piece} of {key} does not match its index ({detail}); nothing of that piece was deleted or restored. {advice}")]

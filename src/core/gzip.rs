@@ -265,6 +265,8 @@ pub fn inflate_piece(piece: &[u8], want: Expect, out: &mut Vec<u8>) -> Result<()
     out.clear();
     // One spare byte: with none, the decompressor stops at a full buffer before it reads the
     // (empty) block the full flush ended with, and output past `raw_len` would go unseen.
+    // Exactly that much: a doubling buffer would leave its old block unused in wasm memory.
+    out.reserve_exact(raw_len as usize + 1);
     out.resize(raw_len as usize + 1, 0);
     let mut d = Box::<DecompressorOxide>::default();
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
@@ -369,7 +371,14 @@ mod tests {
             let (a, b) = chunk.split_at(chunk.len() / 2);
             w.write(a);
             w.write(b);
-            spans.push(if i == chunks.len() - 1 { w.finish() } else { w.end_piece() }.unwrap());
+            spans.push(
+                if i == chunks.len() - 1 {
+                    w.finish()
+                } else {
+                    w.end_piece()
+                }
+                .unwrap(),
+            );
             // Hand out 100-byte "parts"; keep the rest as carry, like the export does.
             while w.peek_part(100).is_some() {
                 object.extend_from_slice(w.peek_part(100).unwrap());
@@ -386,10 +395,18 @@ mod tests {
             let piece = &object[span.offset as usize..(span.offset + span.len) as usize];
             inflate_piece(piece, expect(*span), &mut out).unwrap();
             assert_eq!(&out, chunk);
-            assert_eq!(count_lines(&out).unwrap(), chunk.iter().filter(|b| **b == b'\n').count() as u64);
+            assert_eq!(
+                count_lines(&out).unwrap(),
+                chunk.iter().filter(|b| **b == b'\n').count() as u64
+            );
         }
         let end = spans.last().map(|s| s.offset + s.len).unwrap() as usize;
-        check_tail(&object[end..], crc32fast::hash(&chunks.concat()), chunks.concat().len() as u64).unwrap();
+        check_tail(
+            &object[end..],
+            crc32fast::hash(&chunks.concat()),
+            chunks.concat().len() as u64,
+        )
+        .unwrap();
         assert_eq!(pos.crc, crc32fast::hash(&chunks.concat()));
     }
 
@@ -404,18 +421,40 @@ mod tests {
         let mut out = Vec::new();
         let want = expect(span);
         inflate_piece(piece, want, &mut out).unwrap();
-        let longer = Expect { raw_len: span.raw_len + 1, ..want };
+        let longer = Expect {
+            raw_len: span.raw_len + 1,
+            ..want
+        };
         assert!(inflate_piece(piece, longer, &mut out).is_err());
-        assert!(inflate_piece(piece, Expect { crc32: span.crc32 ^ 1, ..want }, &mut out).is_err());
+        assert!(inflate_piece(
+            piece,
+            Expect {
+                crc32: span.crc32 ^ 1,
+                ..want
+            },
+            &mut out
+        )
+        .is_err());
         let cut = &piece[..piece.len() - 1];
-        assert!(inflate_piece(cut, Expect { zcrc32: crc32fast::hash(cut), ..want }, &mut out).is_err());
+        assert!(inflate_piece(
+            cut,
+            Expect {
+                zcrc32: crc32fast::hash(cut),
+                ..want
+            },
+            &mut out
+        )
+        .is_err());
         for i in 0..piece.len() {
             for bit in 0..8 {
                 let mut bad = piece.to_vec();
                 bad[i] ^= 1 << bit;
                 assert!(inflate_piece(&bad, want, &mut out).is_err(), "flip of bit {bit} at {i}");
                 // Even with a matching compressed CRC, the content checks hold where content changes.
-                let same_z = Expect { zcrc32: crc32fast::hash(&bad), ..want };
+                let same_z = Expect {
+                    zcrc32: crc32fast::hash(&bad),
+                    ..want
+                };
                 if inflate_piece(&bad, same_z, &mut out).is_ok() {
                     assert_eq!(out, raw, "a flip that inflates must leave the lines as they were");
                 }

@@ -17,7 +17,9 @@ pub enum Io<'a> {
     Batch(Vec<Statement>),
     /// One export page as wire text (see [`crate::core::sql::page_rows`]); answers [`Answer::Page`].
     Page(Statement),
-    CreateUpload { key: &'a str },
+    CreateUpload {
+        key: &'a str,
+    },
     UploadPart {
         key: &'a str,
         upload_id: &'a str,
@@ -30,17 +32,28 @@ pub enum Io<'a> {
         parts: &'a [PartRef],
     },
     /// Aborting an upload that is gone is not an error.
-    AbortUpload { key: &'a str, upload_id: &'a str },
+    AbortUpload {
+        key: &'a str,
+        upload_id: &'a str,
+    },
     Put {
         key: &'a str,
         bytes: &'a [u8],
         content_type: &'static str,
     },
     /// Answers [`Answer::Size`].
-    Head { key: &'a str },
+    Head {
+        key: &'a str,
+    },
     /// `len` bytes at `offset`; answers [`Answer::Bytes`] (`None` if the object is missing).
-    Get { key: &'a str, offset: u64, len: u64 },
-    Delete { key: &'a str },
+    Get {
+        key: &'a str,
+        offset: u64,
+        len: u64,
+    },
+    Delete {
+        key: &'a str,
+    },
 }
 
 /// What a call returned.
@@ -108,8 +121,13 @@ impl Answer {
 /// A side effect of a command or a transition, owned (it outlives the record it came from).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    AbortUpload { key: String, upload_id: String },
-    Delete { key: String },
+    AbortUpload {
+        key: String,
+        upload_id: String,
+    },
+    Delete {
+        key: String,
+    },
     /// Writes the date's metadata rows (a D1 batch).
     Metadata(Vec<Statement>),
 }

@@ -114,7 +114,10 @@ mod tests {
             enc("{\"id\":\"a\",\"status\":200}", "0.30000000000000004", "{\"country\":null,\"timestamp\":9007199254740993}"),
             "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
         );
-        assert_eq!(enc("{\"id\":\"a\"}", "1.5", "{}"), "{\"id\":\"a\",\"response_time\":1.5}\n");
+        assert_eq!(
+            enc("{\"id\":\"a\"}", "1.5", "{}"),
+            "{\"id\":\"a\",\"response_time\":1.5}\n"
+        );
     }
 
     #[test]
@@ -135,7 +138,11 @@ mod tests {
             ("={\"$blob\":\"00FF\"}", "{\"$blob\":\"00FF\"}"),
         ] {
             let line = enc("{\"id\":\"x\"}", real, "{\"c\":1}");
-            assert_eq!(line, format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"), "{real}");
+            assert_eq!(
+                line,
+                format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"),
+                "{real}"
+            );
         }
     }
 

@@ -14,7 +14,14 @@ use crate::core::date::Day;
 use crate::core::status::iso;
 
 /// Phases in which a date does work by itself.
-pub const RUNNING: [&str; 6] = ["exporting", "completing", "verifying", "cleaning", "releasing", "restoring"];
+pub const RUNNING: [&str; 6] = [
+    "exporting",
+    "completing",
+    "verifying",
+    "cleaning",
+    "releasing",
+    "restoring",
+];
 
 /// A date as `archive_metadata` knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +72,10 @@ pub fn dates_to_poke(
         }
     }
     if resume_failed {
-        let failed = states.iter().filter(|s| s.status == "failed").take(cfg.cron_max_dates as usize);
+        let failed = states
+            .iter()
+            .filter(|s| s.status == "failed")
+            .take(cfg.cron_max_dates as usize);
         out.extend(failed.map(|s| (s.date.clone(), PokeReason::Resume)));
     }
     out
@@ -100,11 +110,7 @@ pub fn overdue_before(today: Day, cfg: &Config) -> Day {
 /// Healthy unless a date failed, D1 holds rows a day past due, the cron has not run for two
 /// days, or test hooks are on.
 pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
-    let mut reasons: Vec<String> = inputs
-        .failed
-        .iter()
-        .map(|(d, e)| format!("{d} failed: {e}"))
-        .collect();
+    let mut reasons: Vec<String> = inputs.failed.iter().map(|(d, e)| format!("{d} failed: {e}")).collect();
     if let Some(d) = &inputs.overdue {
         reasons.push(format!(
             "D1 still holds rows of {d}, more than a day past its due time; check the cron and GET /admin/archive-status?date={d}"
@@ -118,7 +124,8 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
         });
     }
     if cfg.test_hooks {
-        reasons.push("TEST_HOOKS is on: /admin/test/* (arbitrary SQL) is served; remove it from the Worker's vars".into());
+        reasons
+            .push("TEST_HOOKS is on: /admin/test/* (arbitrary SQL) is served; remove it from the Worker's vars".into());
     }
     Health {
         ok: reasons.is_empty(),
@@ -155,7 +162,10 @@ mod tests {
             max_running_dates: 2,
             ..Config::default()
         };
-        let due: Vec<String> = ["01", "02", "03", "04", "05"].iter().map(|d| format!("2026-11-{d}")).collect();
+        let due: Vec<String> = ["01", "02", "03", "04", "05"]
+            .iter()
+            .map(|d| format!("2026-11-{d}"))
+            .collect();
         // Three dates wait on an operator (MAX_RUNNING_DATES + 1), one failed: none takes a slot.
         let states = vec![
             st("2026-11-01", "uploaded"),
@@ -195,7 +205,14 @@ mod tests {
             last_cron_ms: Some(now - 3 * 86_400_000),
             first_seen_ms: None,
         };
-        let h = health(&inputs, now, &Config { test_hooks: true, ..cfg });
+        let h = health(
+            &inputs,
+            now,
+            &Config {
+                test_hooks: true,
+                ..cfg
+            },
+        );
         assert_eq!(h.reasons.len(), 4, "{h:?}");
         assert!(!h.ok && h.test_hooks);
     }

@@ -114,47 +114,142 @@ pub const REAL_COLUMN: &str = "response_time";
 /// the REAL one can be named separately).
 macro_rules! head_columns {
     ($each:ident, $sep:literal) => {
-        concat!($each!("id"), $sep, $each!("path"), $sep, $each!("method"), $sep, $each!("status"))
+        concat!(
+            $each!("id"),
+            $sep,
+            $each!("path"),
+            $sep,
+            $each!("method"),
+            $sep,
+            $each!("status")
+        )
     };
 }
 macro_rules! tail_columns {
     ($each:ident, $sep:literal) => {
         concat!(
-            $each!("client_ip_hash"), $sep, $each!("user_agent"), $sep, $each!("country"), $sep,
-            $each!("timestamp"), $sep, $each!("event_date"), $sep, $each!("is_error"), $sep,
+            $each!("client_ip_hash"),
+            $sep,
+            $each!("user_agent"),
+            $sep,
+            $each!("country"),
+            $sep,
+            $each!("timestamp"),
+            $sep,
+            $each!("event_date"),
+            $sep,
+            $each!("is_error"),
+            $sep,
             $each!("created_at")
         )
     };
 }
 macro_rules! all_columns {
     ($each:ident, $sep:literal) => {
-        concat!(head_columns!($each, $sep), $sep, $each!("response_time"), $sep, tail_columns!($each, $sep))
-    };
-}
-
-/// `'col', value` for `json_object`: BLOBs become `{"$blob":"HEX"}`.
-macro_rules! encode {
-    ($c:literal) => {
-        concat!("'", $c, "', CASE WHEN typeof(", $c, ") = 'blob' THEN json_object('$blob', hex(", $c, ")) ELSE ", $c, " END")
-    };
-}
-
-/// True when column `t.col` equals the line `j.value`'s value for it, with its type.
-macro_rules! same {
-    ($c:literal) => {
         concat!(
-            "(CASE json_type(j.value, '$.", $c, "') WHEN 'object' THEN typeof(t.", $c, ") = 'blob' AND hex(t.", $c,
-            ") IS (j.value ->> '$.", $c, ".\"$blob\"') ELSE t.", $c, " IS (j.value ->> '$.", $c, "') AND typeof(t.", $c,
-            ") = typeof(j.value ->> '$.", $c, "') END)"
+            head_columns!($each, $sep),
+            $sep,
+            $each!("response_time"),
+            $sep,
+            tail_columns!($each, $sep)
         )
     };
 }
 
-/// The line `j.value`'s value for a column, as the SQLite value it was read from.
-macro_rules! decode {
+/// `'col', value` for `json_object`: BLOBs become `{"$blob":"HEX"}` (`$p` prefixes the column).
+macro_rules! encode_col {
+    ($p:literal, $c:literal) => {
+        concat!(
+            "'",
+            $c,
+            "', CASE WHEN typeof(",
+            $p,
+            $c,
+            ") = 'blob' THEN json_object('$blob', hex(",
+            $p,
+            $c,
+            ")) ELSE ",
+            $p,
+            $c,
+            " END"
+        )
+    };
+}
+macro_rules! encode {
     ($c:literal) => {
-        concat!("CASE json_type(j.value, '$.", $c, "') WHEN 'object' THEN unhex(j.value ->> '$.", $c,
-                ".\"$blob\"') ELSE j.value ->> '$.", $c, "' END")
+        encode_col!("", $c)
+    };
+}
+macro_rules! encode_t {
+    ($c:literal) => {
+        encode_col!("t.", $c)
+    };
+}
+
+/// Row `t`'s columns other than the REAL one, as the JSON text the export wrote for them.
+macro_rules! kv_of_t {
+    () => {
+        concat!(
+            "json_object(",
+            head_columns!(encode_t, ", "),
+            ", ",
+            tail_columns!(encode_t, ", "),
+            ")"
+        )
+    };
+}
+
+/// A batch's lines (the JSON array `?1` of archived lines) as rows `l`: `id` (the SQL value),
+/// `idj` (its JSON), `kv` (the line without its REAL column: exactly the text SQLite's
+/// `json_object` wrote for the other columns at export), `r` (the REAL column's JSON) and `v`
+/// (the line).
+macro_rules! batch_lines {
+    ($extra:literal) => {
+        concat!(
+            "(SELECT value -> '$.id' AS idj, CASE json_type(value, '$.id') WHEN 'object' THEN",
+            " unhex(value ->> '$.id.\"$blob\"') ELSE value ->> '$.id' END AS id,",
+            " json_remove(value, '$.response_time') AS kv, value -> '$.response_time' AS r, value AS v",
+            $extra,
+            " FROM json_each(?1))"
+        )
+    };
+}
+
+/// True when row `t` equals line `l` in every column, with its type: one rendering of the other
+/// columns compared with the archived text (SQLite's JSON is exact and typed: `1`, `1.0` and
+/// `"1"` differ; REALs are written to round-trip), and the REAL column compared typed.
+macro_rules! same_row {
+    () => {
+        concat!(
+            "(",
+            kv_of_t!(),
+            " = l.kv AND (CASE json_type(l.r) WHEN 'object' THEN typeof(t.response_time) = 'blob'",
+            " AND hex(t.response_time) IS (l.r ->> '$.\"$blob\"') ELSE t.response_time IS (l.r ->> '$')",
+            " AND typeof(t.response_time) = typeof(l.r ->> '$') END))"
+        )
+    };
+}
+
+/// Line `l`'s value for a column other than the REAL one, as the SQLite value it was read from
+/// (from the line itself: `l.kv` is computed anew wherever it is used).
+macro_rules! decode_kv {
+    ($c:literal) => {
+        concat!(
+            "CASE json_type(l.v, '$.",
+            $c,
+            "') WHEN 'object' THEN unhex(l.v ->> '$.",
+            $c,
+            ".\"$blob\"') ELSE l.v ->> '$.",
+            $c,
+            "' END"
+        )
+    };
+}
+
+/// Line `l`'s REAL column value.
+macro_rules! decode_rt {
+    () => {
+        "CASE json_type(l.r) WHEN 'object' THEN unhex(l.r ->> '$.\"$blob\"') ELSE l.r ->> '$' END"
     };
 }
 
@@ -164,28 +259,20 @@ macro_rules! name {
     };
 }
 
-/// The line's id as the value to look up in the primary key (text or BLOB).
-macro_rules! line_id {
-    () => {
-        decode!("id")
-    };
-}
-
-/// Every column of `t` equals the line `j.value`.
-macro_rules! same_row {
-    () => {
-        all_columns!(same, " AND ")
-    };
-}
-
 /// The select list of an export page: `line` = key, timestamp, head and tail joined by
 /// [`LINE_SEP`]; `rt` = the REAL column (a number; anything else as `=` and its JSON).
 macro_rules! export_select {
     ($key:literal) => {
         concat!(
-            "SELECT ", $key, " || char(31) || coalesce(CASE WHEN typeof(timestamp) = 'integer' THEN timestamp END, '')",
-            " || char(31) || json_object(", head_columns!(encode, ", "), ")",
-            " || char(31) || json_object(", tail_columns!(encode, ", "), ") AS line,",
+            "SELECT ",
+            $key,
+            " || char(31) || coalesce(CASE WHEN typeof(timestamp) = 'integer' THEN timestamp END, '')",
+            " || char(31) || json_object(",
+            head_columns!(encode, ", "),
+            ")",
+            " || char(31) || json_object(",
+            tail_columns!(encode, ", "),
+            ") AS line,",
             " CASE typeof(response_time) WHEN 'real' THEN response_time",
             " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
             " ELSE '=' || json_quote(response_time) END AS rt FROM traffic_events"
@@ -326,14 +413,19 @@ pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
             .map(|rowid| Cursor::NullIds { rowid })
             .map_err(|_| bad("export_page", format!("rowid {:?} is not an integer", row.rowid)));
     }
-    Ok(Cursor::After { id: head_key(row.head)? })
+    Ok(Cursor::After {
+        id: head_key(row.head)?,
+    })
 }
 
 /// The id of a row, read from its `head` (`{"id":…,…}`): a string, or a BLOB object.
 pub fn head_key(head: &str) -> Result<Key, BadResult> {
-    let rest = head
-        .strip_prefix("{\"id\":")
-        .ok_or_else(|| bad("export_page", format!("row head does not start with the id: {head:.40}")))?;
+    let rest = head.strip_prefix("{\"id\":").ok_or_else(|| {
+        bad(
+            "export_page",
+            format!("row head does not start with the id: {head:.40}"),
+        )
+    })?;
     let mut de = serde_json::Deserializer::from_str(rest);
     match Value::deserialize(&mut de) {
         Ok(Value::String(s)) => Ok(Key::Text(s)),
@@ -357,13 +449,17 @@ pub fn head_key(head: &str) -> Result<Key, BadResult> {
 /// by rowid, so as many rows go as the archive holds lines, never more.
 pub const DELETE_BATCH: &str = concat!(
     "DELETE FROM traffic_events WHERE rowid IN (",
-    "SELECT t.rowid FROM json_each(?1) AS j JOIN traffic_events AS t ON t.id = ", line_id!(),
-    " WHERE json_type(j.value, '$.id') IS NOT 'null' AND ", same_row!(),
-    " UNION ALL SELECT r.rid FROM (SELECT t.rowid AS rid, j.k AS k,",
-    " row_number() OVER (PARTITION BY j.value, j.k ORDER BY t.rowid) - 1 AS n",
-    " FROM (SELECT value, row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k FROM json_each(?1)",
-    " WHERE json_type(value, '$.id') = 'null') AS j",
-    " JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), ") AS r WHERE r.n = r.k)",
+    "SELECT t.rowid FROM ",
+    batch_lines!(""),
+    " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
+    same_row!(),
+    " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
+    " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
+    " FROM ",
+    batch_lines!(", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
+    " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ",
+    same_row!(),
+    " WHERE l.id IS NULL) AS p WHERE p.n = p.k)",
     " AND NOT EXISTS (SELECT 1 FROM archive_ledger WHERE pass = ?3 AND piece = ?4 AND batch = ?5)"
 );
 
@@ -434,25 +530,43 @@ pub fn count_date(date: &str) -> Statement {
 /// overwritten. A NULL-id line is inserted only while D1 holds fewer equal rows than the
 /// batch holds copies of the line.
 pub const RESTORE_BATCH: &str = concat!(
-    "INSERT INTO traffic_events (", all_columns!(name, ", "), ") SELECT ", all_columns!(decode, ", "),
-    " FROM (SELECT value, row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k FROM json_each(?1)) AS j",
+    "INSERT INTO traffic_events (",
+    all_columns!(name, ", "),
+    ") SELECT ",
+    head_columns!(decode_kv, ", "),
+    ", ",
+    decode_rt!(),
+    ", ",
+    tail_columns!(decode_kv, ", "),
+    " FROM ",
+    batch_lines!(", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
+    " AS l",
     " WHERE NOT EXISTS (SELECT 1 FROM archive_ledger WHERE pass = ?3 AND piece = ?4 AND batch = ?5)",
-    " AND (json_type(j.value, '$.id') IS NOT 'null' OR (SELECT count(*) FROM traffic_events AS t",
-    " WHERE t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), ") <= j.k)",
+    " AND (l.id IS NOT NULL OR (SELECT count(*) FROM traffic_events AS t",
+    " WHERE t.event_date = ?2 AND t.id IS NULL AND ",
+    same_row!(),
+    ") <= l.k)",
     " ON CONFLICT (id) DO NOTHING"
 );
 
-/// Checks a restored batch: how many lines of `?1` have an equal row in D1, how many have
-/// their id taken by a different row (conflicts), and those ids as a JSON array.
+/// Checks a restored batch in one pass over its lines: how many have an equal row in D1, how
+/// many have their id taken by a different row (conflicts), and those ids as a JSON array. A
+/// line with no row at all counts as neither (the caller then knows rows went missing).
 pub const RESTORE_CHECK: &str = concat!(
-    "SELECT coalesce(sum(s.same), 0), coalesce(sum(s.conflict), 0),",
-    " json_group_array(json(s.id)) FILTER (WHERE s.conflict) FROM (SELECT j.value -> '$.id' AS id,",
-    " (EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ", line_id!(), " AND ", same_row!(), ")",
-    " OR (json_type(j.value, '$.id') = 'null' AND EXISTS (SELECT 1 FROM traffic_events AS t",
-    " WHERE t.event_date = ?2 AND t.id IS NULL AND ", same_row!(), "))) AS same,",
-    " (json_type(j.value, '$.id') IS NOT 'null' AND EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ",
-    line_id!(), ") AND NOT EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.id = ", line_id!(), " AND ",
-    same_row!(), ")) AS conflict FROM json_each(?1) AS j) AS s"
+    "SELECT coalesce(sum(c.same), 0), coalesce(sum(c.conflict), 0),",
+    " json_group_array(json(c.idj)) FILTER (WHERE c.conflict) FROM (",
+    "SELECT m.idj AS idj, m.same AS same, 1 - m.same AS conflict FROM (SELECT l.idj AS idj, ",
+    same_row!(),
+    " AS same",
+    " FROM ",
+    batch_lines!(""),
+    " AS l JOIN traffic_events AS t ON t.id = l.id) AS m",
+    " UNION ALL SELECT l.idj, EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2 AND t.id IS NULL",
+    " AND ",
+    same_row!(),
+    "), 0 FROM ",
+    batch_lines!(""),
+    " AS l WHERE l.id IS NULL) AS c"
 );
 
 /// The D1 batch that restores one batch of lines: insert, note, read the note, check.
@@ -607,7 +721,11 @@ pub const NAIVE_PAGE: &str = "SELECT * FROM traffic_events WHERE event_date = ?1
 pub fn naive_page(date: &str, limit: u32, offset: u64) -> Statement {
     Statement::new(
         NAIVE_PAGE,
-        vec![Param::Text(date.into()), Param::Int(i64::from(limit)), Param::Int(offset as i64)],
+        vec![
+            Param::Text(date.into()),
+            Param::Int(i64::from(limit)),
+            Param::Int(offset as i64),
+        ],
     )
 }
 
@@ -622,7 +740,10 @@ mod tests {
                     \u{1f}\u{1f}{\"id\":{\"$blob\":\"00FF\"}}\u{1f}{}\u{1e}2";
         let rows: Vec<PageRow> = page_rows(wire).collect::<Result<_, _>>().unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].timestamp, rows[0].real, rows[1].tail), ("17", "1.5", "{\"x\":1}"));
+        assert_eq!(
+            (rows[0].timestamp, rows[0].real, rows[1].tail),
+            ("17", "1.5", "{\"x\":1}")
+        );
         assert_eq!(
             cursor_after(&rows[0]).unwrap(),
             Cursor::After {

@@ -551,7 +551,13 @@ pub mod v1 {
                 }
                 rec.generations.retain(|g| g.number != old.generation);
                 let key = crate::core::date::object_key(&cfg.prefix, &old.date, old.generation);
-                Phase::Working(Work::Exporting(Export::new(old.generation, key, cfg.part_size, cfg.level, 0)))
+                Phase::Working(Work::Exporting(Export::new(
+                    old.generation,
+                    key,
+                    cfg.part_size,
+                    cfg.level,
+                    0,
+                )))
             }
             PhaseV1::Cleaning(c) => {
                 let g = legacy(&c.archive.summary, CleanState::Partial, c.rows_deleted);

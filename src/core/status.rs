@@ -201,7 +201,8 @@ fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
             s.generation = g.number;
             s.object_key = Some(g.key.clone());
             (s.rows_exported, s.bytes_uploaded, s.uncompressed_bytes) = (g.rows, g.bytes, g.raw_bytes);
-            (s.parts_uploaded, s.pieces, s.pieces_verified) = (u64::from(g.parts), g.pieces.len() as u64, v.next as u64);
+            (s.parts_uploaded, s.pieces, s.pieces_verified) =
+                (u64::from(g.parts), g.pieces.len() as u64, v.next as u64);
             s.rows_deleted = 0;
         }
         Work::Cleaning(p) => s.rows_deleted = p.rows,
@@ -314,8 +315,17 @@ pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
         "hold_until": restore.map(|r| r.1),
         "next_step_at": rec.wake_at_ms,
     });
-    let mut objects: Vec<Value> = rec.generations.iter().map(|g| object_row(rec, g, object_state(g), now_ms)).collect();
-    if let Phase::Working(Work::Verifying(v)) | Phase::Failed(crate::core::state::Failure { work: Work::Verifying(v), .. }) = &rec.phase {
+    let mut objects: Vec<Value> = rec
+        .generations
+        .iter()
+        .map(|g| object_row(rec, g, object_state(g), now_ms))
+        .collect();
+    if let Phase::Working(Work::Verifying(v))
+    | Phase::Failed(crate::core::state::Failure {
+        work: Work::Verifying(v),
+        ..
+    }) = &rec.phase
+    {
         objects.push(object_row(rec, &v.archive, "verifying", now_ms));
     }
     let keys: Vec<Value> = objects.iter().map(|o| o["key"].clone()).collect();
@@ -355,6 +365,10 @@ pub struct StepLog {
     pub rows: u64,
     pub bytes: u64,
     pub duration_ms: u64,
+    /// Of which the step's own work (encoding, compressing, checking); the rest waited for D1/R2.
+    pub busy_ms: u64,
+    /// Wasm linear memory at the end of the step (it only grows: the isolate's peak so far).
+    pub wasm_memory_bytes: u64,
     pub attempt: u32,
     pub error: Option<String>,
     pub at: String,
@@ -372,6 +386,8 @@ impl StepLog {
             rows: 0,
             bytes: 0,
             duration_ms: 0,
+            busy_ms: 0,
+            wasm_memory_bytes: 0,
             attempt: rec.attempts,
             error: None,
             at: iso(now_ms),

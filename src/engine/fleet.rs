@@ -78,8 +78,11 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
     let failed: Vec<(String, Option<String>)> =
         decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
     let before = policy::overdue_before(Day::from_unix_ms(now_ms), cfg);
-    let overdue: Vec<(Option<String>,)> =
-        decode_rows("oldest_before", &db.run(&sql::oldest_before(&before.to_string())).await?).map_err(bad)?;
+    let overdue: Vec<(Option<String>,)> = decode_rows(
+        "oldest_before",
+        &db.run(&sql::oldest_before(&before.to_string())).await?,
+    )
+    .map_err(bad)?;
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);

@@ -14,11 +14,11 @@ pub mod fleet;
 use thiserror::Error;
 
 use crate::core::config::Config;
-use crate::core::machine::{
-    handle_alarm, handle_command, handle_metadata_failure, handle_metadata_written, handle_outcome, handle_superseded, Alarm, Carry, Command, Outcome, Refusal,
-    Reply, Step, StepReport, Transition,
-};
 use crate::core::io::Effect;
+use crate::core::machine::{
+    handle_alarm, handle_command, handle_metadata_failure, handle_metadata_written, handle_outcome, handle_superseded,
+    Alarm, Carry, Command, Outcome, Refusal, Reply, Step, StepReport, Transition,
+};
 use crate::core::state::Record;
 use crate::core::status::{status, Status, StepLog};
 use crate::ports::{Database, Durable, FailureKind, Host, ObjectStore, PortError};

@@ -12,7 +12,7 @@ use crate::api::routes::{self, EventsQuery, Route};
 use crate::api::{authorize, ApiError, ErrorKind};
 use crate::core::date::Day;
 use crate::core::status::ArchiveObject;
-use crate::engine::events::{EventReader, Window};
+use crate::engine::events::EventReader;
 use crate::engine::fleet;
 
 use super::adapters::{D1, R2};
@@ -22,7 +22,9 @@ use super::{binding, config, json, now_ms};
 const CONSOLE: &str = include_str!("console.html");
 
 pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiError> {
-    let url = req.url().map_err(|_| ApiError::new(ErrorKind::BadParameter, "unparseable URL"))?;
+    let url = req
+        .url()
+        .map_err(|_| ApiError::new(ErrorKind::BadParameter, "unparseable URL"))?;
     let path = url.path().to_string();
     let console = matches!(path.trim_end_matches('/'), "/admin" | "/admin/console");
     if path.starts_with("/admin") && !console {
@@ -35,7 +37,10 @@ pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiE
         authorize(token.as_deref(), header.as_deref())?;
     }
     let cfg = config(env)?;
-    let query: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let query: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let method = req.method();
     let parsed = routes::Request {
         method: method.as_ref(),
@@ -47,9 +52,16 @@ pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiE
     let route = routes::route(&parsed, Day::from_unix_ms(now), now, &cfg)?;
     match route {
         Route::Console => Response::from_html(CONSOLE).map_err(ApiError::unavailable),
-        Route::Dates => json(200, &fleet::listing(&db(env)?, &cfg, now).await.map_err(ApiError::unavailable)?),
+        Route::Dates => json(
+            200,
+            &fleet::listing(&db(env)?, &cfg, now)
+                .await
+                .map_err(ApiError::unavailable)?,
+        ),
         Route::Health => {
-            let h = fleet::health(&db(env)?, &cfg, now).await.map_err(ApiError::unavailable)?;
+            let h = fleet::health(&db(env)?, &cfg, now)
+                .await
+                .map_err(ApiError::unavailable)?;
             json(if h.ok { 200 } else { 503 }, &h)
         }
         Route::Archive { day, generation } => archive(env, day, generation).await,
@@ -62,7 +74,16 @@ pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiE
             let sql = req.text().await.map_err(ApiError::unavailable)?;
             json(200, &super::hooks::sql(env, &sql).await?)
         }
-        Route::Command(day, command) => relay(env, DoRequest::Command { date: day.to_string(), command }).await,
+        Route::Command(day, command) => {
+            relay(
+                env,
+                DoRequest::Command {
+                    date: day.to_string(),
+                    command,
+                },
+            )
+            .await
+        }
     }
 }
 
@@ -119,14 +140,25 @@ async fn archive(env: &Env, day: Day, generation: Option<u32>) -> Result<Respons
         Some(n) => objects.iter().find(|o| o.generation == n),
         None => objects.last(),
     }
-    .ok_or_else(|| no_archive(day, format!("{day} has no archive{}", generation.map_or(String::new(), |n| format!(" of generation {n}")))))?;
+    .ok_or_else(|| {
+        no_archive(
+            day,
+            format!(
+                "{day} has no archive{}",
+                generation.map_or(String::new(), |n| format!(" of generation {n}"))
+            ),
+        )
+    })?;
     let bucket = env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?;
     let Some(found) = bucket.get(&object.key).execute().await.map_err(ApiError::unavailable)? else {
         return Err(no_archive(day, format!("object {} does not exist", object.key)));
     };
-    let body = found.body().ok_or_else(|| ApiError::unavailable("the object has no body"))?;
+    let body = found
+        .body()
+        .ok_or_else(|| ApiError::unavailable("the object has no body"))?;
     // R2's body stream has a known length, so the runtime sends Content-Length, not chunks.
-    let mut resp = Response::from_body(body.response_body().map_err(ApiError::unavailable)?).map_err(ApiError::unavailable)?;
+    let mut resp =
+        Response::from_body(body.response_body().map_err(ApiError::unavailable)?).map_err(ApiError::unavailable)?;
     let file = object.key.rsplit('/').next().unwrap_or("archive.jsonl.gz");
     let h = resp.headers_mut();
     for (name, value) in [
@@ -145,7 +177,10 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
     let all = objects(env, q.day).await?;
     let chosen: Vec<ArchiveObject> = match q.generation {
         Some(n) => {
-            let o = all.into_iter().find(|o| o.generation == n).ok_or_else(|| no_archive(q.day, format!("{} has no generation {n}", q.day)))?;
+            let o = all
+                .into_iter()
+                .find(|o| o.generation == n)
+                .ok_or_else(|| no_archive(q.day, format!("{} has no generation {n}", q.day)))?;
             if o.legacy {
                 return Err(ApiError::new(ErrorKind::Conflict, format!("generation {n} was written by state version 1 without per-piece checksums; download it whole with GET /admin/archive?date={}&generation={n}", q.day)));
             }
@@ -156,14 +191,7 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
     if chosen.is_empty() {
         return Err(no_archive(q.day, format!("{} has no archive to read", q.day)));
     }
-    let window = Window {
-        from_ms: q.from_ms,
-        to_ms: q.to_ms,
-        id_from: q.id_from,
-        id_to: q.id_to,
-        limit: q.limit,
-    };
-    let reader = EventReader::new(&chosen, window);
+    let reader = EventReader::new(&chosen, q.window);
     let (pieces, bytes) = reader.planned();
     let total = (reader.pieces_total, reader.object_bytes);
     let r2 = R2(env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?);

@@ -37,7 +37,8 @@ pub(crate) fn json(status: u16, body: &impl Serialize) -> Result<Response, ApiEr
     let text = serde_json::to_string(body).map_err(ApiError::unavailable)?;
     let mut resp = Response::ok(text).map_err(ApiError::unavailable)?.with_status(status);
     let h = resp.headers_mut();
-    h.set("content-type", "application/json; charset=utf-8").map_err(ApiError::unavailable)?;
+    h.set("content-type", "application/json; charset=utf-8")
+        .map_err(ApiError::unavailable)?;
     h.set("cache-control", "no-store").map_err(ApiError::unavailable)?;
     Ok(resp)
 }
@@ -101,7 +102,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match cron::run(&env).await {
-        Ok(poked) => WorkerHost.log(&serde_json::json!({ "archiver": "d1-archiver", "action": "cron", "poked": poked }).to_string()),
-        Err(e) => WorkerHost.log(&serde_json::json!({ "archiver": "d1-archiver", "action": "cron", "error": e.message }).to_string()),
+        Ok(poked) => WorkerHost
+            .log(&serde_json::json!({ "archiver": "d1-archiver", "action": "cron", "poked": poked }).to_string()),
+        Err(e) => WorkerHost
+            .log(&serde_json::json!({ "archiver": "d1-archiver", "action": "cron", "error": e.message }).to_string()),
     }
 }

@@ -30,7 +30,10 @@ impl DurableObject for DateArchiver {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let result: DoResult = match req.json::<DoRequest>().await {
             Ok(ask) => self.answer(ask).await,
-            Err(e) => Err(ApiError::new(ErrorKind::BadParameter, format!("bad request to the date's object: {e}"))),
+            Err(e) => Err(ApiError::new(
+                ErrorKind::BadParameter,
+                format!("bad request to the date's object: {e}"),
+            )),
         };
         Response::from_json(&result)
     }

@@ -161,7 +161,10 @@ impl FakeR2 {
                 .get(&p.number)
                 .ok_or_else(|| PortError::transient("r2.complete", format!("part {} not found (10025)", p.number)))?;
             if *etag != p.etag {
-                return Err(PortError::transient("r2.complete", format!("part {}: etag replaced (10025)", p.number)));
+                return Err(PortError::transient(
+                    "r2.complete",
+                    format!("part {}: etag replaced (10025)", p.number),
+                ));
             }
             sizes.push(bytes.len());
             body.extend_from_slice(bytes);
@@ -253,7 +256,9 @@ pub struct FakeStore {
 impl FakeStore {
     pub fn revision(&self) -> u64 {
         self.saved.borrow().as_ref().map_or(0, |(json, _)| {
-            serde_json::from_str::<Value>(json).unwrap()["revision"].as_u64().unwrap()
+            serde_json::from_str::<Value>(json).unwrap()["revision"]
+                .as_u64()
+                .unwrap()
         })
     }
 }
@@ -441,14 +446,21 @@ impl World {
 
     /// The keys `archive_objects` lists for the date.
     pub fn listed_objects(&self) -> Vec<String> {
-        let mut st = self.sql().prepare("SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key").unwrap();
+        let mut st = self
+            .sql()
+            .prepare("SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key")
+            .unwrap();
         let keys = st.query_map([DATE], |r| r.get(0)).unwrap();
         keys.map(Result::unwrap).collect()
     }
 
     /// The archive objects in R2 (not the sidecars).
     pub fn archive_keys(&self) -> Vec<String> {
-        self.objects().keys().into_iter().filter(|k| k.ends_with(".jsonl.gz")).collect()
+        self.objects()
+            .keys()
+            .into_iter()
+            .filter(|k| k.ends_with(".jsonl.gz"))
+            .collect()
     }
 }
 
@@ -472,7 +484,15 @@ impl Rng {
     }
 }
 
-const PATHS: &[&str] = &["/", "/api/v1/items", "/login", "/café/menü", "/搜索?q=1", "/a\"b\\c", "/emoji/🚀"];
+const PATHS: &[&str] = &[
+    "/",
+    "/api/v1/items",
+    "/login",
+    "/café/menü",
+    "/搜索?q=1",
+    "/a\"b\\c",
+    "/emoji/🚀",
+];
 const AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64)",
     "curl/8.5.0",
@@ -544,7 +564,10 @@ fn line_value(v: ValueRef<'_>) -> Value {
 /// Every row of `date` as the JSON object an archive line holds for it, sorted by its text
 /// (rows can repeat when their id is NULL).
 pub fn rows_of(db: &rusqlite::Connection, date: &str) -> Vec<Value> {
-    let sql = format!("SELECT {} FROM traffic_events WHERE event_date = ?1", COLUMNS.join(", "));
+    let sql = format!(
+        "SELECT {} FROM traffic_events WHERE event_date = ?1",
+        COLUMNS.join(", ")
+    );
     let mut st = db.prepare(&sql).unwrap();
     let mut out = Vec::new();
     let mut q = st.query([date]).unwrap();
@@ -565,8 +588,12 @@ pub fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
 }
 
 pub fn count_date(db: &rusqlite::Connection, date: &str) -> u64 {
-    db.query_row("SELECT count(*) FROM traffic_events WHERE event_date = ?1", [date], |r| r.get(0))
-        .unwrap()
+    db.query_row(
+        "SELECT count(*) FROM traffic_events WHERE event_date = ?1",
+        [date],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 /// Decompresses with a reader that stops after the first gzip member.

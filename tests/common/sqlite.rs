@@ -39,7 +39,11 @@ pub fn run(conn: &rusqlite::Connection, stmt: &Statement) -> rusqlite::Result<Re
     let mut rows = Vec::new();
     let mut q = st.query(rusqlite::params_from_iter(params(stmt).iter()))?;
     while let Some(r) = q.next()? {
-        rows.push((0..ncol).map(|i| r.get_ref(i).map(d1_value)).collect::<Result<Vec<_>, _>>()?);
+        rows.push(
+            (0..ncol)
+                .map(|i| r.get_ref(i).map(d1_value))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
     }
     drop(q);
     let changes = if ncol == 0 { conn.changes() } else { 0 };

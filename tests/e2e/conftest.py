@@ -1,5 +1,6 @@
-"""Fixtures: a local Worker per test module, always stopped, even when a test fails."""
+"""Fixtures: local Workers for the tests, always stopped, even when a test fails."""
 
+import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
@@ -21,7 +22,20 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("worker")
 
 
-def make_worker(workdir, **kw):
+def make_worker(workdir, seed: dict | None = None, **kw):
+    """A Worker with its D1 migrated, and `seed` ({date: rows}) seeded."""
     w = LocalWorker(workdir, **kw)
     w.migrate()
+    for date, rows in (seed or {}).items():
+        w.seed(date, rows)
     return w
+
+
+@contextlib.contextmanager
+def running(w):
+    """The Worker `w` started for the block, and stopped after it whatever happens."""
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()

@@ -3,7 +3,7 @@ says what to do, and changes nothing."""
 
 import pytest
 
-from conftest import day, make_worker
+from conftest import day, make_worker, running
 from localworker import LocalWorker
 
 DATE = day(8)
@@ -67,10 +67,7 @@ def test_health_is_503_while_an_old_date_waits_in_d1(worker):
 def test_no_token_configured_is_503_with_instructions(tmp_path):
     w = LocalWorker(tmp_path, token=None)
     w.migrate()
-    w.start()
-    try:
+    with running(w):
         code, body = w.api("GET", f"/admin/archive-status?date={DATE}", token="anything")
         assert code == 503
         assert "wrangler secret put ADMIN_TOKEN" in body["message"]
-    finally:
-        w.stop()

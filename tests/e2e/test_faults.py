@@ -3,12 +3,13 @@ only with TEST_HOOKS=1), an upload aborted from outside, an archive deleted befo
 rows, concurrent triggers, and a reset mid-export."""
 
 import concurrent.futures as cf
+import contextlib
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import day, make_worker
+from conftest import day, make_worker, running
 from localworker import assert_same_rows
 
 FAST = {"BACKOFF_BASE_MS": "300", "BACKOFF_MAX_MS": "2000", "MAX_ATTEMPTS": "3"}
@@ -16,9 +17,18 @@ LATE = "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp,
 
 
 def worker_with(tmp_path, date, rows, faults="none:0:0", **vars):
-    w = make_worker(tmp_path, vars={**FAST, "TEST_HOOKS": "1", "FAULT_INJECT": faults, **vars})
-    w.seed(date, rows)
-    return w
+    return make_worker(tmp_path, seed={date: rows}, vars={**FAST, "TEST_HOOKS": "1", "FAULT_INJECT": faults, **vars})
+
+
+@contextlib.contextmanager
+def archiving(tmp_path, date, rows, faults="none:0:0", **vars):
+    """A running Worker whose `date` was just triggered, and the date's rows as they were."""
+    w = worker_with(tmp_path, date, rows, faults, **vars)
+    expected = w.rows(date)
+    with running(w):
+        code, body = w.api("POST", f"/admin/trigger-archive?date={date}")
+        assert code == 202, body
+        yield w, expected
 
 
 def run_to_end(w, date, timeout=240):
@@ -29,27 +39,17 @@ def run_to_end(w, date, timeout=240):
 
 def test_a_failing_d1_call_is_retried_with_backoff(tmp_path):
     date = day(12)
-    w = worker_with(tmp_path, date, 20_000, faults="d1:5:1")
-    expected = w.rows(date)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
+    with archiving(tmp_path, date, 20_000, faults="d1:5:1") as (w, expected):
         st = run_to_end(w, date)
         assert "injected fault" in st["last_error"] and st["attempts"] == 0
         assert_same_rows(w.archive_rows(date), expected)
         assert w.count(date) == 0
-    finally:
-        w.stop()
 
 
 def test_repeated_r2_failures_end_in_failed_then_a_trigger_resumes(tmp_path):
     date = day(13)
     # The day fits one part, so the first R2 call is the final put; it and the two retries fail.
-    w = worker_with(tmp_path, date, 30_000, faults="r2:1:3", STEP_ROWS="10000")
-    expected = w.rows(date)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
+    with archiving(tmp_path, date, 30_000, faults="r2:1:3", STEP_ROWS="10000") as (w, expected):
         seen_backoff = False
         deadline = time.time() + 120
         while (st := w.status(date))["phase"] != "failed":
@@ -73,34 +73,24 @@ def test_repeated_r2_failures_end_in_failed_then_a_trigger_resumes(tmp_path):
         run_to_end(w, date)
         assert_same_rows(w.archive_rows(date), expected)
         assert w.metadata(date)["status"] == "cleaned"
-    finally:
-        w.stop()
 
 
 def test_an_upload_aborted_from_outside_restarts_the_export(tmp_path):
     date = day(14)
-    w = worker_with(tmp_path, date, 200_000, STEP_ROWS="8000")
-    expected = w.rows(date)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
+    with archiving(tmp_path, date, 200_000, STEP_ROWS="8000") as (w, expected):
         st = w.wait_until(date, lambda st: st["upload_id"] and st["parts_uploaded"] >= 1)
         q = urllib.parse.urlencode({"key": st["object_key"], "upload_id": st["upload_id"], "op": "abort"})
         assert w.api("POST", f"/admin/test/upload?{q}")[0] == 200
         st = run_to_end(w, date)
         assert "no longer exists" in st["last_error"], st
         assert_same_rows(w.archive_rows(date), expected)
-    finally:
-        w.stop()
 
 
 def test_a_deleted_archive_stops_cleaning_and_nothing_is_deleted(tmp_path):
     date = day(15)
     w = worker_with(tmp_path, date, 5_000, AUTO_CLEANUP="false")
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        st = w.wait_for(date, {"uploaded"})
+    with running(w):
+        st = w.archive(date, until={"uploaded"})
         w.wrangler("r2", "object", "delete", f"traffic-archive/{st['object_key']}", "--local", "--persist-to", str(w.persist))
         code, body = w.api("POST", f"/admin/trigger-cleanup?date={date}")
         assert code == 202
@@ -108,17 +98,11 @@ def test_a_deleted_archive_stops_cleaning_and_nothing_is_deleted(tmp_path):
         assert "is missing; nothing more was deleted" in st["last_error"], st["last_error"]
         assert st["rows_deleted"] == 0 and w.count(date) == 5_000
         assert w.metadata(date)["status"] == "failed"
-    finally:
-        w.stop()
 
 
 def test_late_rows_during_export_and_cleaning_are_never_lost_and_become_generation_2(tmp_path):
     date = day(16)
-    w = worker_with(tmp_path, date, 150_000, STEP_ROWS="5000", AUTO_CLEANUP="false")
-    expected = w.rows(date)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
+    with archiving(tmp_path, date, 150_000, STEP_ROWS="5000", AUTO_CLEANUP="false") as (w, expected):
         st = w.wait_until(date, lambda st: st["rows_exported"] >= 20_000)
         assert st["phase"] == "exporting"
         # Ids sort by event time: '0000…' sorts before the cursor, '9999…' after it.
@@ -148,15 +132,12 @@ def test_late_rows_during_export_and_cleaning_are_never_lost_and_become_generati
         assert w.count(date) == 0
         assert w.metadata(date)["total_record_count"] == 150_004
         assert w.metadata(date)["d1_cleaned"] == 1
-    finally:
-        w.stop()
 
 
 def test_concurrent_triggers_and_crons_make_one_run(tmp_path):
     date = day(17)
     w = worker_with(tmp_path, date, 60_000, STEP_ROWS="5000")
-    w.start()
-    try:
+    with running(w):
         with cf.ThreadPoolExecutor(max_workers=70) as pool:
             triggers = [pool.submit(w.api, "POST", f"/admin/trigger-archive?date={date}") for _ in range(50)]
             crons = [pool.submit(w.cron) for _ in range(20)]
@@ -169,15 +150,12 @@ def test_concurrent_triggers_and_crons_make_one_run(tmp_path):
         keys = [k for k in w.keys(f"traffic_events/event_date={date}/") if k.endswith(".jsonl.gz")]
         assert keys == [f"traffic_events/event_date={date}/0001.jsonl.gz"], keys
         assert w.count(date) == 0
-    finally:
-        w.stop()
 
 
 def test_a_reset_during_export_leaves_no_orphaned_upload(tmp_path):
     date = day(18)
     w = worker_with(tmp_path, date, 200_000, STEP_ROWS="8000")
-    w.start()
-    try:
+    with running(w):
         w.api("POST", f"/admin/trigger-archive?date={date}")
         st = w.wait_until(date, lambda st: st["upload_id"])
         code, body = w.api("POST", f"/admin/reset?date={date}")
@@ -188,5 +166,3 @@ def test_a_reset_during_export_leaves_no_orphaned_upload(tmp_path):
         time.sleep(1)
         assert w.status(date)["phase"] == "idle", "a step in flight must not resurrect the run"
         assert w.count(date) == 200_000
-    finally:
-        w.stop()

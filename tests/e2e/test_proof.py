@@ -6,7 +6,7 @@ waiting on an operator take no running slot."""
 
 import time
 
-from conftest import day, make_worker
+from conftest import day, make_worker, running
 from localworker import COLUMNS
 
 INSERT = ("INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, "
@@ -38,10 +38,8 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
         f"('blob-row', '/blob', 'GET', 200, 1.5, 'h', x'00ff', NULL, 5, '{date}', 0, 1)",
     ]))
     originals = {r: v for r, v in w.rows(date).items() if r is not None and r != "blob-row"}
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        st = w.wait_for(date, {"cleaned", "failed"})
+    with running(w):
+        st = w.archive(date, until={"cleaned", "failed"})
         assert (st["phase"], st["rows_pending"]) == ("cleaned", 0), st
         assert w.count(date) == 0
         assert w.metadata(date)["d1_cleaned"] == 1 and w.metadata(date)["rows_pending"] == 0
@@ -49,8 +47,6 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
         lines = w.archive_rows(date)
         assert [r["user_agent"] for r in lines if r["id"] == "blob-row"] == [{"$blob": "00FF"}]
         assert [r["path"] for r in lines if r["id"] is None] == ["/null-id"]
-    finally:
-        w.stop()
 
 
 def test_a_reset_during_cleaning_loses_nothing(tmp_path):
@@ -58,8 +54,7 @@ def test_a_reset_during_cleaning_loses_nothing(tmp_path):
     w = make_worker(tmp_path, vars={"CLEAN_STEP_ROWS": "20000", "CLEAN_BATCH_BYTES": "200000"})
     w.seed(date, 150_000)
     originals = w.rows(date)
-    w.start()
-    try:
+    with running(w):
         w.api("POST", f"/admin/trigger-archive?date={date}")
         st = w.wait_until(date, lambda st: st["phase"] == "cleaning" and st["rows_deleted"] > 0,
                           while_in=("idle", "exporting", "completing", "verifying", "uploaded", "cleaning"))
@@ -76,23 +71,18 @@ def test_a_reset_during_cleaning_loses_nothing(tmp_path):
         for rid, want in originals.items():
             assert rid in in_d1 or all(by_id[rid][c] == want[c] for c in COLUMNS), rid
         # The rest goes to generation 2, and then the date is empty.
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        st = w.wait_for(date, {"cleaned", "failed"})
+        st = w.archive(date, until={"cleaned", "failed"})
         assert (st["phase"], st["generation"], st["rows_pending"]) == ("cleaned", 2, 0), st
         assert w.count(date) == 0
         archived_everything(w, date, originals)
-    finally:
-        w.stop()
 
 
 def test_a_damaged_object_deletes_nothing_and_says_what_to_do(tmp_path):
     date = day(22)
     w = make_worker(tmp_path, vars={"AUTO_CLEANUP": "false"})
     w.seed(date, 30_000)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        st = w.wait_for(date, {"uploaded"})
+    with running(w):
+        st = w.archive(date, until={"uploaded"})
         key = st["object_key"]
         path = tmp_path / "object.gz"
         w.wrangler("r2", "object", "get", f"traffic-archive/{key}", "--local", "--persist-to", str(w.persist), "--file", str(path))
@@ -108,29 +98,21 @@ def test_a_damaged_object_deletes_nothing_and_says_what_to_do(tmp_path):
         assert w.count(date) >= 30_000 - st["rows_deleted"]
         code, health = w.api("GET", "/admin/health")
         assert code == 503 and any(date in r for r in health["reasons"])
-    finally:
-        w.stop()
 
 
 def test_test_hooks_need_test_hooks_and_health_reports_them(tmp_path):
     w = make_worker(tmp_path, vars={"FAULT_INJECT": ""})
-    w.start()
-    try:
+    with running(w):
         req = w.request("POST", "/admin/test/sql")
         assert req[0] == 404, req
         code, health = w.api("GET", "/admin/health")
         assert health["test_hooks"] is False
-    finally:
-        w.stop()
     w = make_worker(tmp_path, vars={"FAULT_INJECT": "", "TEST_HOOKS": "1"})
-    w.start()
-    try:
+    with running(w):
         assert w.sql("CREATE TABLE probe (x)") == 0
         code, health = w.api("GET", "/admin/health")
         assert code == 503 and health["test_hooks"] is True
         assert any("TEST_HOOKS" in r for r in health["reasons"])
-    finally:
-        w.stop()
 
 
 def test_dates_waiting_on_an_operator_take_no_slot(tmp_path):
@@ -138,8 +120,7 @@ def test_dates_waiting_on_an_operator_take_no_slot(tmp_path):
     dates = [day(30), day(29), day(28)]
     for d in dates:
         w.seed(d, 2_000)
-    w.start()
-    try:
+    with running(w):
         for waiting, d in enumerate(dates):
             w.cron()
             st = w.wait_for(d, {"uploaded"})
@@ -148,5 +129,3 @@ def test_dates_waiting_on_an_operator_take_no_slot(tmp_path):
                 assert w.status(later)["phase"] == "idle"
         # All three wait on an operator; none took the only slot from the others.
         assert [w.status(d)["phase"] for d in dates] == ["uploaded"] * 3
-    finally:
-        w.stop()

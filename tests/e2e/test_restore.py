@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 
-from conftest import day, make_worker
+from conftest import day, make_worker, running
 from localworker import COLUMNS, single_member_gunzip
 
 HOSTILE = ("INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, "
@@ -36,10 +36,8 @@ def test_restore_is_exact_and_archiving_it_again_gives_the_same_bytes(tmp_path):
     a.seed(date, 50_000)
     a.execute(HOSTILE.format(d=date))
     before = snapshot(a, date)
-    a.start()
-    try:
-        a.api("POST", f"/admin/trigger-archive?date={date}")
-        st = a.wait_for(date, {"cleaned", "failed"})
+    with running(a):
+        st = a.archive(date, until={"cleaned", "failed"})
         assert st["phase"] == "cleaned", st
         first = single_member_gunzip(object_bytes(a, date, 1))
         code, body = a.api("POST", f"/admin/restore?date={date}")
@@ -52,8 +50,6 @@ def test_restore_is_exact_and_archiving_it_again_gives_the_same_bytes(tmp_path):
         assert a.metadata(date)["status"] == "restored" and a.metadata(date)["rows_restored"] == 50_005
         code, body = a.api("POST", f"/admin/trigger-archive?date={date}")
         assert code == 409 and "release" in body["message"], body
-    finally:
-        a.stop()
     # A second Worker, fresh: the restored rows go in, are archived, and the JSONL is the same.
     b = make_worker(tmp_path / "b")
     src = sqlite3.connect(a.sqlite_file())
@@ -64,23 +60,18 @@ def test_restore_is_exact_and_archiving_it_again_gives_the_same_bytes(tmp_path):
     dst.commit()
     src.close()
     dst.close()
-    b.start()
-    try:
+    with running(b):
         b.api("POST", f"/admin/trigger-archive?date={date}")
         assert b.wait_for(date, {"cleaned", "failed"})["phase"] == "cleaned"
         assert single_member_gunzip(object_bytes(b, date, 1)) == first
-    finally:
-        b.stop()
 
 
 def test_hold_release_and_refusals_during_a_restore(tmp_path):
     date = day(41)
     w = make_worker(tmp_path, vars={"CLEAN_STEP_ROWS": "10000"})
     w.seed(date, 40_000)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        w.wait_for(date, {"cleaned"})
+    with running(w):
+        w.archive(date, until={"cleaned"})
         until = (dt.date.fromisoformat(day(0)) + dt.timedelta(days=2)).isoformat()
         code, body = w.api("POST", f"/admin/restore?date={date}&generation=1&hold_until={until}")
         assert code == 202, body
@@ -102,8 +93,6 @@ def test_hold_release_and_refusals_during_a_restore(tmp_path):
         assert [g["generation"] for g in st["generations"]] == [1], "no new generation, no second copy"
         code, body = w.api("POST", f"/admin/restore?date={date}&generation=7")
         assert code == 404, body
-    finally:
-        w.stop()
 
 
 def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
@@ -111,10 +100,8 @@ def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
     w = make_worker(tmp_path, vars={"PIECE_BYTES": "262144"})
     w.seed(date, 200_000)
     rows = w.rows(date)
-    w.start()
-    try:
-        w.api("POST", f"/admin/trigger-archive?date={date}")
-        w.wait_for(date, {"cleaned"})
+    with running(w):
+        w.archive(date, until={"cleaned"})
         start = int(dt.datetime.fromisoformat(date + "T14:00:00+00:00").timestamp() * 1000)
         end = start + 5 * 60_000
         want = {r for r, v in rows.items() if start <= v["timestamp"] < end}
@@ -134,5 +121,3 @@ def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
         assert ids == sorted(r for r in rows if r <= min(want))
         code, body = w.api("GET", f"/admin/events?date={date}&from=noon")
         assert code == 400 and "RFC 3339" in body["message"], body
-    finally:
-        w.stop()

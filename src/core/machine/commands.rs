@@ -15,7 +15,9 @@ use thiserror::Error;
 
 use crate::core::config::Config;
 use crate::core::date::object_key;
-use crate::core::state::{CleanState, Export, Failure, Finished, Garbage, Phase, Purpose, Record, Restore, Upload, Work};
+use crate::core::state::{
+    CleanState, Export, Failure, Finished, Garbage, Phase, Purpose, Record, Restore, Upload, Work,
+};
 use crate::core::status::iso;
 
 use super::{settle, start_pass, Transition};
@@ -349,7 +351,13 @@ fn unfinished_object(key: &str) -> Vec<Garbage> {
     ]
 }
 
-fn restore(mut rec: Record, generation: Option<u32>, hold_until_ms: Option<i64>, now_ms: i64, cfg: &Config) -> Planning {
+fn restore(
+    mut rec: Record,
+    generation: Option<u32>,
+    hold_until_ms: Option<i64>,
+    now_ms: i64,
+    cfg: &Config,
+) -> Planning {
     let date = rec.date.clone();
     match &rec.phase {
         Phase::Idle | Phase::Cleaned { .. } => {}

@@ -161,7 +161,13 @@ impl ExportJob {
     /// The next step of `ex`, resuming from `carry` (the output the last step kept).
     ///
     /// With `skip_empty`, a scan that finds no row at all writes no object.
-    pub fn new(date: &str, ex: &Export, carry: Vec<u8>, limits: Limits, skip_empty: bool) -> Result<ExportJob, StepError> {
+    pub fn new(
+        date: &str,
+        ex: &Export,
+        carry: Vec<u8>,
+        limits: Limits,
+        skip_empty: bool,
+    ) -> Result<ExportJob, StepError> {
         if carry.len() as u64 != ex.carry_len {
             return Err(StepError::CarryLost {
                 expected: ex.carry_len,
@@ -295,8 +301,13 @@ impl ExportJob {
     /// What the step did; the carry is what stays for the next step.
     pub fn finish(mut self) -> Exported {
         let stream = self.writer.pos();
-        let carry = if self.scan_done { Vec::new() } else { self.writer.take_all() };
-        self.io.note_buffer(self.writer.peak_buffer() + self.lines.capacity() + self.wire.capacity());
+        let carry = if self.scan_done {
+            Vec::new()
+        } else {
+            self.writer.take_all()
+        };
+        self.io
+            .note_buffer(self.writer.peak_buffer() + self.lines.capacity() + self.wire.capacity());
         Exported {
             cursor: self.cursor,
             rows: self.rows,
@@ -357,7 +368,10 @@ impl ExportJob {
                 .page_limit(self.row_bytes, Some(self.limit), self.limits.step_rows - self.rows);
             sql::export_page(&self.date, &self.cursor, self.limit)
         });
-        self.stage = Stage::Write { next, prefetched: false };
+        self.stage = Stage::Write {
+            next,
+            prefetched: false,
+        };
         Ok(())
     }
 

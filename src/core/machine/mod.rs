@@ -29,7 +29,7 @@ mod readback;
 pub use commands::{handle_command, Command, Decision, Refusal, RefusalKind, Reply};
 pub use complete::CompleteJob;
 pub use export::{ExportJob, Exported, Limits, StepUpload};
-pub use readback::{Kind, PassJob, PassStart, Passed, Source, VerifyJob, Verified, CONFLICT_IDS_KEPT};
+pub use readback::{Kind, PassJob, PassStart, Passed, Source, Verified, VerifyJob, CONFLICT_IDS_KEPT};
 
 use crate::core::config::{Config, R2_MAX_PARTS};
 use crate::core::date::{index_key, object_key};
@@ -66,7 +66,10 @@ pub enum Step {
     /// Writes the metadata a failed write left stale.
     Metadata(Option<Vec<Statement>>),
     /// Removes from R2 what the record dropped (its garbage), one call at a time.
-    Collect { effects: Vec<Effect>, next: usize },
+    Collect {
+        effects: Vec<Effect>,
+        next: usize,
+    },
 }
 
 impl Step {
@@ -213,7 +216,8 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
         Phase::Working(Work::Exporting(ex)) => {
             // A later generation that finds no row makes no object.
             let skip_empty = ex.rows == 0 && !rec.generations.is_empty();
-            ExportJob::new(&rec.date, ex, carry, Limits::from_config(cfg), skip_empty).map(|j| Step::Export(Box::new(j)))
+            ExportJob::new(&rec.date, ex, carry, Limits::from_config(cfg), skip_empty)
+                .map(|j| Step::Export(Box::new(j)))
         }
         Phase::Working(Work::Completing(w)) => Ok(Step::Complete(complete_job(&rec.date, w))),
         Phase::Working(Work::Verifying(v)) => {
@@ -224,12 +228,26 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
         Phase::Uploaded { generation } if cfg.auto_cleanup => {
             let g = *generation;
             let names = ("uploaded", "start-clean");
-            return Alarm::Advance(Box::new(start_pass(rec.clone(), Purpose::Clean, vec![g], now_ms, cfg, names)));
+            return Alarm::Advance(Box::new(start_pass(
+                rec.clone(),
+                Purpose::Clean,
+                vec![g],
+                now_ms,
+                cfg,
+                names,
+            )));
         }
         Phase::Restored(hold) if now_ms >= hold.until_ms => {
             let gens = hold.generations.clone();
             let names = ("restored", "hold-ended");
-            return Alarm::Advance(Box::new(start_pass(rec.clone(), Purpose::Release, gens, now_ms, cfg, names)));
+            return Alarm::Advance(Box::new(start_pass(
+                rec.clone(),
+                Purpose::Release,
+                gens,
+                now_ms,
+                cfg,
+                names,
+            )));
         }
         Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) | Phase::Failed(_) => {
             return Alarm::Sleep
@@ -243,7 +261,12 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
                 now_ms,
                 ..StepReport::default()
             };
-            Alarm::Advance(Box::new(handle_outcome(rec.clone(), Outcome::Failed(e, None), report, cfg)))
+            Alarm::Advance(Box::new(handle_outcome(
+                rec.clone(),
+                Outcome::Failed(e, None),
+                report,
+                cfg,
+            )))
         }
     }
 }
@@ -383,8 +406,12 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             ("verify", 0)
         }
         Outcome::Passed(p) => {
-            let (action, rows) = fold_pass(&mut rec, &p, now);
-            (action, rows)
+            let tally = match &rec.phase {
+                Phase::Working(Work::Restoring(_)) => Tally::Restore,
+                _ => Tally::Clean,
+            };
+            note_io(&mut rec, &p.io, tally);
+            fold_pass(&mut rec, &p, now)
         }
         Outcome::MetadataWritten => {
             // The commit of this transition writes the metadata; the step only brought it here.
@@ -407,6 +434,8 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
     t.carry = carry;
     t.log.rows = rows;
     t.log.duration_ms = (now - report.started_ms).max(0) as u64;
+    t.log.wasm_memory_bytes = report.memory_bytes;
+    t.log.busy_ms = report.busy_ms;
     t
 }
 
@@ -427,7 +456,13 @@ fn finish_failure(
 }
 
 /// The transition to `rec`: its next alarm, its metadata, its log line.
-pub(super) fn settle(mut rec: Record, before: &'static str, action: &'static str, now_ms: i64, cfg: &Config) -> Transition {
+pub(super) fn settle(
+    mut rec: Record,
+    before: &'static str,
+    action: &'static str,
+    now_ms: i64,
+    cfg: &Config,
+) -> Transition {
     // Saved as pending until its metadata rows are written (see `handle_metadata_written`): if
     // the process dies between the save and the write, the alarm this keeps due writes them.
     rec.metadata_stale = true;
@@ -476,7 +511,12 @@ fn fold_export(rec: &mut Record, e: Exported, carry_len: u64, now_ms: i64) -> Re
         StepUpload::Multipart { upload_id, new_parts } => {
             match &mut ex.upload {
                 Upload::Multipart { parts, .. } => parts.extend(new_parts),
-                Upload::NotStarted => ex.upload = Upload::Multipart { upload_id, parts: new_parts },
+                Upload::NotStarted => {
+                    ex.upload = Upload::Multipart {
+                        upload_id,
+                        parts: new_parts,
+                    }
+                }
             }
             false
         }
@@ -626,15 +666,20 @@ fn finish_cleaning(rec: &mut Record, rows_pending: u64, now_ms: i64) {
     rec.phase = Phase::Cleaned { rows_pending };
 }
 
+/// Which reads a step's D1 rows count as.
 #[derive(Clone, Copy)]
 enum Tally {
     Export,
+    Clean,
+    Restore,
     None,
 }
 
 fn note_io(rec: &mut Record, io: &IoStats, tally: Tally) {
     match tally {
         Tally::Export => rec.stats.export_rows_read += io.rows_read,
+        Tally::Clean => rec.stats.clean_rows_read += io.rows_read,
+        Tally::Restore => rec.stats.restore_rows_read += io.rows_read,
         Tally::None => {}
     }
     rec.stats.rows_written += io.rows_written;
@@ -770,7 +815,9 @@ fn refs_of(rec: &Record) -> Vec<Garbage> {
     }
     for g in &rec.generations {
         refs.push(Garbage::Delete { key: g.key.clone() });
-        refs.push(Garbage::Delete { key: g.index_key.clone() });
+        refs.push(Garbage::Delete {
+            key: g.index_key.clone(),
+        });
     }
     refs.extend(rec.garbage.iter().cloned());
     refs
@@ -788,6 +835,8 @@ pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Re
 pub fn handle_metadata_failure(mut rec: Record, error: String, now_ms: i64, cfg: &Config) -> Transition {
     let before = rec.phase.name();
     rec.metadata_stale = true;
-    rec.last_error = Some(format!("writing archive_metadata failed: {error}; it is written again by the next step"));
+    rec.last_error = Some(format!(
+        "writing archive_metadata failed: {error}; it is written again by the next step"
+    ));
     settle(rec, before, "metadata", now_ms, cfg)
 }

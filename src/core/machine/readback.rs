@@ -64,6 +64,7 @@ impl VerifyJob {
     /// over `raw_len` bytes; reads at most about `budget` raw bytes.
     pub fn new(archive: &Generation, next: usize, crc: u32, raw_len: u64, budget: u64) -> Result<VerifyJob, StepError> {
         check_contiguous(archive)?;
+        let largest = archive.pieces.iter().map(|p| p.raw_len as usize + 1).max().unwrap_or(0);
         Ok(VerifyJob {
             archive: archive.clone(),
             next,
@@ -71,8 +72,12 @@ impl VerifyJob {
             raw_len,
             budget,
             spent: 0,
-            stage: if next == 0 { VerifyStage::Header } else { VerifyStage::Pieces },
-            buf: Vec::new(),
+            stage: if next == 0 {
+                VerifyStage::Header
+            } else {
+                VerifyStage::Pieces
+            },
+            buf: Vec::with_capacity(largest),
             io: IoStats::default(),
         })
     }
@@ -122,7 +127,10 @@ impl VerifyJob {
                 let crc = self.crc.clone().finalize();
                 check_tail(&bytes, crc, self.raw_len).map_err(|d| self.mismatch(d))?;
                 if self.raw_len != self.archive.raw_bytes {
-                    return Err(self.mismatch(format!("{} bytes of lines, expected {}", self.raw_len, self.archive.raw_bytes)));
+                    return Err(self.mismatch(format!(
+                        "{} bytes of lines, expected {}",
+                        self.raw_len, self.archive.raw_bytes
+                    )));
                 }
                 self.stage = VerifyStage::Done;
                 Ok(())
@@ -135,7 +143,11 @@ impl VerifyJob {
         let p = &self.archive.pieces[self.next];
         let (want, rows, index) = (p.expect(), p.rows, self.next);
         if bytes.len() as u64 != p.len {
-            return Err(self.mismatch(format!("piece {index} read back as {} bytes, the index says {}", bytes.len(), p.len)));
+            return Err(self.mismatch(format!(
+                "piece {index} read back as {} bytes, the index says {}",
+                bytes.len(),
+                p.len
+            )));
         }
         inflate_piece(bytes, want, &mut self.buf).map_err(|d| self.mismatch(format!("piece {index}: {d}")))?;
         let lines = count_lines(&self.buf).map_err(|d| self.mismatch(format!("piece {index}: {d}")))?;
@@ -143,7 +155,8 @@ impl VerifyJob {
             return Err(self.mismatch(format!("piece {index} holds {lines} lines, the index says {rows}")));
         }
         self.io.note_buffer(bytes.len() + self.buf.capacity());
-        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(want.crc32, want.raw_len));
+        self.crc
+            .combine(&crc32fast::Hasher::new_with_initial_len(want.crc32, want.raw_len));
         self.raw_len += want.raw_len;
         self.spent += want.raw_len;
         self.next += 1;
@@ -228,7 +241,11 @@ enum PassStage {
     Tail,
     Read,
     /// Sending the batches of the piece in `buf`; batch `k` starts at `from`.
-    Batches { k: usize, from: usize, to: usize },
+    Batches {
+        k: usize,
+        from: usize,
+        to: usize,
+    },
     Count,
     Done,
 }
@@ -287,6 +304,11 @@ pub struct PassStart {
 
 impl PassJob {
     pub fn new(kind: Kind, date: &str, sources: Vec<Source>, at: PassStart) -> PassJob {
+        let largest = sources
+            .iter()
+            .flat_map(|s| s.pieces.iter().map(|p| p.raw_len as usize + 1))
+            .max()
+            .unwrap_or(0);
         let mut job = PassJob {
             kind,
             date: date.to_string(),
@@ -297,7 +319,7 @@ impl PassJob {
             budget_rows: at.budget_rows,
             now_ms: at.now_ms,
             stage: PassStage::Read,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(largest),
             rows_seen: 0,
             changed: Vec::new(),
             counts: RestoreCounts::default(),
@@ -418,7 +440,10 @@ impl PassJob {
         let s = &self.sources[self.current];
         let advice = self.advice();
         let Some(bytes) = bytes else {
-            return Err(StepError::ArchiveMissing { key: s.key.clone(), advice });
+            return Err(StepError::ArchiveMissing {
+                key: s.key.clone(),
+                advice,
+            });
         };
         self.io.bytes_read += bytes.len() as u64;
         let damaged = |detail: String| StepError::PieceCorrupt {
@@ -466,14 +491,19 @@ impl PassJob {
             advice,
         };
         if bytes.len() as u64 != p.len {
-            return Err(corrupt(format!("read back as {} bytes, the index says {}", bytes.len(), p.len)));
+            return Err(corrupt(format!(
+                "read back as {} bytes, the index says {}",
+                bytes.len(),
+                p.len
+            )));
         }
         inflate_piece(&bytes, p.expect(), &mut self.buf).map_err(corrupt)?;
         let lines = count_lines(&self.buf).map_err(corrupt)?;
         if lines != p.rows {
             return Err(corrupt(format!("{lines} lines, the index says {}", p.rows)));
         }
-        self.io.note_buffer(bytes.len() + self.buf.capacity() + self.batch_bytes);
+        self.io
+            .note_buffer(bytes.len() + self.buf.capacity() + self.batch_bytes);
         self.rows_seen += lines;
         if self.kind == Kind::Restore {
             self.piece_counts.lines = lines;
@@ -502,8 +532,19 @@ impl PassJob {
     }
 
     /// After a restore batch, every line must have an identical row in D1 or be a conflict.
-    fn check_restored(&mut self, k: usize, from: usize, to: usize, inserted: u64, results: &[ResultSet]) -> Result<(), StepError> {
-        let row = results.get(3).and_then(|rs| rs.rows.first()).cloned().unwrap_or_default();
+    fn check_restored(
+        &mut self,
+        k: usize,
+        from: usize,
+        to: usize,
+        inserted: u64,
+        results: &[ResultSet],
+    ) -> Result<(), StepError> {
+        let row = results
+            .get(3)
+            .and_then(|rs| rs.rows.first())
+            .cloned()
+            .unwrap_or_default();
         let (identical, conflicts, ids): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
         if identical + conflicts != lines {
@@ -569,7 +610,10 @@ fn batch_end(buf: &[u8], from: usize, max: usize) -> usize {
     let mut end = from;
     // The array adds a bracket per batch and a comma per line; a newline becomes the comma.
     while end < buf.len() {
-        let next = buf[end..].iter().position(|b| *b == b'\n').map_or(buf.len(), |i| end + i + 1);
+        let next = buf[end..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(buf.len(), |i| end + i + 1);
         if end > from && next - from + 1 > max {
             break;
         }

@@ -103,7 +103,10 @@ impl Database for D1 {
             .and_then(JsValue::dyn_into)
             .map_err(js_err(OP))?;
         let promise: js_sys::Promise = batch.call1(db, &list).and_then(JsValue::dyn_into).map_err(js_err(OP))?;
-        let results: Array = JsFuture::from(promise).await.and_then(JsValue::dyn_into).map_err(js_err(OP))?;
+        let results: Array = JsFuture::from(promise)
+            .await
+            .and_then(JsValue::dyn_into)
+            .map_err(js_err(OP))?;
         results.iter().map(|r| result_set(&r)).collect()
     }
 

@@ -78,7 +78,10 @@ impl Durable for DoStorage {
         if let Some(carry) = carry {
             let chunks: Vec<&[u8]> = carry.chunks(DO_VALUE_CHUNK).collect();
             if chunks.len() + 2 > DO_MAX_KEYS_PER_PUT {
-                return Err(PortError::transient(OP, "carry too large for one atomic put; lower PART_SIZE_BYTES"));
+                return Err(PortError::transient(
+                    OP,
+                    "carry too large for one atomic put; lower PART_SIZE_BYTES",
+                ));
             }
             let _ = Reflect::set(&values, &CARRY_COUNT.into(), &JsValue::from(chunks.len() as u32));
             for (i, chunk) in chunks.iter().enumerate() {
