@@ -1,5 +1,6 @@
-"""scripts/soak's body: 1M-row days, killed with SIGKILL again and again until the kill count is
-reached, each day checked row by row against what D1 held before its run."""
+"""scripts/soak's body. By default: 1M-row days, killed with SIGKILL again and again until the
+kill count is reached, each day checked row by row against what D1 held before its run. With
+--writer or --restore: the soaks of scripts/soak_modes.py."""
 
 import argparse
 import datetime as dt
@@ -12,6 +13,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crashloop import run_with_kills  # noqa: E402
 from localworker import ROOT, LocalWorker  # noqa: E402
+import soak_modes  # noqa: E402
+
+
+def single_day(a, rng) -> int:
+    """One day under --writer or --restore; prints the table for docs/reliability.md."""
+    mode = "writer" if a.writer else "restore"
+    workdir = ROOT / ".wrangler" / f"soak-{mode}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    w = LocalWorker(workdir, token="soak-token", vars={"TEST_HOOKS": "1", "MAX_RUNNING_DATES": "1"})
+    w.migrate()
+    date = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)).isoformat()
+    w.seed(date, a.rows)
+    started = time.time()
+    try:
+        if a.writer:
+            v = soak_modes.writer_soak(w, date, a.kills, rng)
+            ok = v.lost == 0 and v.deleted_unarchived == 0 and len(v.kills) >= min(a.kills, 10)
+            table = soak_modes.report_writer(v, a.rows, time.time() - started)
+        else:
+            r = soak_modes.restore_soak(w, date, a.kills, rng)
+            ok = (r["missing"], r["inserted_twice"], r["altered"], r["conflicts"]) == (0, 0, 0, 0)
+            table = soak_modes.report_restore(r)
+    finally:
+        w.stop()
+    flags = " --writer" if a.writer else " --restore"
+    print(f"\nscripts/soak{flags} --rows {a.rows} --kills {a.kills} --seed {a.seed}: {time.time() - started:.0f} s")
+    print(table)
+    return 0 if ok else 1
 
 
 def main() -> int:
@@ -19,8 +48,12 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--writer", action="store_true", help="one day archived while an app writer inserts, updates and deletes")
+    p.add_argument("--restore", action="store_true", help="one day restored while workerd is killed")
     a = p.parse_args()
     rng = random.Random(a.seed)
+    if a.writer or a.restore:
+        return single_day(a, rng)
     workdir = ROOT / ".wrangler" / "soak"
     shutil.rmtree(workdir, ignore_errors=True)
     w = LocalWorker(workdir, token="soak-token", vars={"MAX_RUNNING_DATES": "1"})

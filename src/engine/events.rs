@@ -61,12 +61,19 @@ pub enum EventsError {
     Damaged { key: String, piece: usize, detail: String },
 }
 
+/// Bytes handed out per chunk of the response: the reader keeps its two buffers (the piece,
+/// its matching lines) and copies out at most this much at a time.
+const CHUNK: usize = 256 * 1024;
+
 /// The pieces to read, and the lines found so far.
 pub struct EventReader {
     window: Window,
     todo: VecDeque<(String, usize, Piece)>,
     sent: u64,
     buf: Vec<u8>,
+    /// Matching lines of the last piece read, handed out from `out_at` on.
+    out: Vec<u8>,
+    out_at: usize,
     /// Compressed bytes read from R2 so far, and in all the objects read from.
     pub bytes_read: u64,
     pub object_bytes: u64,
@@ -91,6 +98,8 @@ impl EventReader {
             todo,
             sent: 0,
             buf: Vec::new(),
+            out: Vec::new(),
+            out_at: 0,
             bytes_read: 0,
         }
     }
@@ -100,19 +109,24 @@ impl EventReader {
         (self.todo.len(), self.todo.iter().map(|(_, _, p)| p.len).sum())
     }
 
-    /// The next run of matching lines (newline-terminated), or `None` at the end.
+    /// The next chunk of matching lines (at most [`CHUNK`] bytes), or `None` at the end.
     pub async fn next<O: ObjectStore>(&mut self, r2: &O) -> Result<Option<Vec<u8>>, EventsError> {
-        while self.window.limit.is_none_or(|l| self.sent < l) {
+        loop {
+            if self.out_at < self.out.len() {
+                let end = (self.out_at + CHUNK).min(self.out.len());
+                let chunk = self.out[self.out_at..end].to_vec();
+                self.out_at = end;
+                return Ok(Some(chunk));
+            }
+            if self.window.limit.is_some_and(|l| self.sent >= l) {
+                return Ok(None);
+            }
             let Some((key, index, piece)) = self.todo.pop_front() else {
                 return Ok(None);
             };
             self.read(r2, &key, index, &piece).await?;
-            let out = self.take_lines();
-            if !out.is_empty() {
-                return Ok(Some(out));
-            }
+            self.take_lines();
         }
-        Ok(None)
     }
 
     async fn read<O: ObjectStore>(&mut self, r2: &O, key: &str, index: usize, p: &Piece) -> Result<(), EventsError> {
@@ -138,27 +152,29 @@ impl EventReader {
         }
     }
 
-    /// The wanted lines of the piece in `buf`, up to the limit.
-    fn take_lines(&mut self) -> Vec<u8> {
+    /// The wanted lines of the piece in `buf`, up to the limit, into `out` (both buffers keep
+    /// their memory from piece to piece).
+    fn take_lines(&mut self) {
         let left = self.window.limit.map_or(u64::MAX, |l| l - self.sent);
+        self.out.clear();
+        self.out_at = 0;
         let all = out_lines(&self.buf);
         if !self.window.filters() && all <= left {
             self.sent += all;
-            return std::mem::take(&mut self.buf);
+            std::mem::swap(&mut self.buf, &mut self.out);
+            return;
         }
-        let mut out = Vec::new();
         let mut n = 0;
         for line in self.buf.split_inclusive(|b| *b == b'\n') {
             if n >= left {
                 break;
             }
             if self.window.wants(line) {
-                out.extend_from_slice(line);
+                self.out.extend_from_slice(line);
                 n += 1;
             }
         }
         self.sent += n;
-        out
     }
 }
 

@@ -1,0 +1,114 @@
+"""The operator console in a real headless Chromium (Debian's, driven by Playwright), against the
+real Worker on local workerd: a wrong token refused, log in, archive and clean a date, follow it
+to cleaned, trigger and reset a date, see a failed date's advice, a phone-width screen."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import day, make_worker, running
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+DONE, BIG, BROKEN = day(30), day(31), day(32)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    w = make_worker(tmp_path_factory.mktemp("console"), vars={"AUTO_CLEANUP": "false", "STEP_ROWS": "5000"},
+                    seed={DONE: 20_000, BIG: 200_000, BROKEN: 20_000})
+    with running(w):
+        yield w
+
+
+@pytest.fixture(scope="module")
+def page(worker, tmp_path_factory):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(f"http://127.0.0.1:{worker.port}/admin/")
+        yield pg
+        browser.close()
+
+
+def row(page, date):
+    return page.locator(f'tr[data-date="{date}"]')
+
+
+def act(page, date, action):
+    row(page, date).locator(f'button[data-action="{action}"]').click()
+    page.locator("#confirmOk").click()
+
+
+def test_a_wrong_token_is_refused(page):
+    page.fill("#token", "not-the-token")
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#loginError:has-text('401')")
+    assert page.locator("#app").is_hidden()
+
+
+def test_log_in_and_see_every_date_and_health(page, worker):
+    page.fill("#token", worker.token)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector(f'tr[data-date="{DONE}"]')
+    for d in (DONE, BIG, BROKEN):
+        assert row(page, d).get_attribute("data-phase") == "pending"
+    assert "D1 still holds rows" in page.locator("#health").inner_text()
+
+
+def test_archive_and_clean_a_date_and_watch_it_reach_cleaned(page, worker):
+    act(page, DONE, "trigger")
+    page.wait_for_selector(f'tr[data-date="{DONE}"][data-phase="uploaded"]')
+    act(page, DONE, "cleanup")
+    page.wait_for_selector(f'tr[data-date="{DONE}"][data-phase="cleaned"]')
+    text = row(page, DONE).inner_text()
+    assert "20,000 archived" in text and "0 still in D1" in text and "#1" in text
+    assert worker.count(DONE) == 0
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "console.png"), full_page=True)
+
+
+def test_trigger_and_reset_a_date(page, worker):
+    act(page, BIG, "trigger")
+    page.wait_for_selector(f'tr[data-date="{BIG}"][data-phase="exporting"]')
+    assert row(page, BIG).locator(".bar").count() >= 1
+    act(page, BIG, "reset")
+    page.wait_for_selector("#toast:has-text('was_reset')")
+    page.wait_for_selector(f'tr[data-date="{BIG}"][data-phase="idle"]')
+    assert worker.count(BIG) == 200_000
+
+
+def test_a_failed_date_shows_its_advice_and_refusals_show_the_message(page, worker, tmp_path):
+    act(page, BROKEN, "trigger")
+    page.wait_for_selector(f'tr[data-date="{BROKEN}"][data-phase="uploaded"]')
+    key = worker.status(BROKEN)["object_key"]
+    obj = tmp_path / "o.gz"
+    worker.wrangler("r2", "object", "get", f"traffic-archive/{key}", "--local", "--persist-to", str(worker.persist), "--file", str(obj))
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 1
+    obj.write_bytes(bytes(data))
+    worker.wrangler("r2", "object", "put", f"traffic-archive/{key}", "--local", "--persist-to", str(worker.persist), "--file", str(obj))
+    act(page, BROKEN, "cleanup")
+    page.wait_for_selector(f'tr[data-date="{BROKEN}"][data-phase="failed"]')
+    err = row(page, BROKEN).locator(".err").inner_text()
+    assert "does not match its index" in err and "POST /admin/reset" in err
+    # A refused action shows the API's message.
+    act(page, DONE, "release")
+    page.wait_for_selector("#toast:has-text('no restored rows')")
+
+
+def test_phone_width(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    page.wait_for_selector(f'tr[data-date="{DONE}"]')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    assert row(page, DONE).locator('button[data-action="trigger"]').is_visible()
