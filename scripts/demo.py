@@ -42,6 +42,7 @@ def main() -> int:
     print(f"==> seeded {a.count:,} events for {a.date} in {time.time() - t:.1f} s")
     w.start()
     print(f"==> Worker running on http://127.0.0.1:{w.port} (wrangler dev, local workerd)")
+    print(f"==> operator console: http://127.0.0.1:{w.port}/admin/   token: {token}")
     try:
         print("==> firing the daily cron (GET /cdn-cgi/handler/scheduled)")
         started = time.time()
@@ -50,9 +51,13 @@ def main() -> int:
         while True:
             st = w.status(a.date)
             phase = st["phase"]
-            done = st["rows_deleted"] if phase in ("cleaning", "cleaned") else st["rows_exported"]
-            label = "cleaning " if phase in ("cleaning", "cleaned") else "exporting"
-            print(f"\r    {label} {bar(done, a.count)} {done:>10,} rows  phase={phase:<10} steps={st['stats']['steps']:<4}", end="", flush=True)
+            if phase in ("cleaning", "cleaned"):
+                label, done, total, unit = "cleaning ", st["rows_deleted"], a.count, "rows"
+            elif phase == "verifying":
+                label, done, total, unit = "verifying", st["pieces_verified"], st["pieces"], "pieces"
+            else:
+                label, done, total, unit = "exporting", st["rows_exported"], a.count, "rows"
+            print(f"\r    {label} {bar(done, total)} {done:>10,} {unit:<6} phase={phase:<10} steps={st['stats']['steps']:<4}", end="", flush=True)
             if phase in ("cleaned", "failed"):
                 break
             time.sleep(0.2)
@@ -86,7 +91,7 @@ def main() -> int:
         print(f"    duckdb -c \"SELECT status, count(*) FROM read_json('{out.name}') GROUP BY 1 ORDER BY 2 DESC\"")
         print(f"    curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{w.port}/admin/archive-status?date={a.date}'   (with --keep)")
         if a.keep:
-            print(f"==> Worker left running on http://127.0.0.1:{w.port}; Ctrl-C to stop")
+            print(f"==> Worker left running; console http://127.0.0.1:{w.port}/admin/ (token {token}); Ctrl-C to stop")
             while True:
                 time.sleep(3600)
         return 0
