@@ -5,18 +5,18 @@
 -- from here when it is removed from R2).
 --   SELECT key, state, rows, bytes FROM archive_objects WHERE date = '2026-11-20';
 CREATE TABLE IF NOT EXISTS archive_objects (
-    key                TEXT PRIMARY KEY,          -- R2 key of the .jsonl.gz object
+    key                TEXT PRIMARY KEY,          -- R2 key of the object (.jsonl.gz or .parquet)
     date               TEXT NOT NULL,             -- YYYY-MM-DD
     generation         INTEGER NOT NULL,
-    format             TEXT NOT NULL,             -- 'jsonl.gz'
+    format             TEXT NOT NULL,             -- 'jsonl.gz', or 'parquet' (PARQUET=true: one file per export step)
     state              TEXT NOT NULL,             -- verifying | verified | cleaning | cleaned | partly_cleaned
     rows               INTEGER NOT NULL,
     bytes              INTEGER NOT NULL,
     uncompressed_bytes INTEGER NOT NULL,
-    checksum_crc32     TEXT NOT NULL,             -- CRC-32 of the uncompressed JSONL (the gzip trailer's), hex
+    checksum_crc32     TEXT NOT NULL,             -- CRC-32 of the uncompressed JSONL (the gzip trailer's), hex; parquet: of the file
     parts              INTEGER NOT NULL,
-    pieces             INTEGER NOT NULL,          -- entries of the seek index
-    index_key          TEXT NOT NULL,             -- R2 key of the sidecar seek index (NNNN.index.json)
+    pieces             INTEGER NOT NULL,          -- entries of the seek index (parquet: row groups)
+    index_key          TEXT NOT NULL,             -- R2 key of the sidecar seek index (NNNN.index.json); '' for parquet
     rows_deleted       INTEGER NOT NULL DEFAULT 0,-- rows deleted from D1 against this object's lines
     created_at         INTEGER,                   -- unix ms: the object was completed
     verified_at        INTEGER,                   -- unix ms: read back and checked piece by piece

@@ -4,7 +4,9 @@
 2. the naive baseline (sizes up to --naive-max): a fresh Worker, LIMIT/OFFSET, all in memory;
 3. ours: a fresh Worker, the real archive run to Cleaned (export, read-back verification,
    cleaning), measured from its own status; then windows of the day read in place (1 min,
-   5 min, 1 h, the whole day); then a restore of the day, measured the same way.
+   5 min, 1 h, the whole day); then a restore of the day, measured the same way;
+4. before ours, the same export with PARQUET=true in a fresh Worker (export time, memory, bytes
+   per row), DuckDB over its Parquet files against the .jsonl.gz, then a reset.
 """
 
 import argparse
@@ -143,6 +145,67 @@ def restore_run(w: LocalWorker, date: str, rows: int) -> dict:
             "restore_rows_read": s["restore_rows_read"]}
 
 
+def run_parquet_on(workdir: Path, date: str, rows: int, token: str) -> dict:
+    """The export with PARQUET=true, on the same D1 state as ours (a fresh Worker, its own
+    memory figure), DuckDB over what it wrote; then a reset (nothing was deleted, the rows stay
+    for our run)."""
+    w = LocalWorker(workdir, token=token, vars={"PARQUET": "true", "AUTO_CLEANUP": "false"})
+    w.start()
+    try:
+        st = w.archive(date, until={"uploaded", "failed"})
+        assert st["phase"] == "uploaded" and st["rows_exported"] == rows, st
+        s, files = st["stats"], st["generations"][-1]["parquet"]
+        assert sum(f["rows"] for f in files) == rows
+        out = {"export_s": secs(s["export_started_ms"], s["exported_at_ms"]), "peak_wasm": st["peak_wasm_memory_bytes"],
+               "bytes": st["bytes_uploaded"], "parquet_files": len(files), "parquet_bytes": sum(f["bytes"] for f in files)}
+        lake = workdir / "lake"
+        out["duckdb"] = duckdb_queries(*download_day(w, date, lake), date)
+        shutil.rmtree(lake, ignore_errors=True)
+        code, body = w.api("POST", f"/admin/reset?date={date}")
+        assert code == 200 and w.count(date) == rows, body
+        return out
+    finally:
+        w.stop()
+
+
+def download_day(w: LocalWorker, date: str, folder: Path) -> tuple:
+    """The day's JSONL object and Parquet files as a hive folder (`event_date=D/`) on disk."""
+    day = folder / f"event_date={date}"
+    day.mkdir(parents=True, exist_ok=True)
+    code, _, blob = w.request("GET", f"/admin/archive?date={date}")
+    assert code == 200
+    (day / "0001.jsonl.gz").write_bytes(blob)
+    for f, data in w.parquet_files(date):
+        (day / f["key"].rsplit("/", 1)[1]).write_bytes(data)
+    return day / "0001.jsonl.gz", f"{folder}/*/*.parquet"
+
+
+def duckdb_queries(jsonl: Path, parquet_glob: str, date: str) -> dict:
+    """Two questions a person asks of a day, on DuckDB: best of 3 over the .jsonl.gz, and over
+    the Parquet files; the answers must agree."""
+    import duckdb
+
+    start = int(dt.datetime.fromisoformat(date + "T14:00:00+00:00").timestamp() * 1000)
+    sources = {"jsonl": f"read_json('{jsonl}', format = 'newline_delimited')",
+               "parquet": f"read_parquet('{parquet_glob}', hive_partitioning = true)"}
+    queries = {"errors by path": "SELECT path, count(*) FROM {src} WHERE status >= 500 GROUP BY 1 ORDER BY 1",
+               "one hour": f"SELECT count(*), sum(response_time) FROM {{src}} WHERE timestamp >= {start} AND timestamp < {start + 3_600_000}"}
+    out = {}
+    con = duckdb.connect()
+    for name, q in queries.items():
+        answers, times = {}, {}
+        for fmt, src in sources.items():
+            best = float("inf")
+            for _ in range(3):
+                t = time.time()
+                answers[fmt] = con.sql(q.format(src=src)).fetchall()
+                best = min(best, time.time() - t)
+            times[fmt] = best
+        assert answers["jsonl"][0][0] == answers["parquet"][0][0] and len(answers["jsonl"]) == len(answers["parquet"]), (name, answers)
+        out[name] = times
+    return out
+
+
 def run_ours(workdir: Path, date: str, rows: int, token: str) -> dict:
     w = LocalWorker(workdir, token=token)
     w.start()
@@ -191,7 +254,10 @@ def main() -> int:
         naive = run_naive(base, date, token) if n <= a.naive_max else None
         if naive:
             print(f"[{n:,}] naive: {json.dumps(naive)}", flush=True)
+        on = run_parquet_on(base, date, n, token)
+        print(f"[{n:,}] PARQUET=true: {json.dumps(on)}", flush=True)
         ours = run_ours(base, date, n, token)
+        ours["parquet_on"] = on
         untouched = all(seeder.count(o) == 10_000 for o in others)
         print(f"[{n:,}] ours: {json.dumps(ours)}", flush=True)
         results[n] = {"floor": fl, "naive": naive, "ours": ours, "others_untouched": untouched}
@@ -256,6 +322,19 @@ def report(results: dict, sizes: list, a) -> str:
                     if first else "| | | | | ")
             first = False
             out.append(lead + f"| {label} | {wnd['lines']:,} | {wnd['read']:,} of {wnd['total']:,} | {wnd['read'] / wnd['total']:.2%} | {wnd['first_byte_ms']:.0f} ms |")
+    out += ["", "## Parquet beside the JSONL (an export with PARQUET=true against ours, PARQUET=false, same D1 state)", "",
+            "| rows | export, PARQUET=false | export, PARQUET=true | ratio | peak wasm memory off → on | files | Parquet bytes/row | .jsonl.gz bytes/row | Parquet / .jsonl.gz | DuckDB errors by path: .jsonl.gz → Parquet | speed-up | DuckDB one hour: .jsonl.gz → Parquet | speed-up |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        off = results[n]["ours"]
+        o = off["parquet_on"]
+        q = o["duckdb"]
+        e, h = q["errors by path"], q["one hour"]
+        out.append(
+            f"| {n:,} | {off['export_s']:.1f} s | {o['export_s']:.1f} s | {o['export_s'] / off['export_s']:.2f}× | "
+            f"{mib(off['peak_wasm'])} → {mib(o['peak_wasm'])} | {o['parquet_files']} | {o['parquet_bytes'] / n:.1f} | {o['bytes'] / n:.1f} | "
+            f"{o['parquet_bytes'] / o['bytes']:.2f}× | {e['jsonl'] * 1000:.0f} → {e['parquet'] * 1000:.0f} ms | {e['jsonl'] / e['parquet']:.0f}× | "
+            f"{h['jsonl'] * 1000:.0f} → {h['parquet'] * 1000:.0f} ms | {h['jsonl'] / h['parquet']:.0f}× |")
     out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     big, small = results[sizes[-1]]["ours"], results[sizes[0]]["ours"]
     checks = []
@@ -284,6 +363,20 @@ def report(results: dict, sizes: list, a) -> str:
         wnd = results[5_000_000]["ours"]["windows"]["5 min"]
         checks.append(("a 5-minute window of a 5M-row day reads ≤ 1% of the object", f"{wnd['read'] / wnd['total']:.2%}", wnd["read"] <= wnd["total"] / 100))
         checks.append(("… and its first byte comes in ≤ 300 ms", f"{wnd['first_byte_ms']:.0f} ms", wnd["first_byte_ms"] <= 300))
+    pq = {n: results[n]["ours"]["parquet_on"] for n in sizes}
+    worst_pq = max(pq[n]["parquet_bytes"] / pq[n]["bytes"] for n in sizes)
+    checks.append(("Parquet bytes ≤ 0.6 × the .jsonl.gz of the same day", f"{worst_pq:.2f}× (worst size)", worst_pq <= 0.6))
+    checks.append((f"peak wasm memory with Parquet on at {sizes[-1]:,} rows ≤ 24 MiB, flat from {sizes[0]:,} (within 10%)",
+                   f"{mib(pq[sizes[-1]]['peak_wasm'])} vs {mib(pq[sizes[0]]['peak_wasm'])}",
+                   pq[sizes[-1]]["peak_wasm"] <= 24 * MIB and pq[sizes[-1]]["peak_wasm"] <= 1.10 * pq[sizes[0]]["peak_wasm"]))
+    if 1_000_000 in results:
+        o, on = results[1_000_000]["ours"], pq[1_000_000]
+        with_pq = on["export_s"] + o["verify_s"] + o["clean_s"]
+        checks.append(("1M rows with Parquet on: export (Parquet) + verify + clean ≤ 20 s", f"{with_pq:.1f} s", with_pq <= 20))
+    q = pq[sizes[-1]]["duckdb"]
+    worst_q = min(t["jsonl"] / t["parquet"] for t in q.values())
+    checks.append((f"DuckDB on Parquet ≥ 10× faster than on .jsonl.gz ({sizes[-1]:,} rows, both queries)",
+                   ", ".join(f"{k} {t['jsonl'] / t['parquet']:.0f}×" for k, t in q.items()), worst_q >= 10))
     for name, got, ok in checks:
         out.append(f"| {name} | {got} | {'pass' if ok else '**miss**'} |")
     out.append("")

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from localworker import COLUMNS, LocalWorker
+from localworker import COLUMNS, LocalWorker, parquet_lines
 
 # A kill lands in each of these in turn: the export, the read-back verification, and the
 # cleaning. (`verifying` is short: the kill comes as soon as it is seen.)
@@ -53,6 +53,28 @@ class Outcome:
     duplicated: int = 0
     altered: int = 0
     left_in_d1: int = 0
+    # Parquet (PARQUET=true): rows of the listed files that differ from the JSONL's or are
+    # missing, rows listed twice, and .parquet objects in R2 that no status lists.
+    parquet_mismatched: int = 0
+    parquet_duplicated: int = 0
+    parquet_unlisted: int = 0
+
+
+def parquet_check(w: LocalWorker, date: str, archived: dict, out: Outcome) -> None:
+    """Compares every listed Parquet file's rows with the JSONL's (by id), and, with test hooks
+    on, R2's .parquet keys with the listed ones: no torn or duplicate file may be listed."""
+    seen = {}
+    files = w.parquet_files(date)
+    if not files and w.vars.get("PARQUET") != "true":
+        return
+    for _, data in files:
+        for row in parquet_lines(data):
+            out.parquet_duplicated += row["id"] in seen
+            seen[row["id"]] = row_digest(row[c] for c in COLUMNS)
+    out.parquet_mismatched = sum(1 for k, d in archived.items() if seen.get(k) != d) + len(seen.keys() - archived.keys())
+    if w.vars.get("TEST_HOOKS"):
+        in_r2 = {k for k in w.keys(f"traffic_events/event_date={date}/") if k.endswith(".parquet")}
+        out.parquet_unlisted = len(in_r2 - {f["key"] for f, _ in files})
 
 
 def kill_during(w: LocalWorker, date: str, target: str, rng: random.Random, timeout: float = 300) -> dict | None:
@@ -110,4 +132,5 @@ def run_with_kills(w: LocalWorker, date: str, kills: int, rng: random.Random, fi
     out.lost = len(expected.keys() - got.keys())
     out.altered = sum(1 for k in expected.keys() & got.keys() if expected[k] != got[k]) + len(got.keys() - expected.keys())
     out.left_in_d1 = w.count(date)
+    parquet_check(w, date, got, out)
     return out

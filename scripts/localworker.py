@@ -246,6 +246,36 @@ class LocalWorker:
         text = single_member_gunzip(body).decode("utf-8")
         return [json.loads(line) for line in text.splitlines()]
 
+    def parquet_files(self, date: str, generation: int | None = None) -> list:
+        """(file as the status lists it, its bytes) for every Parquet file of a generation
+        (the newest by default), each fetched through the admin API."""
+        gens = self.status(date)["generations"]
+        gen = gens[-1] if generation is None else next(g for g in gens if g["generation"] == generation)
+        out = []
+        for f in gen["parquet"]:
+            q = f"/admin/archive?date={date}&generation={gen['generation']}&format=parquet&file={f['file']}"
+            status, _, body = self.request("GET", q)
+            assert status == 200, body[:500]
+            out.append((f, body))
+        return out
+
+
+def merged(record: dict) -> dict:
+    """A Parquet row as the JSONL line it came from: values of another SQLite type than their
+    column's are kept in `_other_types` (their own column holds NULL or the type's zero)."""
+    other = record.pop("_other_types")
+    record.update(json.loads(other) if other else {})
+    return {c: record[c] for c in COLUMNS}
+
+
+def parquet_lines(data: bytes) -> list:
+    """The rows of one Parquet file (read with pyarrow) as JSONL lines."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    return [merged(r) for r in pq.read_table(io.BytesIO(data)).to_pylist()]
+
 
 def assert_same_rows(archived: list, expected: dict) -> None:
     """Every expected row exactly once, every column equal, columns in table order."""

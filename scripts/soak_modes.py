@@ -171,7 +171,7 @@ def restore_soak(w: LocalWorker, date: str, kills: int, rng: random.Random) -> d
             time.sleep(0.02)
         if st["phase"] != "restoring":
             break
-        time.sleep(rng.uniform(0.2, 2.0))
+        time.sleep(rng.uniform(0.1, 1.0))
         seen.append((st["phase"], st["restore"]["lines_read"]))
         w.stop(kill=True)
         w.start()

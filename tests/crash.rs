@@ -42,6 +42,14 @@ fn check(s: &Scenario, label: &str) {
     let key = st.object_key.clone().unwrap();
     assert_eq!(w.archive_keys(), [key.clone()], "{label}: exactly one archive object");
     assert_lines(lines_of(&w.objects().object(&key).unwrap()), &s.expected);
+    let files: Vec<String> = st.generations[0].parquet.iter().map(|f| f.key.clone()).collect();
+    assert!(!files.is_empty(), "{label}: Parquet files written");
+    assert_eq!(
+        w.parquet_keys(),
+        files,
+        "{label}: R2 holds exactly the listed Parquet files"
+    );
+    assert_lines(w.parquet_rows(), &s.expected);
     assert_eq!(count_date(w.sql(), DATE), 0, "{label}: rows left in D1");
     assert_eq!(rows_of(w.sql(), OTHER), s.other, "{label}: other date touched");
     let (status, path, cleaned, _) = w.metadata().unwrap();
@@ -50,11 +58,8 @@ fn check(s: &Scenario, label: &str) {
         ("cleaned", Some(key.clone()), 1),
         "{label}"
     );
-    assert_eq!(
-        w.listed_objects(),
-        [key],
-        "{label}: archive_objects lists exactly the objects"
-    );
+    assert_eq!(w.listed_objects(), [key], "{label}: archive_objects lists the object");
+    assert_eq!(w.listed_parquet(), files, "{label}: ... and exactly its Parquet files");
     assert!(
         w.objects().open_uploads() <= 1,
         "{label}: more than one orphaned upload"

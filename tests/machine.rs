@@ -221,6 +221,7 @@ fn generation(n: u32) -> Generation {
         verified_at_ms: None,
         cleaned_at_ms: None,
         legacy: false,
+        parquet: Vec::new(),
     }
 }
 

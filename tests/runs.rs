@@ -32,6 +32,16 @@ fn full_run(cfg: Config, rows: u64) -> World {
         ("cleaned", Some(key.as_str()), 1, Some(0))
     );
     assert_eq!(w.listed_objects(), [key]);
+    assert_eq!(
+        w.listed_parquet(),
+        w.parquet_keys(),
+        "every Parquet file in R2, listed once"
+    );
+    if w.cfg.parquet {
+        assert_lines(w.parquet_rows(), &expected);
+    } else {
+        assert!(w.parquet_keys().is_empty(), "PARQUET=false writes no Parquet file");
+    }
     w
 }
 
@@ -106,6 +116,12 @@ fn hostile_values_are_archived_exactly_and_cleaned() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_lines(lines, &expected);
+    // The Parquet files hold the same rows: typed columns, other types kept in `_other_types`
+    // (infinity is a DOUBLE there; `parquet_lines` shows it as "inf").
+    let (inf, rest): (Vec<_>, Vec<_>) = w.parquet_rows().into_iter().partition(|r| r["id"] == "0-inf");
+    assert_eq!(inf.len(), 1);
+    assert_eq!(inf[0]["response_time"], "inf", "{:?}", inf[0]);
+    assert_lines(rest, &expected);
     assert_eq!(count_date(w.sql(), DATE), 0);
 }
 
@@ -170,4 +186,55 @@ fn changed_and_unarchived_rows_are_never_deleted() {
     );
     assert_eq!(count_date(w.sql(), DATE), 0);
     assert_eq!(w.listed_objects().len(), 2);
+}
+
+/// A Parquet file damaged between its `put` and the read-back (cut short, a flipped footer byte,
+/// or gone) is caught before `uploaded`; the export starts over and ends with sound files only.
+#[test]
+fn a_damaged_parquet_file_is_caught_and_the_export_starts_over() {
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Option<Damage>); 3] = [
+        ("cut short", Some(|f| f.truncate(f.len() - 100))),
+        (
+            "footer byte flipped",
+            Some(|f| {
+                let at = f.len() - 20;
+                f[at] ^= 0x5a;
+            }),
+        ),
+        ("deleted", None),
+    ];
+    for (label, damage) in damages {
+        let w = World::new(small_config());
+        seed(w.sql(), DATE, 3_000, 5, now_s(&w));
+        let expected = rows_of(w.sql(), DATE);
+        w.command(Command::Trigger).unwrap();
+        let mut done = false;
+        w.drive(|w, _| {
+            if done || w.status().phase != "verifying" {
+                return;
+            }
+            done = true;
+            let key = w.parquet_keys()[1].clone();
+            let mut objects = w.objects().objects.borrow_mut();
+            match damage {
+                Some(damage) => damage(objects.get_mut(&key).unwrap()),
+                None => drop(objects.remove(&key)),
+            }
+        });
+        assert!(done, "{label}: the date never verified");
+        let st = w.status();
+        assert_eq!(
+            (st.phase.as_str(), st.rows_pending),
+            ("cleaned", Some(0)),
+            "{label}: {st:?}"
+        );
+        let error = st.last_error.unwrap_or_default();
+        assert!(
+            error.contains("does not match what was written") && error.contains("starts over"),
+            "{label}: {error}"
+        );
+        assert_eq!(w.listed_parquet(), w.parquet_keys(), "{label}");
+        assert_lines(w.parquet_rows(), &expected);
+    }
 }

@@ -23,6 +23,15 @@ pub struct EventsQuery {
     pub window: Window,
 }
 
+/// Which file of an archive `/admin/archive` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// The `.jsonl.gz` object (the default).
+    Jsonl,
+    /// A Parquet file: `file` N (1-based), or the only one.
+    Parquet { file: Option<u32> },
+}
+
 /// A test hook on R2 uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadOp {
@@ -41,6 +50,7 @@ pub enum Route {
     Archive {
         day: Day,
         generation: Option<u32>,
+        format: ArchiveFormat,
     },
     Events(EventsQuery),
     Dates,
@@ -114,6 +124,7 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
                 Ok(Route::Archive {
                     day,
                     generation: generation()?,
+                    format: archive_format(req)?,
                 })
             }),
         ),
@@ -250,6 +261,20 @@ pub fn date_param(value: Option<&str>, today: Day) -> Result<Day, ApiError> {
         };
         ApiError::new(kind, e.to_string())
     })
+}
+
+/// Which file `/admin/archive` serves: the JSONL (default) or a Parquet file (`file` is 1-based).
+fn archive_format(req: &Request<'_>) -> Result<ArchiveFormat, ApiError> {
+    let file = number_param("file", req.get("file"))?;
+    match (req.get("format"), file) {
+        (None | Some("jsonl"), None) => Ok(ArchiveFormat::Jsonl),
+        (Some("parquet"), file) => Ok(ArchiveFormat::Parquet { file }),
+        (None | Some("jsonl"), Some(_)) => Err(bad("`file` picks a Parquet file: add format=parquet")),
+        (Some(other), _) => Err(bad(format!(
+            "`format` must be jsonl or parquet, got {:?}",
+            truncate(other)
+        ))),
+    }
 }
 
 /// Validates an optional positive whole-number parameter such as `generation`.
@@ -400,5 +425,37 @@ mod tests {
             (w.from_ms, w.to_ms, w.limit),
             (Some(1_795_183_200_000), Some(1_795_185_000_000), Some(5))
         );
+    }
+
+    #[test]
+    fn archive_format_and_file() {
+        let cfg = Config::default();
+        let format = |u: &str| match parse("GET", u, &cfg) {
+            Ok(Route::Archive { format, .. }) => Ok(format),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        };
+        let base = "/admin/archive?date=2026-11-20";
+        assert_eq!(format(base), Ok(ArchiveFormat::Jsonl));
+        assert_eq!(format(&format!("{base}&format=jsonl")), Ok(ArchiveFormat::Jsonl));
+        assert_eq!(
+            format(&format!("{base}&format=parquet")),
+            Ok(ArchiveFormat::Parquet { file: None })
+        );
+        assert_eq!(
+            format(&format!("{base}&format=parquet&file=3")),
+            Ok(ArchiveFormat::Parquet { file: Some(3) })
+        );
+        assert!(format(&format!("{base}&file=2"))
+            .unwrap_err()
+            .contains("add format=parquet"));
+        assert!(format(&format!("{base}&format=csv"))
+            .unwrap_err()
+            .contains("jsonl or parquet"));
+        for file in ["0", "-1", "x"] {
+            assert!(format(&format!("{base}&format=parquet&file={file}"))
+                .unwrap_err()
+                .contains("positive whole number"));
+        }
     }
 }

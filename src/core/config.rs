@@ -209,6 +209,8 @@ config! {
         "longest retry delay";
     level: u8 = "COMPRESSION_LEVEL", "6", int(0, 9, "0..=9"),
         "deflate level";
+    parquet: bool = "PARQUET", "false", Rule::Bool,
+        "also write each archive as Parquet files beside the JSONL (one per export step; steps stop at 100,000 rows then); fixed when an export starts";
     auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool,
         "false: archive, inspect, then POST /admin/trigger-cleanup";
     max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"),

@@ -87,6 +87,15 @@ pub enum StepError {
     /// The SQL and the encoder disagree about a row.
     #[error("{0}")]
     Malformed(MalformedRow),
+    /// A step's Parquet file could not be written from its lines (a bug).
+    #[error("writing the Parquet file failed: {0}. The JSONL archive is unaffected: set PARQUET=false and POST /admin/trigger-archive to archive without Parquet, and report this error")]
+    Parquet(crate::core::parquet::ParquetError),
+    /// A Parquet file read back from R2 is not the file that was written. Verification comes
+    /// before any DELETE, so every row is still in D1.
+    #[error(
+        "Parquet file {key} does not match what was written ({detail}); the export starts over from the first row"
+    )]
+    ParquetMismatch { key: String, detail: String },
 }
 
 /// What a failure does to the machine.
@@ -105,13 +114,15 @@ impl StepError {
         match self {
             StepError::Port(e) if e.kind == FailureKind::NoSuchUpload => Recovery::RestartExport,
             StepError::Port(_) | StepError::BadResult(_) | StepError::RestoreShort { .. } => Recovery::Retry,
-            StepError::UploadGone { .. } | StepError::CarryLost { .. } | StepError::ObjectMismatch { .. } => {
-                Recovery::RestartExport
-            }
+            StepError::UploadGone { .. }
+            | StepError::CarryLost { .. }
+            | StepError::ObjectMismatch { .. }
+            | StepError::ParquetMismatch { .. } => Recovery::RestartExport,
             StepError::PieceCorrupt { .. }
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
-            | StepError::Malformed(_) => Recovery::Stop,
+            | StepError::Malformed(_)
+            | StepError::Parquet(_) => Recovery::Stop,
         }
     }
 }

@@ -36,9 +36,10 @@ pub enum Io<'a> {
         key: &'a str,
         upload_id: &'a str,
     },
+    /// Writes a whole object: `body`'s slices, in order.
     Put {
         key: &'a str,
-        bytes: &'a [u8],
+        body: Vec<&'a [u8]>,
         content_type: &'static str,
     },
     /// Answers [`Answer::Size`].

@@ -30,6 +30,7 @@ pub mod index;
 pub mod io;
 pub mod jsonl;
 pub mod machine;
+pub mod parquet;
 pub mod policy;
 pub mod sql;
 pub mod state;

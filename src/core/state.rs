@@ -124,6 +124,22 @@ pub struct Export {
     pub pieces: Vec<Piece>,
     /// Times the export started over because its upload vanished or its object was wrong.
     pub restarts: u32,
+    /// With `PARQUET` on when the export started: the Parquet files written so far, one per
+    /// step (see [`crate::core::parquet`]). Fixed at the start, so an archive never has Parquet
+    /// for only some of its rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<Vec<ParquetFile>>,
+}
+
+/// One Parquet file of an archive: the rows of one export step, in one `put`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParquetFile {
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub row_groups: u32,
+    /// CRC-32 of the whole file, as written (for operators' own checks).
+    pub crc32: u32,
 }
 
 /// The export's R2 upload.
@@ -164,6 +180,8 @@ pub struct Written {
     pub rows: u64,
     pub pieces: Vec<Piece>,
     pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<Vec<ParquetFile>>,
 }
 
 /// A complete object being read back: `archive.pieces[..next]` are checked, and their bytes
@@ -171,10 +189,27 @@ pub struct Written {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verifying {
     pub archive: Generation,
+    /// Parquet files whose footers are checked (they are checked first).
+    #[serde(default)]
+    pub parquet_checked: usize,
     pub next: usize,
     pub crc: u32,
     pub raw_len: u64,
     pub restarts: u32,
+}
+
+impl Written {
+    /// The keys of its Parquet files.
+    pub fn parquet_keys(&self) -> Vec<String> {
+        self.parquet.iter().flatten().map(|f| f.key.clone()).collect()
+    }
+}
+
+impl Generation {
+    /// The keys of its Parquet files.
+    pub fn parquet_keys(&self) -> Vec<String> {
+        self.parquet.iter().map(|f| f.key.clone()).collect()
+    }
 }
 
 /// One archive object that exists in R2, complete and verified by reading it back.
@@ -199,6 +234,9 @@ pub struct Generation {
     /// whole, but not read piece by piece (restore, events).
     #[serde(default)]
     pub legacy: bool,
+    /// Its Parquet files (none when `PARQUET` was off), footers verified with the object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parquet: Vec<ParquetFile>,
 }
 
 /// How far cleaning got for one generation.
@@ -515,6 +553,7 @@ pub mod v1 {
             verified_at_ms: None,
             cleaned_at_ms: s.finished_at_ms,
             legacy: true,
+            parquet: Vec::new(),
         }
     }
 
@@ -600,7 +639,27 @@ impl Export {
             carry_len: 0,
             pieces: Vec::new(),
             restarts,
+            parquet: None,
         }
+    }
+
+    /// The same export, writing Parquet files beside the JSONL when `on`.
+    pub fn with_parquet(mut self, on: bool) -> Export {
+        self.parquet = on.then(Vec::new);
+        self
+    }
+
+    /// Every key a Parquet file of this export may have been written under: the files it
+    /// keeps, and the next one (a step that wrote it may have crashed before its save).
+    pub fn parquet_keys(&self) -> Vec<String> {
+        self.parquet
+            .as_ref()
+            .map(|files| {
+                (1..=files.len() as u32 + 1)
+                    .map(|n| crate::core::parquet::file_key(&self.key, n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Bytes handed to R2 so far.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::core::index::key_json;
 use crate::core::io::Effect;
 use crate::core::sql::{self, Key, Statement};
-use crate::core::state::{Generation, Phase, Record, RestoreCounts, Stats, Work};
+use crate::core::state::{Generation, ParquetFile, Phase, Record, RestoreCounts, Stats, Work};
 
 /// RFC 3339 in UTC, for humans and `jq`.
 pub fn iso(ms: i64) -> String {
@@ -36,6 +36,9 @@ pub struct Status {
     pub uncompressed_bytes: u64,
     pub parts_uploaded: u64,
     pub pieces: u64,
+    /// Parquet files written (while exporting) or of the newest generation; `null` when the
+    /// current export writes none.
+    pub parquet_files: Option<u64>,
     /// Pieces read back and checked so far (while verifying), or all of them once verified.
     pub pieces_verified: u64,
     /// Rows deleted by the current (or last) cleaning pass.
@@ -86,6 +89,37 @@ pub struct GenerationView {
     pub legacy: bool,
     pub verified_at: Option<String>,
     pub cleaned_at: Option<String>,
+    /// Its Parquet files, in order (`GET /admin/archive?format=parquet&file=N` serves file N).
+    #[serde(default)]
+    pub parquet: Vec<ParquetView>,
+}
+
+/// A Parquet file of an archive.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ParquetView {
+    pub file: u32,
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub row_groups: u32,
+    pub crc32: String,
+}
+
+impl ParquetView {
+    pub fn list(files: &[ParquetFile]) -> Vec<ParquetView> {
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ParquetView {
+                file: i as u32 + 1,
+                key: f.key.clone(),
+                rows: f.rows,
+                bytes: f.bytes,
+                row_groups: f.row_groups,
+                crc32: format!("{:08x}", f.crc32),
+            })
+            .collect()
+    }
 }
 
 impl GenerationView {
@@ -105,6 +139,7 @@ impl GenerationView {
             legacy: g.legacy,
             verified_at: g.verified_at_ms.map(iso),
             cleaned_at: g.cleaned_at_ms.map(iso),
+            parquet: ParquetView::list(&g.parquet),
         }
     }
 }
@@ -145,6 +180,7 @@ pub fn status(rec: &Record) -> Status {
         uncompressed_bytes: newest.map_or(0, |g| g.raw_bytes),
         parts_uploaded: newest.map_or(0, |g| u64::from(g.parts)),
         pieces: newest.map_or(0, |g| g.pieces.len() as u64),
+        parquet_files: newest.map(|g| g.parquet.len() as u64).filter(|n| *n > 0),
         pieces_verified: newest.map_or(0, |g| g.pieces.len() as u64),
         rows_deleted: newest.map_or(0, |g| g.rows_deleted),
         rows_pending: match rec.phase {
@@ -185,6 +221,7 @@ fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
             s.uncompressed_bytes = ex.stream.raw_len;
             s.parts_uploaded = ex.parts().len() as u64;
             s.pieces = ex.pieces.len() as u64;
+            s.parquet_files = ex.parquet.as_ref().map(|f| f.len() as u64);
             (s.pieces_verified, s.rows_deleted) = (0, 0);
         }
         Work::Completing(w) => {
@@ -194,6 +231,7 @@ fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
             s.bytes_uploaded = w.stream.out_len;
             s.uncompressed_bytes = w.stream.raw_len;
             s.pieces = w.pieces.len() as u64;
+            s.parquet_files = w.parquet.as_ref().map(|f| f.len() as u64);
             (s.pieces_verified, s.rows_deleted) = (0, 0);
         }
         Work::Verifying(v) => {
@@ -203,6 +241,7 @@ fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
             (s.rows_exported, s.bytes_uploaded, s.uncompressed_bytes) = (g.rows, g.bytes, g.raw_bytes);
             (s.parts_uploaded, s.pieces, s.pieces_verified) =
                 (u64::from(g.parts), g.pieces.len() as u64, v.next as u64);
+            s.parquet_files = (!g.parquet.is_empty()).then_some(g.parquet.len() as u64);
             s.rows_deleted = 0;
         }
         Work::Cleaning(p) => s.rows_deleted = p.rows,
@@ -236,6 +275,8 @@ pub struct ArchiveObject {
     /// Written by state version 1: no per-piece checksums, served whole only.
     pub legacy: bool,
     pub pieces: Vec<crate::core::index::Piece>,
+    #[serde(default)]
+    pub parquet: Vec<ParquetFile>,
 }
 
 impl ArchiveObject {
@@ -250,6 +291,7 @@ impl ArchiveObject {
                 rows: g.rows,
                 legacy: g.legacy,
                 pieces: g.pieces.clone(),
+                parquet: g.parquet.clone(),
             })
             .collect()
     }
@@ -328,6 +370,7 @@ pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
     {
         objects.push(object_row(rec, &v.archive, "verifying", now_ms));
     }
+    objects.extend(parquet_rows(rec, now_ms));
     let keys: Vec<Value> = objects.iter().map(|o| o["key"].clone()).collect();
     sql::sync_metadata(&rec.date, &date_row, &Value::from(objects), &Value::from(keys))
 }
@@ -341,6 +384,33 @@ fn object_row(rec: &Record, g: &Generation, state: &str, now_ms: i64) -> Value {
         "created_at": g.created_at_ms, "verified_at": g.verified_at_ms, "cleaned_at": g.cleaned_at_ms,
         "updated_at": now_ms,
     })
+}
+
+/// One `archive_objects` row per Parquet file of the verified generations (and of the one
+/// being verified), in its generation's state.
+fn parquet_rows(rec: &Record, now_ms: i64) -> Vec<Value> {
+    let verifying = match &rec.phase {
+        Phase::Working(Work::Verifying(v))
+        | Phase::Failed(crate::core::state::Failure {
+            work: Work::Verifying(v),
+            ..
+        }) => Some((&v.archive, "verifying")),
+        _ => None,
+    };
+    let gens = rec.generations.iter().map(|g| (g, object_state(g))).chain(verifying);
+    gens.flat_map(|(g, state)| {
+        g.parquet.iter().map(move |f| {
+            json!({
+                "key": f.key, "date": rec.date, "generation": g.number, "format": "parquet", "state": state,
+                "rows": f.rows, "bytes": f.bytes, "uncompressed_bytes": 0,
+                "checksum_crc32": format!("{:08x}", f.crc32), "parts": 1, "pieces": f.row_groups,
+                "index_key": "", "rows_deleted": 0,
+                "created_at": g.created_at_ms, "verified_at": g.verified_at_ms, "cleaned_at": g.cleaned_at_ms,
+                "updated_at": now_ms,
+            })
+        })
+    })
+    .collect()
 }
 
 /// The metadata effect of `rec`.

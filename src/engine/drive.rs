@@ -95,9 +95,9 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             },
             Io::Put {
                 key,
-                bytes,
+                body,
                 content_type,
-            } => r2.put(key, bytes, content_type).await.map(|_| Answer::Done)?,
+            } => r2.put(key, &body, content_type).await.map(|_| Answer::Done)?,
             Io::Head { key } => Answer::Size(r2.head(key).await?),
             Io::Get { key, offset, len } => Answer::Bytes(r2.get_range(key, offset, len).await?),
             Io::Delete { key } => r2.delete(key).await.map(|_| Answer::Done)?,

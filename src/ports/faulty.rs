@@ -191,9 +191,9 @@ impl<O: ObjectStore> ObjectStore for Faulty<O> {
         self.faults.check(Service::R2, "r2.abort")?;
         self.inner.abort_upload(key, upload_id).await
     }
-    async fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), PortError> {
+    async fn put(&self, key: &str, body: &[&[u8]], content_type: &str) -> Result<(), PortError> {
         self.faults.check(Service::R2, "r2.put")?;
-        self.inner.put(key, bytes, content_type).await
+        self.inner.put(key, body, content_type).await
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, PortError> {
         self.faults.check(Service::R2, "r2.head")?;

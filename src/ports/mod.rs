@@ -35,8 +35,9 @@ pub trait ObjectStore {
     async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[PartRef]) -> Result<(), PortError>;
     /// Aborts the upload; aborting one that is gone is not an error.
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), PortError>;
-    /// Writes a whole object.
-    async fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), PortError>;
+    /// Writes a whole object: `body`'s slices, in order (a file built in chunks goes up without
+    /// first being copied into one buffer).
+    async fn put(&self, key: &str, body: &[&[u8]], content_type: &str) -> Result<(), PortError>;
     /// The object's size, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<u64>, PortError>;
     /// `len` bytes at `offset`; `None` if the object does not exist.

@@ -8,7 +8,7 @@ use futures_util::stream;
 use worker::{Env, Method, Request, RequestInit, Response};
 
 use crate::api::protocol::{reply_status, DoReply, DoRequest, DoResult};
-use crate::api::routes::{self, EventsQuery, Route};
+use crate::api::routes::{self, ArchiveFormat, EventsQuery, Route};
 use crate::api::{authorize, ApiError, ErrorKind};
 use crate::core::date::Day;
 use crate::core::status::ArchiveObject;
@@ -64,7 +64,11 @@ pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiE
                 .map_err(ApiError::unavailable)?;
             json(if h.ok { 200 } else { 503 }, &h)
         }
-        Route::Archive { day, generation } => archive(env, day, generation).await,
+        Route::Archive {
+            day,
+            generation,
+            format,
+        } => archive(env, day, generation, format).await,
         Route::Events(q) => events(env, q).await,
         Route::Status(day) => relay(env, DoRequest::Status { date: day.to_string() }).await,
         Route::Naive(day) => json(200, &super::hooks::naive(env, &day.to_string()).await?),
@@ -133,8 +137,8 @@ fn no_archive(day: Day, what: String) -> ApiError {
     )
 }
 
-/// Streams one archive object (the newest, or `generation`).
-async fn archive(env: &Env, day: Day, generation: Option<u32>) -> Result<Response, ApiError> {
+/// Streams one archive object (the newest, or `generation`), or one of its Parquet files.
+async fn archive(env: &Env, day: Day, generation: Option<u32>, format: ArchiveFormat) -> Result<Response, ApiError> {
     let objects = objects(env, day).await?;
     let object = match generation {
         Some(n) => objects.iter().find(|o| o.generation == n),
@@ -149,9 +153,13 @@ async fn archive(env: &Env, day: Day, generation: Option<u32>) -> Result<Respons
             ),
         )
     })?;
+    let (key, content_type) = match format {
+        ArchiveFormat::Jsonl => (object.key.as_str(), "application/gzip"),
+        ArchiveFormat::Parquet { file } => (parquet_file(day, object, file)?, "application/vnd.apache.parquet"),
+    };
     let bucket = env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?;
-    let Some(found) = bucket.get(&object.key).execute().await.map_err(ApiError::unavailable)? else {
-        return Err(no_archive(day, format!("object {} does not exist", object.key)));
+    let Some(found) = bucket.get(key).execute().await.map_err(ApiError::unavailable)? else {
+        return Err(no_archive(day, format!("object {key} does not exist")));
     };
     let body = found
         .body()
@@ -159,17 +167,40 @@ async fn archive(env: &Env, day: Day, generation: Option<u32>) -> Result<Respons
     // R2's body stream has a known length, so the runtime sends Content-Length, not chunks.
     let mut resp =
         Response::from_body(body.response_body().map_err(ApiError::unavailable)?).map_err(ApiError::unavailable)?;
-    let file = object.key.rsplit('/').next().unwrap_or("archive.jsonl.gz");
+    let file = key.rsplit('/').next().unwrap_or("archive");
     let h = resp.headers_mut();
     for (name, value) in [
-        ("content-type", "application/gzip".to_string()),
+        ("content-type", content_type.to_string()),
         ("content-length", found.size().to_string()),
         ("content-disposition", format!("attachment; filename=\"{day}-{file}\"")),
-        ("x-archive-key", object.key.clone()),
+        ("x-archive-key", key.to_string()),
     ] {
         h.set(name, &value).map_err(ApiError::unavailable)?;
     }
     Ok(resp)
+}
+
+/// The key of Parquet file `file` (1-based) of `object`, or of its only one.
+fn parquet_file(day: Day, object: &ArchiveObject, file: Option<u32>) -> Result<&str, ApiError> {
+    let files = &object.parquet;
+    let n = object.generation;
+    match (file, files.len()) {
+        (_, 0) => Err(no_archive(
+            day,
+            format!("generation {n} of {day} has no Parquet files (it was exported with PARQUET=false)"),
+        )),
+        (None, 1) => Ok(&files[0].key),
+        (None, count) => Err(ApiError::new(
+            ErrorKind::BadParameter,
+            format!("generation {n} of {day} has {count} Parquet files: pick one with &file=N (1..={count})"),
+        )),
+        (Some(f), count) => files.get(f as usize - 1).map(|p| p.key.as_str()).ok_or_else(|| {
+            no_archive(
+                day,
+                format!("generation {n} of {day} has {count} Parquet files, not a file {f}"),
+            )
+        }),
+    }
 }
 
 /// Streams the lines of a window as NDJSON, reading only the pieces that can match.

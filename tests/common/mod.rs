@@ -222,8 +222,8 @@ impl ObjectStore for FakeR2 {
         Ok(())
     }
 
-    async fn put(&self, key: &str, bytes: &[u8], _content_type: &str) -> Result<(), PortError> {
-        self.objects.borrow_mut().insert(key.into(), bytes.to_vec());
+    async fn put(&self, key: &str, body: &[&[u8]], _content_type: &str) -> Result<(), PortError> {
+        self.objects.borrow_mut().insert(key.into(), body.concat());
         Ok(())
     }
 
@@ -339,6 +339,8 @@ pub fn small_config() -> Config {
         clean_batch_bytes: 40_000,
         clean_step_rows: 1_200,
         max_attempts: 4,
+        // Off by default; the native runs cover the Parquet path too.
+        parquet: true,
         ..Config::default()
     }
 }
@@ -444,13 +446,22 @@ impl World {
             .ok()
     }
 
-    /// The keys `archive_objects` lists for the date.
+    /// The JSONL archives `archive_objects` lists for the date, in key order.
     pub fn listed_objects(&self) -> Vec<String> {
+        self.listed("jsonl.gz")
+    }
+
+    /// The Parquet files `archive_objects` lists for the date, in key order.
+    pub fn listed_parquet(&self) -> Vec<String> {
+        self.listed("parquet")
+    }
+
+    fn listed(&self, format: &str) -> Vec<String> {
         let mut st = self
             .sql()
-            .prepare("SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key")
+            .prepare("SELECT key FROM archive_objects WHERE date = ?1 AND format = ?2 ORDER BY key")
             .unwrap();
-        let keys = st.query_map([DATE], |r| r.get(0)).unwrap();
+        let keys = st.query_map([DATE, format], |r| r.get(0)).unwrap();
         keys.map(Result::unwrap).collect()
     }
 
@@ -462,6 +473,62 @@ impl World {
             .filter(|k| k.ends_with(".jsonl.gz"))
             .collect()
     }
+
+    /// The Parquet files in R2.
+    pub fn parquet_keys(&self) -> Vec<String> {
+        self.objects()
+            .keys()
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect()
+    }
+
+    /// The rows of every Parquet file in R2, as lines.
+    pub fn parquet_rows(&self) -> Vec<Value> {
+        self.parquet_keys()
+            .iter()
+            .flat_map(|k| parquet_lines(&self.objects().object(k).unwrap()))
+            .collect()
+    }
+}
+
+/// The rows of a Parquet file as the JSONL lines they came from: typed columns, with the values
+/// `_other_types` kept put back in their columns.
+pub fn parquet_lines(bytes: &[u8]) -> Vec<Value> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.to_vec())).expect("a Parquet file");
+    reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            let mut line = serde_json::Map::new();
+            let mut other = None;
+            for (name, field) in row.get_column_iter() {
+                let v = match field {
+                    Field::Null => Value::Null,
+                    Field::Str(s) => Value::from(s.as_str()),
+                    Field::Long(n) => Value::from(*n),
+                    // JSON has no infinity: shown as the text "inf".
+                    Field::Double(x) if !x.is_finite() => Value::from(x.to_string()),
+                    Field::Double(x) => Value::from(*x),
+                    f => panic!("unexpected Parquet field {f:?}"),
+                };
+                if name == "_other_types" {
+                    other = v
+                        .as_str()
+                        .map(|s| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap());
+                } else {
+                    line.insert(name.clone(), v);
+                }
+            }
+            for (k, v) in other.unwrap_or_default() {
+                line.insert(k, v);
+            }
+            Value::Object(line)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

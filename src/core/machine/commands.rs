@@ -183,7 +183,8 @@ fn trigger(mut rec: Record, now_ms: i64, cfg: &Config) -> Planning {
                 cfg.part_size,
                 cfg.level,
                 0,
-            )));
+            )
+            .with_parquet(cfg.parquet)));
             rec.started_at_ms = Some(now_ms);
             rec.finished_at_ms = None;
             rec.stats = Default::default();
@@ -269,7 +270,10 @@ fn reset(mut rec: Record) -> Planning {
         Phase::Failed(f) => (f.work, true),
         Phase::Uploaded { generation } => {
             // Verified but not one row deleted: every row is still in D1.
-            let garbage = rec.generation(generation).map(|g| unfinished_object(&g.key)).unwrap_or_default();
+            let garbage = rec
+                .generation(generation)
+                .map(|g| unfinished_object(&g.key, g.parquet_keys()))
+                .unwrap_or_default();
             rec.generations.retain(|g| g.number != generation);
             rec.garbage.extend(garbage);
             return Ok(Plan::Save(rec, Reply::WasReset));
@@ -290,16 +294,16 @@ fn reset(mut rec: Record) -> Planning {
                 Upload::Multipart { upload_id, .. } => Some(upload_id.clone()),
                 Upload::NotStarted => None,
             };
-            abort_and_delete(&ex.key, open)
+            abort_and_delete(&ex.key, open, ex.parquet_keys())
         }
         Work::Completing(w) => {
             let open = match &w.upload {
                 Finished::Multipart { upload_id, .. } => Some(upload_id.clone()),
                 Finished::SinglePut => None,
             };
-            abort_and_delete(&w.key, open)
+            abort_and_delete(&w.key, open, w.parquet_keys())
         }
-        Work::Verifying(v) => unfinished_object(&v.archive.key),
+        Work::Verifying(v) => unfinished_object(&v.archive.key, v.archive.parquet_keys()),
         Work::Cleaning(p) if p.purpose == Purpose::Clean => {
             // Rows may be deleted (the move to cleaning was saved before the first DELETE):
             // the archive is their copy and stays. Its remaining rows go to the next generation.
@@ -328,7 +332,7 @@ fn reset(mut rec: Record) -> Planning {
     Ok(Plan::Save(rec, Reply::WasReset))
 }
 
-fn abort_and_delete(key: &str, open_upload: Option<String>) -> Vec<Garbage> {
+fn abort_and_delete(key: &str, open_upload: Option<String>, parquet: Vec<String>) -> Vec<Garbage> {
     let mut garbage: Vec<Garbage> = open_upload
         .map(|upload_id| Garbage::Abort {
             key: key.to_string(),
@@ -336,19 +340,22 @@ fn abort_and_delete(key: &str, open_upload: Option<String>) -> Vec<Garbage> {
         })
         .into_iter()
         .collect();
-    garbage.extend(unfinished_object(key));
+    garbage.extend(unfinished_object(key, parquet));
     garbage
 }
 
-/// An object that was never verified, or verified and never cleaned, with its sidecar: every
-/// row in it is still in D1 (nothing is deleted before the move to cleaning is saved).
-fn unfinished_object(key: &str) -> Vec<Garbage> {
-    vec![
+/// An object that was never verified, or verified and never cleaned, with its sidecar and its
+/// Parquet files: every row in them is still in D1 (nothing is deleted before the move to
+/// cleaning is saved).
+fn unfinished_object(key: &str, parquet: Vec<String>) -> Vec<Garbage> {
+    let mut garbage = vec![
         Garbage::Delete { key: key.to_string() },
         Garbage::Delete {
             key: crate::core::date::index_key(key),
         },
-    ]
+    ];
+    garbage.extend(parquet.into_iter().map(|key| Garbage::Delete { key }));
+    garbage
 }
 
 fn restore(

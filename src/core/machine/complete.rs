@@ -51,7 +51,7 @@ impl CompleteJob {
             (Stage::HeadAfterGone | Stage::Head, _) => Poll::Io(Io::Head { key }),
             (Stage::Sidecar, _) => Poll::Io(Io::Put {
                 key: &self.sidecar_key,
-                bytes: self.sidecar.as_bytes(),
+                body: vec![self.sidecar.as_bytes()],
                 content_type: "application/json",
             }),
             (Stage::Complete, Finished::SinglePut) | (Stage::Done, _) => Poll::Done,

@@ -9,6 +9,9 @@
 //! The scan reads NULL ids first (by rowid), then every other id in order (`''` included, BLOB
 //! ids last). The page after the current one is asked for before the current one is compressed
 //! ([`super::Poll::Prefetch`]), so that on Cloudflare D1's query time overlaps our work.
+//!
+//! With Parquet on, the same lines also go into the step's Parquet file, which goes up in one
+//! `put` when the step ends (see [`crate::core::parquet`]).
 
 use crate::core::config::{Config, FIRST_PAGE_ROWS, PIECE_MAX_COMPRESSED};
 use crate::core::error::{FailureKind, StepError};
@@ -16,8 +19,9 @@ use crate::core::gzip::{PieceWriter, StreamPos};
 use crate::core::index::Piece;
 use crate::core::io::{Answer, Io, IoResult, IoStats};
 use crate::core::jsonl;
+use crate::core::parquet::{self, FileWriter};
 use crate::core::sql::{self, Cursor, Key, Statement};
-use crate::core::state::{Export, PartRef, Upload};
+use crate::core::state::{Export, ParquetFile, PartRef, Upload};
 
 use super::Poll;
 
@@ -48,6 +52,20 @@ impl Limits {
         }
     }
 
+    /// With Parquet on, a step keeps its Parquet file in memory until the file's `put`: the
+    /// step stops at [`parquet::FILE_ROWS`] rows and [`parquet::FILE_LINE_BYTES`] of lines, so
+    /// peak memory does not grow with `STEP_ROWS`.
+    pub fn with_parquet(self, on: bool) -> Limits {
+        if !on {
+            return self;
+        }
+        Limits {
+            step_rows: self.step_rows.min(parquet::FILE_ROWS),
+            step_bytes: self.step_bytes.min(parquet::FILE_LINE_BYTES),
+            ..self
+        }
+    }
+
     /// Rows to ask for next: about `page_bytes` of rows of `row_bytes` each (a probe of
     /// [`FIRST_PAGE_ROWS`] while the size is unknown), growing at most fourfold per page, and
     /// never past the step's row budget.
@@ -75,6 +93,8 @@ pub struct Exported {
     pub pieces: Vec<Piece>,
     /// The scan reached the end and the stream is ended and handed to R2.
     pub finished: bool,
+    /// The step's Parquet file, in R2 (with Parquet on and at least one row).
+    pub parquet: Option<ParquetFile>,
     pub io: IoStats,
 }
 
@@ -131,6 +151,23 @@ enum Up {
     SinglePut,
 }
 
+/// The step's Parquet file.
+enum Pq {
+    Off,
+    /// Lines go in; `page` says the current page is not in yet.
+    Writing {
+        key: String,
+        writer: Box<FileWriter>,
+        page: bool,
+    },
+    /// The file is ended: it goes up (or, with no row, the key is cleared of an earlier run's).
+    Ready {
+        key: String,
+        file: Option<(parquet::Encoded, u64)>,
+    },
+    Done(Option<ParquetFile>),
+}
+
 /// One export step in progress.
 pub struct ExportJob {
     date: String,
@@ -154,6 +191,7 @@ pub struct ExportJob {
     written: usize,
     piece: OpenPiece,
     pieces: Vec<Piece>,
+    pq: Pq,
     io: IoStats,
 }
 
@@ -176,6 +214,14 @@ impl ExportJob {
         }
         let part_size = ex.part_size as usize;
         let limit = limits.page_limit(ex.row_bytes, None, limits.step_rows);
+        let pq = match &ex.parquet {
+            None => Pq::Off,
+            Some(files) => Pq::Writing {
+                key: parquet::file_key(&ex.key, files.len() as u32 + 1),
+                writer: Box::new(FileWriter::new().map_err(StepError::Parquet)?),
+                page: false,
+            },
+        };
         let up = match &ex.upload {
             Upload::NotStarted => Up::NotStarted,
             Upload::Multipart { upload_id, parts } => Up::Multipart {
@@ -207,6 +253,7 @@ impl ExportJob {
             written: 0,
             piece: OpenPiece::default(),
             pieces: Vec::new(),
+            pq,
             io: IoStats::default(),
         })
     }
@@ -232,7 +279,9 @@ impl ExportJob {
                 }
                 Stage::Write { next, .. } => {
                     let has_next = next.is_some();
-                    if self.written < self.info.len() {
+                    if let Pq::Writing { page: true, .. } = self.pq {
+                        self.page_to_parquet()?;
+                    } else if self.written < self.info.len() {
                         self.write_slice()?;
                     } else {
                         self.stage = if has_next { Stage::AwaitNext } else { Stage::Close };
@@ -240,9 +289,12 @@ impl ExportJob {
                 }
                 Stage::AwaitNext => return Ok(Poll::AwaitPrefetch),
                 Stage::Close => {
-                    self.close();
+                    self.close()?;
                     if self.final_waiting() {
                         return Ok(Poll::Io(self.final_io()));
+                    }
+                    if matches!(self.pq, Pq::Ready { .. }) {
+                        return Ok(Poll::Io(self.parquet_io()));
                     }
                     self.stage = Stage::Done;
                 }
@@ -284,6 +336,20 @@ impl ExportJob {
                 self.writer.consume(n);
                 Ok(())
             }
+            Answer::Done if matches!(self.pq, Pq::Ready { .. }) && !self.final_waiting() => {
+                // The Parquet file is in R2 (or its key is clear).
+                let Pq::Ready { key, file } = std::mem::replace(&mut self.pq, Pq::Off) else {
+                    unreachable!("matched above")
+                };
+                self.pq = Pq::Done(file.map(|(encoded, bytes)| ParquetFile {
+                    key,
+                    rows: encoded.rows,
+                    bytes,
+                    row_groups: encoded.row_groups,
+                    crc32: encoded.crc32,
+                }));
+                Ok(())
+            }
             Answer::Done => {
                 // The single put: the whole object is in R2.
                 let n = self.writer.pending().len();
@@ -323,6 +389,10 @@ impl ExportJob {
             carry,
             pieces: self.pieces,
             finished: self.scan_done,
+            parquet: match self.pq {
+                Pq::Done(file) => file,
+                _ => None,
+            },
             io: self.io,
         }
     }
@@ -355,6 +425,9 @@ impl ExportJob {
         }
         self.rows += n;
         self.raw += self.lines.len() as u64;
+        if let Pq::Writing { page, .. } = &mut self.pq {
+            *page = n > 0;
+        }
         let segment_done = n < u64::from(self.limit);
         match (segment_done, null_segment) {
             (true, true) => self.cursor = Cursor::FirstId,
@@ -372,6 +445,21 @@ impl ExportJob {
             next,
             prefetched: false,
         };
+        Ok(())
+    }
+
+    /// The current page's lines into the Parquet file.
+    fn page_to_parquet(&mut self) -> Result<(), StepError> {
+        if let Pq::Writing { writer, page, .. } = &mut self.pq {
+            let mut start = 0;
+            for line in &self.info {
+                writer
+                    .push_line(&self.lines[start..line.end])
+                    .map_err(StepError::Parquet)?;
+                start = line.end;
+            }
+            *page = false;
+        }
         Ok(())
     }
 
@@ -449,10 +537,11 @@ impl ExportJob {
         }
     }
 
-    /// Ends the piece (the step stops here) or the stream (the scan is done), once.
-    fn close(&mut self) {
+    /// Ends the piece (the step stops here) or the stream (the scan is done), and the Parquet
+    /// file, once.
+    fn close(&mut self) -> Result<(), StepError> {
         if self.closed {
-            return;
+            return Ok(());
         }
         self.closed = true;
         let span = if self.scan_done {
@@ -461,6 +550,20 @@ impl ExportJob {
             self.writer.end_piece()
         };
         self.push_piece(span);
+        if let Pq::Writing { key, writer, .. } = std::mem::replace(&mut self.pq, Pq::Off) {
+            let file = match writer.rows() {
+                0 => None,
+                _ => {
+                    let encoded = writer.finish().map_err(StepError::Parquet)?;
+                    let bytes = encoded.bytes.len as u64;
+                    self.io
+                        .note_buffer(encoded.bytes.chunks.iter().map(Vec::capacity).sum());
+                    Some((encoded, bytes))
+                }
+            };
+            self.pq = Pq::Ready { key, file };
+        }
+        Ok(())
     }
 
     /// After the stream ends, the rest goes up: as the only object (`put`) or the last part.
@@ -471,6 +574,23 @@ impl ExportJob {
                 Up::Multipart { .. } => !self.writer.pending().is_empty(),
                 Up::SinglePut => false,
             }
+    }
+
+    /// The step's Parquet file goes up; a step with no row clears its key instead (an earlier
+    /// run of this step may have written it before a crash, and nothing would list it).
+    fn parquet_io(&self) -> Io<'_> {
+        match &self.pq {
+            Pq::Ready {
+                key,
+                file: Some((encoded, _)),
+            } => Io::Put {
+                key,
+                body: encoded.bytes.chunks.iter().map(Vec::as_slice).collect(),
+                content_type: "application/vnd.apache.parquet",
+            },
+            Pq::Ready { key, file: None } => Io::Delete { key },
+            Pq::Off | Pq::Writing { .. } | Pq::Done(_) => unreachable!("asked only when ready"),
+        }
     }
 
     fn final_io(&self) -> Io<'_> {
@@ -484,7 +604,7 @@ impl ExportJob {
             },
             Up::NotStarted | Up::SinglePut => Io::Put {
                 key: &self.key,
-                bytes: rest,
+                body: vec![rest],
                 content_type: "application/gzip",
             },
         }

@@ -216,13 +216,18 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
         Phase::Working(Work::Exporting(ex)) => {
             // A later generation that finds no row makes no object.
             let skip_empty = ex.rows == 0 && !rec.generations.is_empty();
-            ExportJob::new(&rec.date, ex, carry, Limits::from_config(cfg), skip_empty)
-                .map(|j| Step::Export(Box::new(j)))
+            let limits = Limits::from_config(cfg).with_parquet(ex.parquet.is_some());
+            ExportJob::new(&rec.date, ex, carry, limits, skip_empty).map(|j| Step::Export(Box::new(j)))
         }
         Phase::Working(Work::Completing(w)) => Ok(Step::Complete(complete_job(&rec.date, w))),
-        Phase::Working(Work::Verifying(v)) => {
-            VerifyJob::new(&v.archive, v.next, v.crc, v.raw_len, cfg.step_bytes).map(|j| Step::Verify(Box::new(j)))
-        }
+        Phase::Working(Work::Verifying(v)) => VerifyJob::new(
+            &v.archive,
+            (v.parquet_checked, v.next),
+            v.crc,
+            v.raw_len,
+            cfg.step_bytes,
+        )
+        .map(|j| Step::Verify(Box::new(j))),
         Phase::Working(Work::Cleaning(p)) => Ok(pass_step(rec, Kind::Delete, &pass_position(p), now_ms, cfg)),
         Phase::Working(Work::Restoring(r)) => Ok(pass_step(rec, Kind::Restore, &restore_position(r), now_ms, cfg)),
         Phase::Uploaded { generation } if cfg.auto_cleanup => {
@@ -505,6 +510,9 @@ fn fold_export(rec: &mut Record, e: Exported, carry_len: u64, now_ms: i64) -> Re
     ex.stream = e.stream;
     ex.carry_len = carry_len;
     ex.pieces.extend(e.pieces);
+    if let (Some(files), Some(file)) = (&mut ex.parquet, e.parquet) {
+        files.push(file);
+    }
     let single = match e.upload {
         StepUpload::NotStarted => false,
         StepUpload::SinglePut => true,
@@ -555,6 +563,7 @@ fn written_of(ex: &Export, single: bool) -> Written {
         rows: ex.rows,
         pieces: ex.pieces.clone(),
         restarts: ex.restarts,
+        parquet: ex.parquet.clone(),
     }
 }
 
@@ -576,6 +585,7 @@ fn fold_complete(rec: &mut Record, now_ms: i64) {
         crc32: w.stream.crc,
         parts,
         pieces: w.pieces.clone(),
+        parquet: w.parquet.clone().unwrap_or_default(),
         rows_deleted: 0,
         cleaning: CleanState::NotCleaned,
         created_at_ms: Some(now_ms),
@@ -586,6 +596,7 @@ fn fold_complete(rec: &mut Record, now_ms: i64) {
     let restarts = w.restarts;
     rec.phase = Phase::Working(Work::Verifying(Verifying {
         archive,
+        parquet_checked: 0,
         next: 0,
         crc: 0,
         raw_len: 0,
@@ -597,6 +608,7 @@ fn fold_verify(rec: &mut Record, v: Verified, now_ms: i64) {
     let Phase::Working(Work::Verifying(state)) = &mut rec.phase else {
         return;
     };
+    state.parquet_checked = v.parquet_checked;
     state.next = v.next;
     state.crc = v.crc;
     state.raw_len = v.raw_len;
@@ -715,14 +727,20 @@ fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Ca
     if let Some((key, upload_id)) = upload {
         rec.garbage.push(Garbage::Abort { key, upload_id });
     }
+    // The abandoned run's Parquet files go before the new run writes any (garbage is collected
+    // before the next step): its keys are the same.
+    let parquet = match &rec.phase {
+        Phase::Working(Work::Exporting(ex)) => ex.parquet_keys(),
+        Phase::Working(Work::Completing(w)) => w.parquet_keys(),
+        Phase::Working(Work::Verifying(v)) => v.archive.parquet_keys(),
+        _ => Vec::new(),
+    };
+    rec.garbage
+        .extend(parquet.into_iter().map(|key| Garbage::Delete { key }));
     let key = object_key(&cfg.prefix, &rec.date, generation);
-    rec.phase = Phase::Working(Work::Exporting(Export::new(
-        generation,
-        key,
-        cfg.part_size,
-        cfg.level,
-        restarts + 1,
-    )));
+    rec.phase = Phase::Working(Work::Exporting(
+        Export::new(generation, key, cfg.part_size, cfg.level, restarts + 1).with_parquet(cfg.parquet),
+    ));
     rec.attempts = 0;
     (rec, Carry::Write(Vec::new()))
 }
@@ -785,12 +803,14 @@ fn writes_of(rec: &Record) -> Vec<Garbage> {
         key: key.to_string(),
         upload_id: id.to_string(),
     };
+    let files = |keys: Vec<String>| keys.into_iter().map(|key| Garbage::Delete { key });
     match &rec.phase {
         Phase::Working(Work::Exporting(ex)) => {
             let mut w = object(&ex.key);
             if let Upload::Multipart { upload_id, .. } = &ex.upload {
                 w.push(upload(&ex.key, upload_id));
             }
+            w.extend(files(ex.parquet_keys()));
             w
         }
         Phase::Working(Work::Completing(c)) => {
@@ -798,9 +818,14 @@ fn writes_of(rec: &Record) -> Vec<Garbage> {
             if let Finished::Multipart { upload_id, .. } = &c.upload {
                 w.push(upload(&c.key, upload_id));
             }
+            w.extend(files(c.parquet_keys()));
             w
         }
-        Phase::Working(Work::Verifying(v)) => object(&v.archive.key),
+        Phase::Working(Work::Verifying(v)) => {
+            let mut w = object(&v.archive.key);
+            w.extend(files(v.archive.parquet_keys()));
+            w
+        }
         _ => Vec::new(),
     }
 }
@@ -818,6 +843,7 @@ fn refs_of(rec: &Record) -> Vec<Garbage> {
         refs.push(Garbage::Delete {
             key: g.index_key.clone(),
         });
+        refs.extend(g.parquet_keys().into_iter().map(|key| Garbage::Delete { key }));
     }
     refs.extend(rec.garbage.iter().cloned());
     refs

@@ -12,6 +12,7 @@ use crate::core::error::StepError;
 use crate::core::gzip::{check_tail, count_lines, inflate_piece, GZIP_HEADER};
 use crate::core::index::Piece;
 use crate::core::io::{Io, IoResult, IoStats};
+use crate::core::parquet;
 use crate::core::sql::{self, BatchId, ResultSet};
 use crate::core::state::{Generation, RestoreCounts};
 
@@ -30,15 +31,23 @@ pub const CONFLICT_IDS_KEPT: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VerifyStage {
+    /// The size of Parquet file `parquet_checked`.
+    ParquetSize,
+    /// Its last bytes (its footer), `len` of them.
+    ParquetTail {
+        len: u64,
+    },
     Header,
     /// Pieces from `next`, then the tail (final block and trailer).
     Pieces,
     Done,
 }
 
-/// One verification step: checks the header, then pieces from `next`, then the tail.
+/// One verification step: checks the Parquet files' footers from `parquet_checked` (there are
+/// none with Parquet off), then the object's header, pieces from `next`, and its tail.
 pub struct VerifyJob {
     archive: Generation,
+    parquet_checked: usize,
     next: usize,
     crc: crc32fast::Hasher,
     raw_len: u64,
@@ -52,6 +61,7 @@ pub struct VerifyJob {
 /// What a verification step did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
+    pub parquet_checked: usize,
     pub next: usize,
     pub crc: u32,
     pub raw_len: u64,
@@ -62,17 +72,33 @@ pub struct Verified {
 impl VerifyJob {
     /// Continues the read-back of `archive` at piece `next`, whose predecessors had CRC-32 `crc`
     /// over `raw_len` bytes; reads at most about `budget` raw bytes.
-    pub fn new(archive: &Generation, next: usize, crc: u32, raw_len: u64, budget: u64) -> Result<VerifyJob, StepError> {
+    pub fn new(
+        archive: &Generation,
+        (parquet_checked, next): (usize, usize),
+        crc: u32,
+        raw_len: u64,
+        budget: u64,
+    ) -> Result<VerifyJob, StepError> {
         check_contiguous(archive)?;
         let largest = archive.pieces.iter().map(|p| p.raw_len as usize + 1).max().unwrap_or(0);
+        let parquet_rows: u64 = archive.parquet.iter().map(|f| f.rows).sum();
+        if !archive.parquet.is_empty() && parquet_rows != archive.rows {
+            return Err(StepError::ParquetMismatch {
+                key: archive.parquet[0].key.clone(),
+                detail: format!("its files hold {parquet_rows} rows, the JSONL {}", archive.rows),
+            });
+        }
         Ok(VerifyJob {
             archive: archive.clone(),
+            parquet_checked,
             next,
             crc: crc32fast::Hasher::new_with_initial_len(crc, raw_len),
             raw_len,
             budget,
             spent: 0,
-            stage: if next == 0 {
+            stage: if parquet_checked < archive.parquet.len() {
+                VerifyStage::ParquetSize
+            } else if next == 0 {
                 VerifyStage::Header
             } else {
                 VerifyStage::Pieces
@@ -85,6 +111,17 @@ impl VerifyJob {
     pub fn poll(&mut self) -> Poll<'_> {
         let key = &self.archive.key;
         match self.stage {
+            VerifyStage::ParquetSize => Poll::Io(Io::Head {
+                key: &self.archive.parquet[self.parquet_checked].key,
+            }),
+            VerifyStage::ParquetTail { len } => {
+                let file = &self.archive.parquet[self.parquet_checked];
+                Poll::Io(Io::Get {
+                    key: &file.key,
+                    offset: file.bytes - len,
+                    len,
+                })
+            }
             VerifyStage::Header => Poll::Io(Io::Get {
                 key,
                 offset: 0,
@@ -112,6 +149,9 @@ impl VerifyJob {
     }
 
     pub fn handle(&mut self, reply: IoResult) -> Result<(), StepError> {
+        if let VerifyStage::ParquetSize | VerifyStage::ParquetTail { .. } = self.stage {
+            return self.check_parquet(reply);
+        }
         let Some(bytes) = reply?.bytes()? else {
             return Err(self.mismatch("the object vanished while it was read back".into()));
         };
@@ -135,7 +175,7 @@ impl VerifyJob {
                 self.stage = VerifyStage::Done;
                 Ok(())
             }
-            VerifyStage::Done => Ok(()),
+            VerifyStage::ParquetSize | VerifyStage::ParquetTail { .. } | VerifyStage::Done => Ok(()),
         }
     }
 
@@ -163,6 +203,54 @@ impl VerifyJob {
         Ok(())
     }
 
+    /// A Parquet file: its size, then its footer (read again whole if it is longer than guessed).
+    fn check_parquet(&mut self, reply: IoResult) -> Result<(), StepError> {
+        let file = &self.archive.parquet[self.parquet_checked];
+        let mismatch = |detail: String| StepError::ParquetMismatch {
+            key: file.key.clone(),
+            detail,
+        };
+        match self.stage {
+            VerifyStage::ParquetSize => match reply?.size()? {
+                Some(size) if size == file.bytes => {
+                    self.stage = VerifyStage::ParquetTail {
+                        len: parquet::TAIL_GUESS.min(size),
+                    };
+                    Ok(())
+                }
+                Some(size) => Err(mismatch(format!("{size} bytes, {} were written", file.bytes))),
+                None => Err(mismatch("it is missing".into())),
+            },
+            VerifyStage::ParquetTail { len } => {
+                let tail = reply?
+                    .bytes()?
+                    .ok_or_else(|| mismatch("it vanished while it was read back".into()))?;
+                self.io.bytes_read += tail.len() as u64;
+                if tail.len() as u64 != len {
+                    return Err(mismatch(format!("{} bytes read back of its last {len}", tail.len())));
+                }
+                let need = parquet::footer_len(&tail[tail.len().saturating_sub(8)..])
+                    .map_err(|e| mismatch(e.to_string()))?
+                    + 8;
+                if need > len && need <= file.bytes {
+                    self.stage = VerifyStage::ParquetTail { len: need };
+                    return Ok(());
+                }
+                parquet::check_footer(&tail, file.bytes, file.rows).map_err(|e| mismatch(e.to_string()))?;
+                self.parquet_checked += 1;
+                self.stage = if self.parquet_checked < self.archive.parquet.len() {
+                    VerifyStage::ParquetSize
+                } else if self.next == 0 {
+                    VerifyStage::Header
+                } else {
+                    VerifyStage::Pieces
+                };
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn mismatch(&self, detail: String) -> StepError {
         StepError::ObjectMismatch {
             key: self.archive.key.clone(),
@@ -172,6 +260,7 @@ impl VerifyJob {
 
     pub fn finish(self) -> Verified {
         Verified {
+            parquet_checked: self.parquet_checked,
             next: self.next,
             crc: self.crc.clone().finalize(),
             raw_len: self.raw_len,

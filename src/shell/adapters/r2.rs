@@ -83,10 +83,15 @@ impl ObjectStore for R2 {
         Ok(())
     }
 
-    async fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), PortError> {
+    async fn put(&self, key: &str, body: &[&[u8]], content_type: &str) -> Result<(), PortError> {
         const OP: &str = "r2.put";
-        // Copied straight into JavaScript memory, like a part.
-        let data = Uint8Array::from(bytes);
+        // Copied straight into JavaScript memory, like a part, slice by slice.
+        let data = Uint8Array::new_with_length(body.iter().map(|b| b.len() as u32).sum());
+        let mut at = 0u32;
+        for slice in body {
+            data.subarray(at, at + slice.len() as u32).copy_from(slice);
+            at += slice.len() as u32;
+        }
         let promise = self
             .raw()
             .put(key.to_string(), data.into(), http_metadata(content_type))

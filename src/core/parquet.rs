@@ -1,0 +1,681 @@
+//! Parquet beside the JSONL (`PARQUET=true`): the rows of one export step as one Parquet file,
+//! and the check of a file's footer read back from R2. No I/O.
+//!
+//! Not the archive of record: cleaning and restore are proven from the JSONL. The columns are
+//! decoded from the very JSONL lines the step compressed, so the two can never disagree.
+//!
+//! **One file per export step, not one per date.** Compared on paper before building (~22 B/row
+//! in Parquet, 128 MB Workers), then measured (docs/benchmarks.md):
+//! - one file per date: row groups would go up as multipart parts across steps. R2 wants equal
+//!   parts, so each step would carry the file's unsent tail (up to 5 MiB) in the Durable Object's
+//!   storage beside the JSONL's own carry, plus the footer metadata of every row group so far,
+//!   rebuilt into a footer at the end; the file would exist only after the last step.
+//! - one file per step: one atomic `put` from memory, nothing carried, written again whole under
+//!   the same key if its step runs again (never a second copy). While Parquet is on, a step stops
+//!   at [`FILE_ROWS`] rows (or [`FILE_LINE_BYTES`] of lines), so the file in memory stays about
+//!   2.2 MB whatever `STEP_ROWS` says: 10 files for a 1M-row day, 50 for 5M. DuckDB, pyarrow and
+//!   Spark read a folder of files as one table. Chosen.
+//!
+//! Types follow the table: TEXT is a UTF-8 string, INTEGER INT64, REAL DOUBLE, and NOT NULL
+//! columns are required. SQLite lets a value of another type into any column (a BLOB, text in a
+//! numeric column, a REAL in an INTEGER one): such a value is kept exactly, as its JSONL text, in
+//! the extra column `_other_types` (a JSON object by column name; NULL on ordinary rows), and
+//! its own column holds NULL there, or the type's zero where the column is required. Rows come
+//! in the export's order (NULL ids first, then by id); every column chunk has min/max
+//! statistics, so readers skip row groups by `timestamp` and `id`.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding, GzipLevel};
+use parquet::column::page::{CompressedPage, PageWriteSpec, PageWriter};
+use parquet::column::writer::{get_column_writer, ColumnCloseResult, ColumnWriter};
+use parquet::data_type::ByteArray;
+use parquet::file::metadata::{FooterTail, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr, WriterVersion};
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
+use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor, TypePtr};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The file's schema: the table's columns in table order, then `_other_types`.
+pub const SCHEMA: &str = "message traffic_events {
+  optional binary id (STRING);
+  required binary path (STRING);
+  required binary method (STRING);
+  required int64 status;
+  required double response_time;
+  required binary client_ip_hash (STRING);
+  optional binary user_agent (STRING);
+  optional binary country (STRING);
+  required int64 timestamp;
+  required binary event_date (STRING);
+  required int64 is_error;
+  optional int64 created_at;
+  optional binary _other_types (STRING);
+}";
+
+/// The column that keeps values whose SQLite type is not their column's.
+pub const OTHER_TYPES: &str = "_other_types";
+
+/// Rows per row group: the unit readers skip by statistics (about 360 KB compressed). Smaller
+/// groups would prune finer; larger ones cost memory while the group is open (measured: 65,536
+/// rows raised the step's peak by 3 MiB).
+pub const ROW_GROUP_ROWS: usize = 16_384;
+
+/// Most rows in one file, so in one export step while Parquet is on (about 2.2 MB of file).
+pub const FILE_ROWS: u64 = 100_000;
+
+/// Most bytes of JSONL lines in one file (so in one step): bounds the file held in memory when
+/// rows are large.
+pub const FILE_LINE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Rows decoded before they are handed to the column encoders.
+const BATCH_ROWS: usize = 1_024;
+
+/// The file is kept in chunks of this size: it grows without a doubling `Vec`'s copies.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// Gzip level of the pages (zlib-rs, like the JSONL): level 6 measured within 2% of 9 here.
+const GZIP_LEVEL: u32 = 6;
+
+/// Names the files of the JSONL object `key` (`…/0001.jsonl.gz` → `…/0001-0003.parquet`).
+pub fn file_key(object_key: &str, number: u32) -> String {
+    let stem = object_key.strip_suffix(".jsonl.gz").unwrap_or(object_key);
+    format!("{stem}-{number:04}.parquet")
+}
+
+/// A Parquet encoding or footer problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParquetError(pub String);
+
+impl From<parquet::errors::ParquetError> for ParquetError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        ParquetError(e.to_string())
+    }
+}
+
+fn schema() -> TypePtr {
+    Arc::new(parse_message_type(SCHEMA).expect("SCHEMA parses"))
+}
+
+/// The writer settings, measured (docs/benchmarks.md): dictionaries for the repetitive text
+/// columns, DELTA_BYTE_ARRAY for the sorted ids, DELTA_BINARY_PACKED for the timestamps, gzip,
+/// 128 KiB pages, chunk statistics only (no page index).
+fn props() -> WriterPropertiesPtr {
+    let plain = ["id", "client_ip_hash", "response_time", "timestamp", OTHER_TYPES];
+    let mut b = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::GZIP(GzipLevel::try_new(GZIP_LEVEL).expect("valid level")))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
+        .set_statistics_truncate_length(Some(64))
+        .set_data_page_size_limit(64 * 1024)
+        .set_dictionary_page_size_limit(256 * 1024)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("d1-archiver {}", env!("CARGO_PKG_VERSION")));
+    for c in plain {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    b = b
+        .set_column_encoding(ColumnPath::from("id"), Encoding::DELTA_BYTE_ARRAY)
+        .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED);
+    Arc::new(b.build())
+}
+
+// -------------------------------------------------------------------------------------------------
+// Decoding a line into typed values
+
+/// The columns' declared types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Text,
+    Integer,
+    Real,
+}
+
+/// One line, each value still as its JSON text.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    path: &'a RawValue,
+    #[serde(borrow)]
+    method: &'a RawValue,
+    #[serde(borrow)]
+    status: &'a RawValue,
+    #[serde(borrow)]
+    response_time: &'a RawValue,
+    #[serde(borrow)]
+    client_ip_hash: &'a RawValue,
+    #[serde(borrow)]
+    user_agent: &'a RawValue,
+    #[serde(borrow)]
+    country: &'a RawValue,
+    #[serde(borrow)]
+    timestamp: &'a RawValue,
+    #[serde(borrow)]
+    event_date: &'a RawValue,
+    #[serde(borrow)]
+    is_error: &'a RawValue,
+    #[serde(borrow)]
+    created_at: &'a RawValue,
+}
+
+impl<'a> Line<'a> {
+    fn values(&self) -> [&'a RawValue; 12] {
+        [
+            self.id,
+            self.path,
+            self.method,
+            self.status,
+            self.response_time,
+            self.client_ip_hash,
+            self.user_agent,
+            self.country,
+            self.timestamp,
+            self.event_date,
+            self.is_error,
+            self.created_at,
+        ]
+    }
+}
+
+/// A JSON value of a line, classified by the SQLite type it came from.
+enum Value {
+    Null,
+    Text(ByteArray),
+    Integer(i64),
+    Real(f64),
+    /// Anything else (a BLOB object): only `_other_types` can hold it.
+    Other,
+}
+
+fn classify(raw: &RawValue) -> Result<Value, ParquetError> {
+    let text = raw.get();
+    let bad = || ParquetError(format!("line value {text:.60} is not a value the archive writes"));
+    Ok(match text.as_bytes().first() {
+        Some(b'n') => Value::Null,
+        Some(b'"') => {
+            let s: std::borrow::Cow<'_, str> = serde_json::from_str(text).map_err(|_| bad())?;
+            Value::Text(ByteArray::from(s.as_bytes().to_vec()))
+        }
+        Some(b'{') => Value::Other,
+        Some(_) if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
+            // Correctly rounded: the JSONL wrote the shortest decimal of this very double
+            // (and `9.0e+999` for infinity, which parses as infinity).
+            Value::Real(text.parse().map_err(|_| bad())?)
+        }
+        Some(_) => Value::Integer(text.parse().map_err(|_| bad())?),
+        None => return Err(bad()),
+    })
+}
+
+/// One column's values for the rows of a batch.
+enum Values {
+    Text(Vec<ByteArray>),
+    Integer(Vec<i64>),
+    Real(Vec<f64>),
+}
+
+/// The rows of a batch, column by column (`defs` only for optional columns).
+struct Batch {
+    columns: Vec<(Values, Option<Vec<i16>>)>,
+    rows: usize,
+}
+
+const DECLARED: [(Declared, bool); 13] = [
+    (Declared::Text, true),     // id
+    (Declared::Text, false),    // path
+    (Declared::Text, false),    // method
+    (Declared::Integer, false), // status
+    (Declared::Real, false),    // response_time
+    (Declared::Text, false),    // client_ip_hash
+    (Declared::Text, true),     // user_agent
+    (Declared::Text, true),     // country
+    (Declared::Integer, false), // timestamp
+    (Declared::Text, false),    // event_date
+    (Declared::Integer, false), // is_error
+    (Declared::Integer, true),  // created_at
+    (Declared::Text, true),     // _other_types
+];
+
+impl Batch {
+    fn new() -> Batch {
+        let columns = DECLARED
+            .iter()
+            .map(|(t, nullable)| {
+                let values = match t {
+                    Declared::Text => Values::Text(Vec::with_capacity(BATCH_ROWS)),
+                    Declared::Integer => Values::Integer(Vec::with_capacity(BATCH_ROWS)),
+                    Declared::Real => Values::Real(Vec::with_capacity(BATCH_ROWS)),
+                };
+                (values, nullable.then(|| Vec::with_capacity(BATCH_ROWS)))
+            })
+            .collect();
+        Batch { columns, rows: 0 }
+    }
+
+    /// Appends one JSONL line (without its newline).
+    fn push(&mut self, line: &[u8]) -> Result<(), ParquetError> {
+        let parsed: Line<'_> = serde_json::from_slice(line)
+            .map_err(|e| ParquetError(format!("a JSONL line does not have the table's columns: {e}")))?;
+        let mut other: Vec<(&str, &RawValue)> = Vec::new();
+        for (i, raw) in parsed.values().into_iter().enumerate() {
+            let value = classify(raw)?;
+            let (declared, nullable) = DECLARED[i];
+            let fits = match (&value, declared) {
+                (Value::Null, _) => true,
+                (Value::Text(_), Declared::Text)
+                | (Value::Integer(_), Declared::Integer)
+                | (Value::Real(_), Declared::Real) => true,
+                _ => false,
+            };
+            let value = if fits {
+                value
+            } else {
+                other.push((crate::core::sql::COLUMNS[i], raw));
+                Value::Null
+            };
+            self.put(i, value, nullable)?;
+        }
+        let other = (!other.is_empty()).then(|| {
+            let mut json = String::from("{");
+            for (n, (name, raw)) in other.iter().enumerate() {
+                if n > 0 {
+                    json.push(',');
+                }
+                json.push('"');
+                json.push_str(name);
+                json.push_str("\":");
+                json.push_str(raw.get());
+            }
+            json.push('}');
+            Value::Text(ByteArray::from(json.into_bytes()))
+        });
+        self.put(DECLARED.len() - 1, other.unwrap_or(Value::Null), true)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn put(&mut self, column: usize, value: Value, nullable: bool) -> Result<(), ParquetError> {
+        let (values, defs) = &mut self.columns[column];
+        let present = !matches!(value, Value::Null);
+        if let Some(d) = defs {
+            d.push(i16::from(present));
+        }
+        match (values, value) {
+            (Values::Text(v), Value::Text(s)) => v.push(s),
+            (Values::Integer(v), Value::Integer(n)) => v.push(n),
+            (Values::Real(v), Value::Real(x)) => v.push(x),
+            // Absent: optional columns record it in `defs`; required ones hold the type's zero.
+            (Values::Text(v), Value::Null) if !nullable => v.push(ByteArray::from(Vec::new())),
+            (Values::Integer(v), Value::Null) if !nullable => v.push(0),
+            (Values::Real(v), Value::Null) if !nullable => v.push(0.0),
+            (_, Value::Null) => {}
+            _ => return Err(ParquetError(format!("column {column} got a value of another type"))),
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        for (values, defs) in &mut self.columns {
+            match values {
+                Values::Text(v) => v.clear(),
+                Values::Integer(v) => v.clear(),
+                Values::Real(v) => v.clear(),
+            }
+            if let Some(d) = defs {
+                d.clear();
+            }
+        }
+        self.rows = 0;
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Encoding
+
+/// The encoded pages of one column chunk, shared between its column writer (which owns the page
+/// writer) and the file that splices the chunk in when the row group ends.
+type Chunk = Arc<Mutex<TrackedWrite<Vec<u8>>>>;
+
+/// A page writer that owns (a share of) its sink, so the column writers need no borrow.
+struct ChunkPages(Chunk);
+
+impl PageWriter for ChunkPages {
+    fn write_page(&mut self, page: CompressedPage) -> parquet::errors::Result<PageWriteSpec> {
+        let mut sink = self.0.lock().expect("single-threaded");
+        SerializedPageWriter::new(&mut sink).write_page(page)
+    }
+
+    fn close(&mut self) -> parquet::errors::Result<()> {
+        Ok(())
+    }
+}
+
+/// The file's bytes, in chunks.
+#[derive(Default)]
+pub struct FileBytes {
+    pub chunks: Vec<Vec<u8>>,
+    pub len: usize,
+}
+
+impl std::io::Write for FileBytes {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            match self.chunks.last_mut() {
+                Some(c) if c.len() < c.capacity() => {
+                    let k = (c.capacity() - c.len()).min(buf.len());
+                    c.extend_from_slice(&buf[..k]);
+                    buf = &buf[k..];
+                }
+                _ => self.chunks.push(Vec::with_capacity(FILE_CHUNK)),
+            }
+        }
+        self.len += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A finished file: its bytes and what the record keeps about it.
+pub struct Encoded {
+    pub bytes: FileBytes,
+    pub rows: u64,
+    pub row_groups: u32,
+    pub crc32: u32,
+}
+
+/// One step's Parquet file being written, row group by row group.
+pub struct FileWriter {
+    file: SerializedFileWriter<FileBytes>,
+    props: WriterPropertiesPtr,
+    descr: Arc<SchemaDescriptor>,
+    columns: Vec<(ColumnWriter<'static>, Chunk)>,
+    batch: Batch,
+    group_rows: usize,
+    rows: u64,
+    row_groups: u32,
+}
+
+impl FileWriter {
+    pub fn new() -> Result<FileWriter, ParquetError> {
+        let props = props();
+        let schema = schema();
+        let descr = Arc::new(SchemaDescriptor::new(schema.clone()));
+        let file = SerializedFileWriter::new(FileBytes::default(), schema, props.clone())?;
+        Ok(FileWriter {
+            file,
+            props,
+            descr,
+            columns: Vec::new(),
+            batch: Batch::new(),
+            group_rows: 0,
+            rows: 0,
+            row_groups: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows + self.batch.rows as u64
+    }
+
+    /// Bytes of the file so far (the open row group not included).
+    pub fn file_len(&self) -> usize {
+        self.file.bytes_written()
+    }
+
+    /// Appends one JSONL line (its newline optional).
+    pub fn push_line(&mut self, line: &[u8]) -> Result<(), ParquetError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        self.batch.push(line)?;
+        if self.batch.rows >= BATCH_ROWS || self.group_rows + self.batch.rows >= ROW_GROUP_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), ParquetError> {
+        if self.batch.rows == 0 {
+            return Ok(());
+        }
+        if self.columns.is_empty() {
+            self.columns = self
+                .descr
+                .columns()
+                .iter()
+                .map(|c| {
+                    let chunk: Chunk = Arc::new(Mutex::new(TrackedWrite::new(Vec::new())));
+                    let pages = Box::new(ChunkPages(chunk.clone()));
+                    (get_column_writer(c.clone(), self.props.clone(), pages), chunk)
+                })
+                .collect();
+        }
+        for ((writer, _), (values, defs)) in self.columns.iter_mut().zip(&self.batch.columns) {
+            let defs = defs.as_deref();
+            match (writer, values) {
+                (ColumnWriter::ByteArrayColumnWriter(w), Values::Text(v)) => w.write_batch(v, defs, None)?,
+                (ColumnWriter::Int64ColumnWriter(w), Values::Integer(v)) => w.write_batch(v, defs, None)?,
+                (ColumnWriter::DoubleColumnWriter(w), Values::Real(v)) => w.write_batch(v, defs, None)?,
+                _ => return Err(ParquetError("a column writer does not match its column's type".into())),
+            };
+        }
+        self.group_rows += self.batch.rows;
+        self.rows += self.batch.rows as u64;
+        self.batch.clear();
+        if self.group_rows >= ROW_GROUP_ROWS {
+            self.close_group()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the column chunks of the open row group and splices them into the file.
+    fn close_group(&mut self) -> Result<(), ParquetError> {
+        if self.columns.is_empty() {
+            return Ok(());
+        }
+        let columns = std::mem::take(&mut self.columns);
+        let mut group = self.file.next_row_group()?;
+        for (writer, chunk) in columns {
+            let close: ColumnCloseResult = writer.close()?;
+            let bytes = {
+                let mut sink = chunk.lock().expect("single-threaded");
+                std::mem::replace(&mut *sink, TrackedWrite::new(Vec::new()))
+            };
+            let bytes = Bytes::from(bytes.into_inner()?);
+            group.append_column(&bytes, close)?;
+        }
+        group.close()?;
+        self.group_rows = 0;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    /// Ends the file (its footer written) and hands its bytes over.
+    pub fn finish(mut self) -> Result<Encoded, ParquetError> {
+        self.flush_batch()?;
+        self.close_group()?;
+        let bytes = self.file.into_inner()?;
+        let mut crc = crc32fast::Hasher::new();
+        bytes.chunks.iter().for_each(|c| crc.update(c));
+        Ok(Encoded {
+            rows: self.rows,
+            row_groups: self.row_groups,
+            crc32: crc.finalize(),
+            bytes,
+        })
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Reading a footer back
+
+/// Bytes to read from a file's end to find its footer in one request, almost always.
+pub const TAIL_GUESS: u64 = 64 * 1024;
+
+/// What the footer at the end of a file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footer {
+    pub rows: u64,
+    pub row_groups: u32,
+}
+
+/// The length of the footer metadata, from a file's last 8 bytes (`len` + `PAR1`).
+pub fn footer_len(last8: &[u8]) -> Result<u64, ParquetError> {
+    let tail: [u8; 8] = last8
+        .try_into()
+        .map_err(|_| ParquetError(format!("{} bytes where the 8-byte footer tail should be", last8.len())))?;
+    let tail = FooterTail::try_new(&tail)?;
+    Ok(tail.metadata_length() as u64)
+}
+
+/// Checks a file of `size` bytes from its `tail` (its last bytes, footer included): the magic,
+/// the schema (exactly ours), the row count, every row group's statistics for `id` and
+/// `timestamp`, and that the row groups and the footer account for every byte of the file.
+pub fn check_footer(tail: &[u8], size: u64, rows: u64) -> Result<Footer, ParquetError> {
+    let n = tail.len();
+    if n < 8 {
+        return Err(ParquetError(format!("the file has {n} bytes, not even a footer")));
+    }
+    let meta_len = footer_len(&tail[n - 8..])? as usize;
+    if meta_len + 8 > n {
+        return Err(ParquetError(format!(
+            "footer of {meta_len} bytes is longer than the {n} bytes read"
+        )));
+    }
+    let md: ParquetMetaData = ParquetMetaDataReader::decode_metadata(&tail[n - 8 - meta_len..n - 8])?;
+    let file = md.file_metadata();
+    if file.schema_descr().root_schema() != schema().as_ref() {
+        return Err(ParquetError("the schema is not the archiver's".into()));
+    }
+    if file.num_rows() as u64 != rows {
+        return Err(ParquetError(format!("{} rows, expected {rows}", file.num_rows())));
+    }
+    let mut data = 4u64; // "PAR1" at the start
+    let mut counted = 0u64;
+    for (g, group) in md.row_groups().iter().enumerate() {
+        counted += group.num_rows() as u64;
+        data += group.compressed_size() as u64;
+        for name in ["id", "timestamp"] {
+            let has = group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .and_then(|c| c.statistics())
+                .is_some_and(|s| s.null_count_opt().is_some());
+            if !has {
+                return Err(ParquetError(format!("row group {g} has no statistics for {name}")));
+            }
+        }
+    }
+    if counted != rows {
+        return Err(ParquetError(format!(
+            "row groups hold {counted} rows, the footer says {rows}"
+        )));
+    }
+    let expected = data + meta_len as u64 + 8;
+    if expected != size {
+        return Err(ParquetError(format!(
+            "{size} bytes, but its row groups and footer account for {expected}"
+        )));
+    }
+    Ok(Footer {
+        rows,
+        row_groups: md.num_row_groups() as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    fn line(id: &str, extra: &str) -> String {
+        format!(
+            "{{\"id\":{id},\"path\":\"/a\",\"method\":\"GET\",\"status\":200,\"response_time\":1.5,\"client_ip_hash\":\"h\",\"user_agent\":null,\"country\":\"DE\",\"timestamp\":1700000000000,\"event_date\":\"2026-11-20\",\"is_error\":0,\"created_at\":{extra}}}\n"
+        )
+    }
+
+    fn encode(lines: &[String]) -> Vec<u8> {
+        let mut w = FileWriter::new().unwrap();
+        for l in lines {
+            w.push_line(l.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().bytes.chunks.concat()
+    }
+
+    #[test]
+    fn rows_round_trip_with_their_types() {
+        let bytes = encode(&[
+            line("\"a\"", "17"),
+            line("null", "null"),
+            line("{\"$blob\":\"00ff\"}", "\"late\""),
+        ]);
+        let reader = SerializedFileReader::new(Bytes::from(bytes.clone())).unwrap();
+        let rows: Vec<_> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), 3);
+        let get = |r: usize, c: &str| rows[r].get_column_iter().find(|(n, _)| *n == c).unwrap().1.clone();
+        assert_eq!(get(0, "id"), Field::Str("a".into()));
+        assert_eq!(get(0, "created_at"), Field::Long(17));
+        assert_eq!(get(0, "response_time"), Field::Double(1.5));
+        assert_eq!(get(0, OTHER_TYPES), Field::Null);
+        assert_eq!(get(1, "id"), Field::Null);
+        assert_eq!(get(2, "id"), Field::Null);
+        assert_eq!(get(2, "created_at"), Field::Null);
+        assert_eq!(
+            get(2, OTHER_TYPES),
+            Field::Str("{\"id\":{\"$blob\":\"00ff\"},\"created_at\":\"late\"}".into())
+        );
+        assert_eq!(check_footer(&bytes, bytes.len() as u64, 3).unwrap().rows, 3);
+    }
+
+    #[test]
+    fn a_required_column_of_another_type_holds_zero_and_keeps_the_value_aside() {
+        let l = line("\"a\"", "1").replace("\"status\":200", "\"status\":\"teapot\"");
+        let bytes = encode(&[l]);
+        let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+        let row = reader.get_row_iter(None).unwrap().next().unwrap().unwrap();
+        let fields: Vec<_> = row.get_column_iter().map(|(n, f)| (n.clone(), f.clone())).collect();
+        assert!(fields.contains(&("status".into(), Field::Long(0))));
+        assert!(fields.contains(&(OTHER_TYPES.into(), Field::Str("{\"status\":\"teapot\"}".into()))));
+    }
+
+    #[test]
+    fn row_groups_split_and_the_footer_accounts_for_every_byte() {
+        let lines: Vec<String> = (0..ROW_GROUP_ROWS + 10)
+            .map(|i| line(&format!("\"{i:08}\""), "1"))
+            .collect();
+        let bytes = encode(&lines);
+        let f = check_footer(&bytes, bytes.len() as u64, lines.len() as u64).unwrap();
+        assert_eq!(f.row_groups, 2);
+        assert!(check_footer(&bytes, bytes.len() as u64 + 1, lines.len() as u64).is_err());
+        assert!(check_footer(&bytes, bytes.len() as u64, 5).is_err());
+        let mut broken = bytes.clone();
+        let n = broken.len();
+        broken[n - 1] ^= 1;
+        assert!(check_footer(&broken, n as u64, lines.len() as u64).is_err());
+    }
+
+    #[test]
+    fn a_line_without_the_columns_is_an_error() {
+        let mut w = FileWriter::new().unwrap();
+        assert!(w.push_line(b"{\"id\":\"a\"}").is_err());
+    }
+
+    #[test]
+    fn file_keys_sit_beside_the_object() {
+        assert_eq!(
+            file_key("traffic_events/event_date=2026-11-20/0002.jsonl.gz", 3),
+            "traffic_events/event_date=2026-11-20/0002-0003.parquet"
+        );
+    }
+}
