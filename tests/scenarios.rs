@@ -192,6 +192,9 @@ fn reset_loses_nothing(w: &World, originals: &[Value], label: &str) {
     assert!(w.objects().object(&key).is_some(), "{label}: the archive was deleted");
     assert_nothing_lost(w, originals, label);
     assert_eq!(w.listed_objects(), [key], "{label}");
+    // Its Parquet files follow the object: kept and listed.
+    assert!(!w.parquet_keys().is_empty(), "{label}: the Parquet files were deleted");
+    assert_eq!(w.listed_parquet(), w.parquet_keys(), "{label}");
     // The rows still in D1 are archived as generation 2, and then the date is empty.
     w.run();
     let st = w.status();
