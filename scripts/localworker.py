@@ -175,6 +175,18 @@ class LocalWorker:
         assert code == 200, body
         return body["keys"]
 
+    def flip_byte(self, key: str, at: float, mask: int) -> None:
+        """Damages an object in the local R2 (through wrangler, as an outside writer would):
+        the byte at fraction `at` of its length is XORed with `mask`."""
+        path = self.workdir / "flipped.bin"
+        bucket = ["--local", "--persist-to", str(self.persist), "--file", str(path)]
+        self.wrangler("r2", "object", "get", f"traffic-archive/{key}", *bucket)
+        data = bytearray(path.read_bytes())
+        data[int(len(data) * at)] ^= mask
+        path.write_bytes(bytes(data))
+        self.wrangler("r2", "object", "put", f"traffic-archive/{key}", *bucket)
+        path.unlink()
+
     def cron(self) -> None:
         status, _, body = self.request("GET", "/cdn-cgi/handler/scheduled?cron=17+3+*+*+*", token=None)
         assert status == 200, body

@@ -83,13 +83,7 @@ def test_a_damaged_object_deletes_nothing_and_says_what_to_do(tmp_path):
     w.seed(date, 30_000)
     with running(w):
         st = w.archive(date, until={"uploaded"})
-        key = st["object_key"]
-        path = tmp_path / "object.gz"
-        w.wrangler("r2", "object", "get", f"traffic-archive/{key}", "--local", "--persist-to", str(w.persist), "--file", str(path))
-        data = bytearray(path.read_bytes())
-        data[len(data) // 3] ^= 0x20
-        path.write_bytes(bytes(data))
-        w.wrangler("r2", "object", "put", f"traffic-archive/{key}", "--local", "--persist-to", str(w.persist), "--file", str(path))
+        w.flip_byte(st["object_key"], at=1 / 3, mask=0x20)
         code, _ = w.api("POST", f"/admin/trigger-cleanup?date={date}")
         assert code == 202
         st = w.wait_for(date, {"failed", "cleaned"})
