@@ -40,7 +40,11 @@ fn check(s: &Scenario, label: &str) {
         "{label}: {st:?}"
     );
     let key = st.object_key.clone().unwrap();
-    assert_eq!(w.archive_keys(), [key.clone()], "{label}: exactly one archive object");
+    assert_eq!(
+        w.archive_keys(),
+        std::slice::from_ref(&key),
+        "{label}: exactly one archive object"
+    );
     assert_lines(lines_of(&w.objects().object(&key).unwrap()), &s.expected);
     let files: Vec<String> = st.generations[0].parquet.iter().map(|f| f.key.clone()).collect();
     assert!(!files.is_empty(), "{label}: Parquet files written");

@@ -71,13 +71,16 @@ fn first_ids(w: &World, n: usize) -> Vec<String> {
     ids.take(n).map(Result::unwrap).collect()
 }
 
+/// What `Hooked` runs before a call.
+type Before<'a> = Box<dyn Fn(&Statement) -> Result<(), PortError> + 'a>;
+
 /// A D1 with a hook around every call (a batch by its first statement): `before` may fail the
 /// call (an injected error) or act first (run a reset, as a Durable Object serves requests while
 /// a step awaits D1); `after` sees the statement once it went through. Export pages' sizes are
 /// kept.
 struct Hooked<'a> {
     w: &'a World,
-    before: Box<dyn Fn(&Statement) -> Result<(), PortError> + 'a>,
+    before: Before<'a>,
     after: Box<dyn Fn(&Statement) + 'a>,
     pages: RefCell<Vec<usize>>,
 }
@@ -562,7 +565,7 @@ fn scenario_8a_after_resetting_generation_2_metadata_points_at_generation_1() {
     assert!(w.objects().object(&gen1).is_some());
     assert_eq!(
         w.archive_keys(),
-        [gen1.clone()],
+        std::slice::from_ref(&gen1),
         "generation 2's object is gone from R2"
     );
     assert_eq!(w.listed_objects(), [gen1], "and from archive_objects");

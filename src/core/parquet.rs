@@ -267,13 +267,13 @@ impl Batch {
         for (i, raw) in parsed.values().into_iter().enumerate() {
             let value = classify(raw)?;
             let (declared, nullable) = DECLARED[i];
-            let fits = match (&value, declared) {
-                (Value::Null, _) => true,
-                (Value::Text(_), Declared::Text)
-                | (Value::Integer(_), Declared::Integer)
-                | (Value::Real(_), Declared::Real) => true,
-                _ => false,
-            };
+            let fits = matches!(
+                (&value, declared),
+                (Value::Null, _)
+                    | (Value::Text(_), Declared::Text)
+                    | (Value::Integer(_), Declared::Integer)
+                    | (Value::Real(_), Declared::Real)
+            );
             let value = if fits {
                 value
             } else {

@@ -10,6 +10,7 @@ use worker::{Env, Method, Request, RequestInit, Response};
 use crate::api::protocol::{reply_status, DoReply, DoRequest, DoResult};
 use crate::api::routes::{self, ArchiveFormat, EventsQuery, Route};
 use crate::api::{authorize, ApiError, ErrorKind};
+use crate::core::config::Config;
 use crate::core::date::Day;
 use crate::core::status::ArchiveObject;
 use crate::engine::events::EventReader;
@@ -21,7 +22,7 @@ use super::{binding, config, json, now_ms};
 /// The operator console: one self-contained page (see `console.html`).
 const CONSOLE: &str = include_str!("console.html");
 
-pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiError> {
+pub(super) async fn handle(req: Request, env: &Env) -> Result<Response, ApiError> {
     let url = req
         .url()
         .map_err(|_| ApiError::new(ErrorKind::BadParameter, "unparseable URL"))?;
@@ -50,16 +51,21 @@ pub(super) async fn handle(mut req: Request, env: &Env) -> Result<Response, ApiE
     };
     let now = now_ms();
     let route = routes::route(&parsed, Day::from_unix_ms(now), now, &cfg)?;
+    dispatch(route, req, env, &cfg, now).await
+}
+
+/// Answers one parsed route: the fleet's reads here, a date's commands in its Durable Object.
+async fn dispatch(route: Route, mut req: Request, env: &Env, cfg: &Config, now: i64) -> Result<Response, ApiError> {
     match route {
         Route::Console => Response::from_html(CONSOLE).map_err(ApiError::unavailable),
         Route::Dates => json(
             200,
-            &fleet::listing(&db(env)?, &cfg, now)
+            &fleet::listing(&db(env)?, cfg, now)
                 .await
                 .map_err(ApiError::unavailable)?,
         ),
         Route::Health => {
-            let h = fleet::health(&db(env)?, &cfg, now)
+            let h = fleet::health(&db(env)?, cfg, now)
                 .await
                 .map_err(ApiError::unavailable)?;
             json(if h.ok { 200 } else { 503 }, &h)

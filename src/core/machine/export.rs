@@ -70,11 +70,10 @@ impl Limits {
     /// [`FIRST_PAGE_ROWS`] while the size is unknown), growing at most fourfold per page, and
     /// never past the step's row budget.
     pub fn page_limit(&self, row_bytes: u64, previous: Option<u32>, rows_left: u64) -> u32 {
-        let by_size = if row_bytes == 0 {
-            u64::from(FIRST_PAGE_ROWS)
-        } else {
-            self.page_bytes / row_bytes
-        };
+        let by_size = self
+            .page_bytes
+            .checked_div(row_bytes)
+            .unwrap_or(u64::from(FIRST_PAGE_ROWS));
         let growth = previous.map_or(u64::MAX, |p| 4 * u64::from(p.max(FIRST_PAGE_ROWS)));
         by_size.min(growth).min(u64::from(self.page_rows)).min(rows_left).max(1) as u32
     }

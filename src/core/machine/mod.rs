@@ -60,7 +60,7 @@ pub enum Poll<'a> {
 /// One bounded step: a job that asks for one call at a time.
 pub enum Step {
     Export(Box<ExportJob>),
-    Complete(CompleteJob),
+    Complete(Box<CompleteJob>),
     Verify(Box<VerifyJob>),
     Pass(Box<PassJob>),
     /// Writes the metadata a failed write left stale.
@@ -219,7 +219,7 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
             let limits = Limits::from_config(cfg).with_parquet(ex.parquet.is_some());
             ExportJob::new(&rec.date, ex, carry, limits, skip_empty).map(|j| Step::Export(Box::new(j)))
         }
-        Phase::Working(Work::Completing(w)) => Ok(Step::Complete(complete_job(&rec.date, w))),
+        Phase::Working(Work::Completing(w)) => Ok(Step::Complete(Box::new(complete_job(&rec.date, w)))),
         Phase::Working(Work::Verifying(v)) => VerifyJob::new(
             &v.archive,
             (v.parquet_checked, v.next),
