@@ -22,7 +22,9 @@ DONE, BIG, BROKEN = day(30), day(31), day(32)
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    w = make_worker(tmp_path_factory.mktemp("console"), vars={"AUTO_CLEANUP": "false", "STEP_ROWS": "5000"},
+    # Steps of 1,000 rows keep BIG in `exporting` for many seconds (200 steps), so the page,
+    # refreshing every 2 s, sees it there whatever the machine's speed.
+    w = make_worker(tmp_path_factory.mktemp("console"), vars={"AUTO_CLEANUP": "false", "STEP_ROWS": "1000"},
                     seed={DONE: 20_000, BIG: 200_000, BROKEN: 20_000})
     with running(w):
         yield w
