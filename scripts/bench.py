@@ -271,6 +271,13 @@ def main() -> int:
     return 0
 
 
+def section(title: str, header: str) -> list:
+    """A report section: its heading and a table header, every column but the text ones right-aligned."""
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    align = ["---" if c in ("window", "target", "measured", "verdict") else "---:" for c in columns]
+    return ["", f"## {title}", "", header, "|" + "|".join(align) + "|"]
+
+
 def report(results: dict, sizes: list, a) -> str:
     mib = lambda b: f"{b / MIB:.1f} MiB"
     cmd = "scripts/bench" + (f" --sizes {a.sizes}" if a.sizes != "100000,1000000,5000000" else "")
@@ -296,9 +303,7 @@ def report(results: dict, sizes: list, a) -> str:
             f"{o['bytes'] / n:.1f} | {o['pieces']} | {o['bytes'] / o['gzip6_bytes']:.3f} | {o['export_rows_read'] / n:.3f} | "
             f"{o['clean_rows_read'] / max(1, o['rows_deleted']):.3f} | {'yes' if r['others_untouched'] else 'NO'} |"
         )
-    out += ["", "## Side by side: native floor and naive baseline", "",
-            "| rows | ours: export rows/s | floor rows/s | ours / floor | ours: export time waiting for D1 / encoding+compressing+uploading | naive: time | naive: peak wasm memory | naive: workerd RSS peak | naive: D1 rows read / row | ours: peak wasm memory |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += section("Side by side: native floor and naive baseline", "| rows | ours: export rows/s | floor rows/s | ours / floor | ours: export time waiting for D1 / encoding+compressing+uploading | naive: time | naive: peak wasm memory | naive: workerd RSS peak | naive: D1 rows read / row | ours: peak wasm memory |")
     for n in sizes:
         o, f, nv = results[n]["ours"], results[n]["floor"], results[n]["naive"]
         ours_rate = n / o["export_s"]
@@ -310,9 +315,7 @@ def report(results: dict, sizes: list, a) -> str:
             naive_cols = f"{nv['seconds']:.1f} s | {mib(nv['peak_wasm_memory_bytes'])} | {mib(nv['rss_peak'])} | {nv['d1_rows_read'] / max(1, nv['rows']):.1f}"
         split = f"{o['page_wait_ms'] / 1000:.1f} s / {o['encode_ms'] / 1000:.1f} s of {o['export_s']:.1f} s"
         out.append(f"| {n:,} | {ours_rate:,.0f} | {f['rows_per_s']:,.0f} | {ours_rate / f['rows_per_s']:.0%} | {split} | {naive_cols} | {mib(o['peak_wasm'])} |")
-    out += ["", "## Restore, and reading windows in place", "",
-            "| rows | restore | restore rows/s | peak wasm memory after restore | D1 rows read / restored row | window | lines | bytes read of the object | share | first byte |",
-            "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    out += section("Restore, and reading windows in place", "| rows | restore | restore rows/s | peak wasm memory after restore | D1 rows read / restored row | window | lines | bytes read of the object | share | first byte |")
     for n in sizes:
         o = results[n]["ours"]
         rs = o["restore"]
@@ -322,9 +325,7 @@ def report(results: dict, sizes: list, a) -> str:
                     if first else "| | | | | ")
             first = False
             out.append(lead + f"| {label} | {wnd['lines']:,} | {wnd['read']:,} of {wnd['total']:,} | {wnd['read'] / wnd['total']:.2%} | {wnd['first_byte_ms']:.0f} ms |")
-    out += ["", "## Parquet beside the JSONL (an export with PARQUET=true against ours, PARQUET=false, same D1 state)", "",
-            "| rows | export, PARQUET=false | export, PARQUET=true | ratio | peak wasm memory off → on | files | Parquet bytes/row | .jsonl.gz bytes/row | Parquet / .jsonl.gz | DuckDB errors by path: .jsonl.gz → Parquet | speed-up | DuckDB one hour: .jsonl.gz → Parquet | speed-up |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += section("Parquet beside the JSONL (an export with PARQUET=true against ours, PARQUET=false, same D1 state)", "| rows | export, PARQUET=false | export, PARQUET=true | ratio | peak wasm memory off → on | files | Parquet bytes/row | .jsonl.gz bytes/row | Parquet / .jsonl.gz | DuckDB errors by path: .jsonl.gz → Parquet | speed-up | DuckDB one hour: .jsonl.gz → Parquet | speed-up |")
     for n in sizes:
         off = results[n]["ours"]
         o = off["parquet_on"]
@@ -335,7 +336,7 @@ def report(results: dict, sizes: list, a) -> str:
             f"{mib(off['peak_wasm'])} → {mib(o['peak_wasm'])} | {o['parquet_files']} | {o['parquet_bytes'] / n:.1f} | {o['bytes'] / n:.1f} | "
             f"{o['parquet_bytes'] / o['bytes']:.2f}× | {e['jsonl'] * 1000:.0f} → {e['parquet'] * 1000:.0f} ms | {e['jsonl'] / e['parquet']:.0f}× | "
             f"{h['jsonl'] * 1000:.0f} → {h['parquet'] * 1000:.0f} ms | {h['jsonl'] / h['parquet']:.0f}× |")
-    out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    out += section("Targets", "| target | measured | verdict |")
     big, small = results[sizes[-1]]["ours"], results[sizes[0]]["ours"]
     checks = []
     checks.append((f"peak wasm memory at {sizes[-1]:,} rows ≤ 16 MiB and within 10% of {sizes[0]:,} (export, verification, cleaning)",
