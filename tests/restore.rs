@@ -95,29 +95,36 @@ fn a_restore_never_overwrites_a_different_row_and_counts_what_it_found() {
     let w = archived_world(1_000);
     let originals = rows_of(w.sql(), DATE);
     w.run();
-    // Live rows while restoring: one conflicting (same id, other content), one identical.
+    // Live rows while restoring: one conflicting (same id, other content), one identical, and
+    // one conflicting from another date (the id is the table's key, whatever the date).
     let a = originals[3].clone();
     let b = originals[4].clone();
-    let id_a = a["id"].as_str().unwrap();
-    w.sql()
-        .execute(
-            "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES (?1, '/other', 'GET', 'h', 1, ?2)",
-            rusqlite::params![id_a, DATE],
-        )
-        .unwrap();
+    let c = originals[5].clone();
+    let (id_a, id_c) = (a["id"].as_str().unwrap(), c["id"].as_str().unwrap());
+    for (id, date) in [(id_a, DATE), (id_c, OTHER)] {
+        w.sql()
+            .execute(
+                "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES (?1, '/other', 'GET', 'h', 1, ?2)",
+                rusqlite::params![id, date],
+            )
+            .unwrap();
+    }
     copy_one(&w, &b);
     w.command(RESTORE).unwrap();
     w.drive_until("restored");
     let r = w.status().restore.unwrap();
-    assert_eq!((r.inserted, r.already_present, r.conflicts), (998, 1, 1));
-    assert_eq!(r.first_conflicting_ids, [serde_json::json!(id_a)]);
+    assert_eq!((r.inserted, r.already_present, r.conflicts), (997, 1, 2));
+    assert_eq!(
+        r.first_conflicting_ids,
+        [serde_json::json!(id_a), serde_json::json!(id_c)]
+    );
     let now = rows_of(w.sql(), DATE);
     assert!(
         now.iter().any(|row| row["id"] == id_a && row["path"] == "/other"),
         "the live row stays as it was"
     );
     assert!(!now.contains(&a), "the archived version did not overwrite it");
-    assert_eq!(now.len(), 1_000);
+    assert_eq!(now.len(), 999);
 }
 
 fn copy_one(w: &World, row: &serde_json::Value) {

@@ -83,7 +83,16 @@ fn hostile(w: &World) {
             (x'00ff10', x'', x'47', x'01', x'7f', x'00', x'', x'ff', x'0102', '{DATE}', x'00', x'ab'),
             ('0-types-1', '1', 'GET', '1', '1.5', 'h', '1', '1.0', 1, '{DATE}', 1.5, 'late'),
             ('0-types-2', 'x', 'GET', 'abc', 'fast', 'h', 2, 2.0, 'noon', '{DATE}', 'no', 1.25),
-            ('0-inf', '/', 'GET', 200, 9e999, 'h', NULL, NULL, 5, '{DATE}', 0, NULL)"
+            ('0-inf', '/', 'GET', 200, 9e999, 'h', NULL, NULL, 5, '{DATE}', 0, NULL),
+            ('0-blob-rt', '/', 'GET', 200, x'0aff', 'h', NULL, NULL, 6, '{DATE}', 0, NULL),
+            ('0-blob-text', '/', 'GET', 200, '{{\"$blob\":\"0AFF\"}}', 'h', NULL, NULL, 6, '{DATE}', 0, NULL),
+            ('0-id\"quote', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-id\\back', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-id' || char(9) || 'tab', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-id' || char(0) || 'nul', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-id.dot[0]$', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-id\".\"path', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-ïd 😀 '' OR 1=1', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL)"
         ))
         .unwrap();
 }
@@ -237,4 +246,68 @@ fn a_damaged_parquet_file_is_caught_and_the_export_starts_over() {
         assert_eq!(w.listed_parquet(), w.parquet_keys(), "{label}");
         assert_lines(w.parquet_rows(), &expected);
     }
+}
+
+/// One deleting batch's statements on a real SQLite, lines with plain, escaped, NULL and BLOB
+/// ids alike: the rows equal to a line go, a changed row stays, the ledger counts what went,
+/// and running the batch again deletes nothing, not even an identical row put back since.
+#[test]
+fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
+    use d1_archiver::core::sql::{delete_batch, BatchId, Param, DELETE_BATCH, DELETE_KEYED, KEYED_LINES};
+    use d1_archiver::ports::Database;
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, 300, 4, now_s(&w));
+    hostile(&w);
+    w.run();
+    assert_eq!(w.status().phase, "uploaded");
+    let text = gunzip_single_member(&w.objects().object(&w.status().object_key.unwrap()).unwrap());
+    let lines = text.lines().count() as u64;
+    let before = count_date(w.sql(), DATE);
+    assert_eq!(before, lines);
+    w.sql()
+        .execute_batch(
+            "UPDATE traffic_events SET status = 599 WHERE id = '0-edge-2';
+             CREATE TEMP TABLE kept AS SELECT * FROM traffic_events WHERE id = '0-edge-1'",
+        )
+        .unwrap();
+    let id = BatchId {
+        pass: "test#clean-1",
+        piece: 0,
+        batch: 0,
+    };
+    let stmts = delete_batch(&text, DATE, &id, 1);
+    let by_id = |sql: &str| -> Vec<usize> {
+        let lines_of = |s: &d1_archiver::core::sql::Statement| match &s.params[0] {
+            Param::Text(t) => w
+                .sql()
+                .query_row("SELECT count(*) FROM json_each(?1)", [t], |r| r.get::<_, usize>(0))
+                .unwrap(),
+            other => panic!("{other:?}"),
+        };
+        stmts.iter().filter(|s| s.sql == sql).map(lines_of).collect()
+    };
+    // Ids with a quote, a backslash, a tab or a NUL are escaped in JSON: they, the three NULL
+    // ids and the BLOB id go through the join.
+    assert_eq!(by_id(DELETE_BATCH), vec![9]);
+    let keyed = by_id(DELETE_KEYED);
+    assert_eq!(keyed.iter().sum::<usize>(), lines as usize - 9);
+    assert!(keyed.iter().all(|n| *n <= KEYED_LINES) && keyed.len() == (lines as usize - 9).div_ceil(KEYED_LINES));
+    let ledger_rows = |results: &[d1_archiver::core::sql::ResultSet]| results.last().unwrap().rows[0][0].clone();
+    let first = block_on(w.db.batch(&stmts)).unwrap();
+    assert_eq!(count_date(w.sql(), DATE), 1, "only the changed row is left");
+    assert_eq!(ledger_rows(&first), serde_json::json!(lines - 1));
+    // Put one deleted row back exactly, and run the batch again.
+    w.sql()
+        .execute_batch("INSERT INTO traffic_events SELECT * FROM kept")
+        .unwrap();
+    let again = block_on(w.db.batch(&stmts)).unwrap();
+    assert_eq!(
+        ledger_rows(&again),
+        serde_json::json!(lines - 1),
+        "the count of the first run"
+    );
+    assert_eq!(count_date(w.sql(), DATE), 2, "the second run deleted nothing");
 }

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::{Command, Reply};
-use d1_archiver::core::sql::{Meta, ResultSet, Statement, DELETE_BATCH};
+use d1_archiver::core::sql::{Meta, ResultSet, Statement, DELETE_BATCH, DELETE_KEYED};
 use d1_archiver::engine::{AlarmReport, EngineError, Ports};
 use d1_archiver::ports::faulty::Rule;
 use d1_archiver::ports::{Database, PortError};
@@ -118,11 +118,13 @@ impl Database for Hooked<'_> {
         (self.after)(stmt);
         r
     }
+    /// Hooks a batch by its delete, if it has one (a deleting batch opens its ledger row first).
     async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        (self.before)(&stmts[0])?;
+        let named = stmts.iter().find(|s| deletes(s)).unwrap_or(&stmts[0]);
+        (self.before)(named)?;
         let r = self.w.db.batch(stmts).await;
         if r.is_ok() {
-            (self.after)(&stmts[0]);
+            (self.after)(named);
         }
         r
     }
@@ -134,6 +136,11 @@ impl Database for Hooked<'_> {
         }
         r
     }
+}
+
+/// A statement that deletes rows of `traffic_events` against archived lines.
+fn deletes(s: &Statement) -> bool {
+    s.sql == DELETE_KEYED || s.sql == DELETE_BATCH
 }
 
 fn injected() -> PortError {
@@ -230,8 +237,8 @@ fn scenario_1b_reset_after_a_d1_failure_on_a_later_delete_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
     let seen = Cell::new(0);
     let db = Hooked::before(&w, |s| {
-        seen.set(seen.get() + u32::from(s.sql == DELETE_BATCH));
-        if s.sql == DELETE_BATCH && seen.get() == 2 {
+        seen.set(seen.get() + u32::from(deletes(s)));
+        if deletes(s) && seen.get() == 2 {
             return Err(injected());
         }
         Ok(())
@@ -250,7 +257,7 @@ fn scenario_1c_reset_after_a_crash_between_delete_and_save_loses_nothing() {
     let mut db = Hooked::before(&w, |_| Ok(()));
     // The process dies right after the first DELETE went through.
     db.after = Box::new(|s| {
-        if s.sql == DELETE_BATCH && !w.faults.crashed() {
+        if deletes(s) && !w.faults.crashed() {
             w.faults.add(Rule::CrashAfter(w.faults.calls()));
         }
     });
@@ -291,7 +298,7 @@ fn scenario_2_a_reset_while_the_first_delete_is_in_flight_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
     let key = w.status().object_key.unwrap();
     let reset = RefCell::new(None);
-    let racing = Hooked::racing_reset(&w, |s| s.sql == DELETE_BATCH, &reset);
+    let racing = Hooked::racing_reset(&w, deletes, &reset);
     w.advance_to_wake();
     let report = step_with(&w, &racing).unwrap();
     assert_eq!(

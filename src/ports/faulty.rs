@@ -159,7 +159,9 @@ impl<D: Database> Database for Faulty<D> {
         self.inner.run(stmt).await
     }
     async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        let op = stmts.first().map_or("d1.batch", |s| match d1_op(s.sql) {
+        // Named by what the batch changes (a deleting batch opens its ledger row first).
+        let changes = stmts.iter().map(|s| d1_op(s.sql)).find(|op| *op != "d1.select");
+        let op = changes.map_or("d1.batch", |op| match op {
             "d1.delete" => "d1.batch.delete",
             "d1.insert" => "d1.batch.insert",
             "d1.metadata" => "d1.batch.metadata",

@@ -360,6 +360,8 @@ pub struct PassJob {
     piece_changed: u64,
     piece_counts: RestoreCounts,
     counted: Option<u64>,
+    /// Which statements of the batch in flight are restore checks.
+    checks: Vec<bool>,
     /// The source whose header and end this step checked.
     ends_checked: Option<usize>,
     io: IoStats,
@@ -415,6 +417,7 @@ impl PassJob {
             piece_changed: 0,
             piece_counts: RestoreCounts::default(),
             counted: None,
+            checks: Vec::new(),
             ends_checked: None,
             io: IoStats::default(),
         };
@@ -477,7 +480,9 @@ impl PassJob {
             PassStage::Batches { k, from, .. } => {
                 let to = batch_end(&self.buf, from, self.batch_bytes);
                 self.stage = PassStage::Batches { k, from, to };
-                Poll::Io(Io::Batch(self.statements(k, from, to)))
+                let stmts = self.statements(k, from, to);
+                self.checks = stmts.iter().map(sql::is_restore_check).collect();
+                Poll::Io(Io::Batch(stmts))
             }
             PassStage::Count => Poll::Io(Io::Query(sql::count_date(&self.date))),
             PassStage::Done => Poll::Done,
@@ -491,10 +496,11 @@ impl PassJob {
             piece: self.piece,
             batch: k,
         };
-        let json = json_array(&self.buf[from..to]);
+        // The lines were written from UTF-8 text and their CRC-32 matched: valid UTF-8.
+        let lines = String::from_utf8_lossy(&self.buf[from..to]);
         match self.kind {
-            Kind::Delete => sql::delete_batch(json, &self.date, &id, self.now_ms),
-            Kind::Restore => sql::restore_batch(json, &self.date, &id, self.now_ms),
+            Kind::Delete => sql::delete_batch(&lines, &self.date, &id, self.now_ms),
+            Kind::Restore => sql::restore_batch(&lines, &self.date, &id, self.now_ms),
         }
     }
 
@@ -608,7 +614,7 @@ impl PassJob {
             _ => 0,
         };
         let rows = results
-            .get(2)
+            .last()
             .map(|rs| sql::single_u64("ledger_rows", rs))
             .transpose()?
             .unwrap_or(0);
@@ -629,12 +635,15 @@ impl PassJob {
         inserted: u64,
         results: &[ResultSet],
     ) -> Result<(), StepError> {
-        let row = results
-            .get(3)
-            .and_then(|rs| rs.rows.first())
-            .cloned()
-            .unwrap_or_default();
-        let (identical, conflicts, ids): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
+        let (mut identical, mut conflicts, mut ids) = (0, 0, Vec::new());
+        for (rs, _) in results.iter().zip(&self.checks).filter(|(_, check)| **check) {
+            let row = rs.rows.first().cloned().unwrap_or_default();
+            let (same, other, listed): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
+            identical += same;
+            conflicts += other;
+            let listed: Vec<Value> = listed.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            ids.extend(listed);
+        }
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
         if identical + conflicts != lines {
             return Err(StepError::RestoreShort {
@@ -650,7 +659,6 @@ impl PassJob {
         c.inserted += inserted;
         c.present += identical.saturating_sub(inserted);
         c.conflicts += conflicts;
-        let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
         c.conflict_ids.extend(ids.into_iter().take(room));
         Ok(())
@@ -711,22 +719,6 @@ fn batch_end(buf: &[u8], from: usize, max: usize) -> usize {
     end
 }
 
-/// The lines in `lines` (each ending in a newline) as one JSON array.
-fn json_array(lines: &[u8]) -> String {
-    let mut out = String::with_capacity(lines.len() + 2);
-    out.push('[');
-    // The lines were written from UTF-8 text and their CRC-32 matched: valid UTF-8.
-    let text = String::from_utf8_lossy(lines);
-    for (i, line) in text.split_terminator('\n').enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(line);
-    }
-    out.push(']');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,7 +729,5 @@ mod tests {
         assert_eq!(batch_end(buf, 0, 1000), buf.len());
         assert_eq!(batch_end(buf, 0, 18), 17);
         assert_eq!(batch_end(buf, 0, 1), 8, "one line at least");
-        assert_eq!(json_array(&buf[..17]), "[{\"a\":1},{\"a\":22}]");
-        assert_eq!(json_array(b""), "[]");
     }
 }
