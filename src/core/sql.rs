@@ -796,7 +796,7 @@ ON CONFLICT (date) DO UPDATE SET
 pub const PRUNE_OBJECTS: &str =
     "DELETE FROM archive_objects WHERE date = ?1 AND key NOT IN (SELECT value FROM json_each(?2))";
 
-/// Writes one row per object of the JSON array `?1` (see [`crate::core::status::ObjectRow`]).
+/// Writes one row per object of the JSON array `?1` (built by [`crate::core::status::metadata_statements`]).
 pub const UPSERT_OBJECTS: &str = "\
 INSERT INTO archive_objects (key, date, generation, format, state, rows, bytes, uncompressed_bytes,
   checksum_crc32, parts, pieces, index_key, rows_deleted, created_at, verified_at, cleaned_at, updated_at)

@@ -109,7 +109,7 @@ impl EventReader {
         (self.todo.len(), self.todo.iter().map(|(_, _, p)| p.len).sum())
     }
 
-    /// The next chunk of matching lines (at most [`CHUNK`] bytes), or `None` at the end.
+    /// The next chunk of matching lines (at most 256 KiB), or `None` at the end.
     pub async fn next<O: ObjectStore>(&mut self, r2: &O) -> Result<Option<Vec<u8>>, EventsError> {
         loop {
             if self.out_at < self.out.len() {

@@ -3,8 +3,9 @@
 //!
 //! Not trust: every piece is range-read, inflated on its own and checked against the index
 //! (length, CRC-32, line count) **before** any of its lines is used. A piece that does not match
-//! is used for nothing. Lines go to D1 in batches of whole lines, one JSON array per statement,
-//! each batch guarded by its own row in `archive_ledger`, so a repeated batch changes nothing.
+//! is used for nothing. Lines go to D1 in batches of whole lines (the statements are
+//! [`sql::delete_batch`] and [`sql::restore_batch`]), each batch one D1 transaction guarded by
+//! its own row in `archive_ledger`, so a repeated batch changes nothing.
 
 use serde_json::Value;
 
@@ -701,7 +702,7 @@ impl PassJob {
     }
 }
 
-/// The end of the batch that starts at `from`: whole lines, at most `max` bytes of JSON array
+/// The end of the batch that starts at `from`: whole lines, at most `max` bytes as a JSON array
 /// (at least one line).
 fn batch_end(buf: &[u8], from: usize, max: usize) -> usize {
     let mut end = from;
