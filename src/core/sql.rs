@@ -592,14 +592,24 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
     ledgered(deletes, Vec::new(), date, id, now_ms)
 }
 
-/// Lines whose rows D1 finds by id through a JSON path, and the others.
-fn split_keyed(lines: &str) -> (Vec<&str>, Vec<&str>) {
-    lines.split_terminator('\n').partition(|l| keyed_id(l).is_some())
+/// A line whose row D1 finds by id through a JSON path: its id, and the line.
+type Keyed<'a> = (&'a str, &'a str);
+
+/// The lines whose rows D1 finds by id through a JSON path, and the others.
+fn split_keyed(lines: &str) -> (Vec<Keyed<'_>>, Vec<&str>) {
+    let (mut keyed, mut others) = (Vec::new(), Vec::new());
+    for line in lines.split_terminator('\n') {
+        match keyed_id(line) {
+            Some(id) => keyed.push((id, line)),
+            None => others.push(line),
+        }
+    }
+    (keyed, others)
 }
 
 /// A keyed statement over `lines`: `?1` the lines keyed by id, `?2` the date, `?3 ..= ?4` their ids.
-fn keyed_statement(sql: &'static str, lines: &[&str], date: &str) -> Statement {
-    let ids = lines.iter().filter_map(|l| keyed_id(l));
+fn keyed_statement(sql: &'static str, lines: &[Keyed<'_>], date: &str) -> Statement {
+    let ids = lines.iter().map(|(id, _)| *id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
     Statement::new(
         sql,
@@ -645,13 +655,12 @@ fn keyed_id(line: &str) -> Option<&str> {
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
-/// Lines as one JSON object keyed by their ids (each id's JSON text is the key as written).
-fn keyed_object(lines: &[&str]) -> String {
-    let ids: Vec<&str> = lines.iter().map(|l| keyed_id(l).unwrap_or_default()).collect();
-    let size: usize = lines.iter().zip(&ids).map(|(l, id)| l.len() + id.len() + 4).sum();
+/// Lines as one JSON object keyed by their ids (each id needed no escape: it is its own key).
+fn keyed_object(lines: &[Keyed<'_>]) -> String {
+    let size: usize = lines.iter().map(|(id, line)| line.len() + id.len() + 4).sum();
     let mut out = String::with_capacity(size + 2);
     out.push('{');
-    for (i, (line, id)) in lines.iter().zip(ids).enumerate() {
+    for (i, (id, line)) in lines.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -747,6 +756,7 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> 
     let date_p = || Param::Text(date.into());
     let mut inserts = Vec::new();
     if !keyed.is_empty() {
+        let keyed: Vec<&str> = keyed.iter().map(|(_, line)| *line).collect();
         inserts.push(Statement::new(RESTORE_KEYED, vec![Param::Text(json_array(&keyed))]));
     }
     if !others.is_empty() {
@@ -760,9 +770,10 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> 
     ledgered(inserts, vec![check], date, id, now_ms)
 }
 
-/// Whether `stmt` is a restore batch's check.
-pub fn is_restore_check(stmt: &Statement) -> bool {
-    stmt.sql == RESTORE_CHECK
+/// The result of a restore batch's check, among the batch's results: the one before the
+/// ledger's rows.
+pub fn restore_check_result(results: &[ResultSet]) -> Option<&ResultSet> {
+    results.len().checked_sub(2).and_then(|i| results.get(i))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -958,8 +969,11 @@ mod tests {
             assert_eq!(keyed_id(line), None, "{line}");
         }
         let lines = [r#"{"id":"a","x":1}"#, r#"{"id":"b.c","x":2}"#];
+        let text = format!("{}\n{}\n", lines[0], lines[1]);
+        let (keyed, others) = split_keyed(&text);
+        assert!(others.is_empty());
         assert_eq!(
-            keyed_object(&lines),
+            keyed_object(&keyed),
             r#"{"a":{"id":"a","x":1},"b.c":{"id":"b.c","x":2}}"#
         );
         assert_eq!(json_array(&lines), r#"[{"id":"a","x":1},{"id":"b.c","x":2}]"#);

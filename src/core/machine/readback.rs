@@ -361,8 +361,6 @@ pub struct PassJob {
     piece_changed: u64,
     piece_counts: RestoreCounts,
     counted: Option<u64>,
-    /// Which statements of the batch in flight are restore checks.
-    checks: Vec<bool>,
     /// The source whose header and end this step checked.
     ends_checked: Option<usize>,
     io: IoStats,
@@ -418,7 +416,6 @@ impl PassJob {
             piece_changed: 0,
             piece_counts: RestoreCounts::default(),
             counted: None,
-            checks: Vec::new(),
             ends_checked: None,
             io: IoStats::default(),
         };
@@ -481,9 +478,7 @@ impl PassJob {
             PassStage::Batches { k, from, .. } => {
                 let to = batch_end(&self.buf, from, self.batch_bytes);
                 self.stage = PassStage::Batches { k, from, to };
-                let stmts = self.statements(k, from, to);
-                self.checks = stmts.iter().map(sql::is_restore_check).collect();
-                Poll::Io(Io::Batch(stmts))
+                Poll::Io(Io::Batch(self.statements(k, from, to)))
             }
             PassStage::Count => Poll::Io(Io::Query(sql::count_date(&self.date))),
             PassStage::Done => Poll::Done,
@@ -636,15 +631,11 @@ impl PassJob {
         inserted: u64,
         results: &[ResultSet],
     ) -> Result<(), StepError> {
-        let (mut identical, mut conflicts, mut ids) = (0, 0, Vec::new());
-        for (rs, _) in results.iter().zip(&self.checks).filter(|(_, check)| **check) {
-            let row = rs.rows.first().cloned().unwrap_or_default();
-            let (same, other, listed): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
-            identical += same;
-            conflicts += other;
-            let listed: Vec<Value> = listed.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-            ids.extend(listed);
-        }
+        let row = sql::restore_check_result(results)
+            .and_then(|rs| rs.rows.first())
+            .cloned()
+            .unwrap_or_default();
+        let (identical, conflicts, ids): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
         if identical + conflicts != lines {
             return Err(StepError::RestoreShort {
@@ -660,6 +651,7 @@ impl PassJob {
         c.inserted += inserted;
         c.present += identical.saturating_sub(inserted);
         c.conflicts += conflicts;
+        let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
         c.conflict_ids.extend(ids.into_iter().take(room));
         Ok(())
