@@ -4,32 +4,54 @@
 mod common;
 
 use common::*;
+use d1_archiver::core::config::Config;
 use d1_archiver::core::status::ArchiveObject;
 use d1_archiver::engine::events::{EventReader, EventsError, Window};
 use serde_json::Value;
 
 fn archived(rows: u64) -> (World, Vec<Value>) {
-    let w = World::new(small_config());
+    archived_with(rows, small_config())
+}
+
+fn archived_with(rows: u64, cfg: Config) -> (World, Vec<Value>) {
+    let w = World::new(cfg);
     seed(w.sql(), DATE, rows, 4, w.host.now.get() / 1000);
     let all = rows_of(w.sql(), DATE);
     w.run();
     (w, all)
 }
 
+/// The lines of `window`, and the reader after it; every chunk holds whole lines.
 fn read(w: &World, window: Window) -> Result<(Vec<Value>, EventReader), EventsError> {
+    read_chunks(w, window).map(|(lines, reader, _)| (lines, reader))
+}
+
+fn read_chunks(w: &World, window: Window) -> Result<(Vec<Value>, EventReader, usize), EventsError> {
     let objects = ArchiveObject::of(&w.record());
     let mut reader = EventReader::new(&objects, window);
     let mut bytes = Vec::new();
+    let mut chunks = 0;
     while let Some(chunk) = block_on(reader.next(&w.r2))? {
         assert!(!chunk.is_empty() && chunk.len() <= 256 * 1024);
+        assert!(chunk.ends_with(b"\n"), "a chunk ends with a whole line");
         bytes.extend(chunk);
+        chunks += 1;
     }
     let lines = String::from_utf8(bytes)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    Ok((lines, reader))
+    Ok((lines, reader, chunks))
+}
+
+/// The first `n` lines of the day.
+fn first(w: &World, n: u64) -> Vec<Value> {
+    let window = Window {
+        limit: Some(n),
+        ..Window::default()
+    };
+    read(w, window).unwrap().0
 }
 
 fn noon(minutes: i64) -> i64 {
@@ -68,8 +90,7 @@ fn the_whole_day_ids_and_limits() {
     let (w, all) = archived(5_000);
     let (got, _) = read(&w, Window::default()).unwrap();
     assert_eq!(sorted(got), all);
-    let first: Vec<String> = all.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
-    let mut ids = first.clone();
+    let mut ids: Vec<String> = all.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     let window = Window {
         id_from: Some(ids[100].clone()),
@@ -79,15 +100,36 @@ fn the_whole_day_ids_and_limits() {
     let (got, _) = read(&w, window).unwrap();
     let got: Vec<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(got, ids[100..200].iter().map(String::as_str).collect::<Vec<_>>());
-    let (got, _) = read(
-        &w,
-        Window {
-            limit: Some(7),
-            ..Window::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(got.len(), 7);
+    let got: Vec<String> = first(&w, 7)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids[..7], "the first lines of the scan, in its order");
+}
+
+#[test]
+fn pieces_larger_than_a_chunk_go_out_in_chunks_of_whole_lines() {
+    let cfg = Config {
+        piece_bytes: 1024 * 1024,
+        step_rows: 20_000,
+        ..small_config()
+    };
+    let (w, all) = archived_with(12_000, cfg);
+    let objects = ArchiveObject::of(&w.record());
+    let pieces = objects[0].pieces.len();
+    let largest = objects[0].pieces.iter().map(|p| p.raw_len).max().unwrap();
+    assert!(largest > 2 * 256 * 1024, "pieces of {largest} bytes");
+    let (lines, _, chunks) = read_chunks(&w, Window::default()).unwrap();
+    assert!(chunks > 2 * pieces, "{chunks} chunks from {pieces} pieces");
+    assert_eq!(sorted(lines), all);
+    let got = first(&w, 5_000);
+    let mut by_id = all.clone();
+    by_id.sort_by_key(|r| r["id"].as_str().unwrap().to_string());
+    assert_eq!(
+        got,
+        by_id[..5_000].to_vec(),
+        "the first lines of the scan, in its order"
+    );
 }
 
 #[test]

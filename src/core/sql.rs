@@ -459,12 +459,14 @@ pub fn head_key(head: &str) -> Result<Key, BadResult> {
 /// many lines, a linear search in SQLite, so the cost per row grows with it; each statement
 /// costs about 0.1 ms more. Measured on local workerd by a scratch Worker (not kept) running
 /// these statements over 16,384 seeded rows in batches of 4,096 lines, D1 time per deleted row:
-/// 16 lines 14.6 µs, 32 lines 11.5, 64 lines 10.0, 128 lines 10.4, 192 lines 12.3; the
-/// `json_each` join of [`DELETE_BATCH`] 7.9 µs, but 5 rows read per row deleted against 1.01.
+/// 16 lines 14.6 µs, 32 lines 11.5, 64 lines 10.0, 128 lines 10.4, 192 lines 12.3 (with the
+/// REAL column still inside each line); then, split out as now: 64 lines 7.8, 128 lines 7.7,
+/// 256 lines 8.6. The `json_each` join of [`DELETE_BATCH`] 7.9 µs, but 5 rows read per row
+/// deleted against 1.02.
 pub const KEYED_LINES: usize = 128;
 
-/// A JSON path to row `t`'s line in the object `?1` of lines keyed by id, then `$rest` inside
-/// it. Used only for ids SQLite's JSON quotes as they are (no `"`, `\` or control character).
+/// A JSON path to row `t`'s entry in an object keyed by id, then `$rest` inside it. Used only
+/// for ids SQLite's JSON quotes as they are (no `"`, `\` or control character).
 macro_rules! keyed_path {
     ($rest:literal) => {
         concat!("('$.\"' || t.id || '\"", $rest, "')")
@@ -478,30 +480,33 @@ macro_rules! keyed_row {
     };
 }
 
-/// True when row `t` equals its line in the object `?1` in every column, with its type: the
-/// other columns rendered as the export wrote them, the REAL column compared typed. Three
-/// lookups of the line; only for a [`keyed_row`].
+/// True when row `t` equals its line in every column, with its type, for a [`keyed_row`]: the
+/// other columns rendered as the export wrote them and compared with the line's text without
+/// its REAL column (`?1`); a REAL compared exactly with the line's REAL (`?5`, only lines whose
+/// value was a REAL); any other value compared typed with the line's (`?6`, the rest). A line
+/// is in one of `?5` and `?6`, so a row whose REAL became another type, or the reverse, stays.
 macro_rules! same_keyed {
     () => {
         concat!(
             kv_of_t!(),
-            " = json_remove(?1 -> ",
+            " = (?1 -> ",
             keyed_path!(""),
-            ", '$.response_time') AND CASE typeof(t.response_time)",
-            " WHEN 'blob' THEN hex(t.response_time) IS (?1 ->> ",
-            keyed_path!(".response_time.\"$blob\""),
-            ") ELSE t.response_time IS (?1 ->> ",
-            keyed_path!(".response_time"),
-            ") AND typeof(t.response_time) = json_type(?1, ",
-            keyed_path!(".response_time"),
+            ") AND CASE typeof(t.response_time) WHEN 'real' THEN t.response_time = (?5 ->> ",
+            keyed_path!(""),
+            ") WHEN 'blob' THEN hex(t.response_time) IS (?6 ->> ",
+            keyed_path!(".\"$blob\""),
+            ") ELSE t.response_time IS (?6 ->> ",
+            keyed_path!(""),
+            ") AND typeof(t.response_time) = json_type(?6, ",
+            keyed_path!(""),
             ") END"
         )
     };
 }
 
-/// Deletes the rows of date `?2` with ids in `?3 ..= ?4` equal in every column to their line in
-/// `?1`, a JSON object of archived lines keyed by id, if the statement before it left
-/// `changes()` at 1 (see [`LEDGER_OPEN`]).
+/// Deletes the rows of date `?2` with ids in `?3 ..= ?4` equal in every column to their line,
+/// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`: objects keyed by id), if the statement
+/// before it left `changes()` at 1 (see [`LEDGER_OPEN`]).
 ///
 /// One read per row: the date's index is walked over the id range once and each row is deleted
 /// where it stands (no subquery, so SQLite deletes in one pass), its line found by a JSON path
@@ -579,10 +584,7 @@ impl BatchId<'_> {
 /// close it, read it. The ledger row's `rows` is the batch's result, whichever run wrote it.
 pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
     let (keyed, others) = split_keyed(lines);
-    let mut deletes: Vec<Statement> = keyed
-        .chunks(KEYED_LINES)
-        .map(|c| keyed_statement(DELETE_KEYED, c, date))
-        .collect();
+    let mut deletes: Vec<Statement> = keyed.chunks(KEYED_LINES).map(|c| keyed_statement(c, date)).collect();
     if !others.is_empty() {
         deletes.push(Statement::new(
             DELETE_BATCH,
@@ -592,34 +594,102 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
     ledgered(deletes, Vec::new(), date, id, now_ms)
 }
 
-/// A line whose row D1 finds by id through a JSON path: its id, and the line.
-type Keyed<'a> = (&'a str, &'a str);
+/// A line whose row D1 finds by id through a JSON path, cut around its REAL column's value.
+struct Keyed<'a> {
+    id: &'a str,
+    line: &'a str,
+    /// The line before `,"response_time":`, the value, and the line after it.
+    head: &'a str,
+    rt: &'a str,
+    tail: &'a str,
+}
+
+impl<'a> Keyed<'a> {
+    /// A line whose id needed no escape (see [`keyed_id`]), cut at its REAL column. The key
+    /// is found outside strings (inside one, every `"` follows a backslash, so `,"` never
+    /// occurs there): the first match is the key itself, and the value ends at the next key.
+    fn of(line: &'a str) -> Option<Keyed<'a>> {
+        const KEY: &str = ",\"response_time\":";
+        const NEXT: &str = ",\"client_ip_hash\":";
+        let id = keyed_id(line)?;
+        let key_at = line.find(KEY)?;
+        let start = key_at + KEY.len();
+        let end = start + line[start..].find(NEXT)?;
+        Some(Keyed {
+            id,
+            line,
+            head: &line[..key_at],
+            rt: &line[start..end],
+            tail: &line[end..],
+        })
+    }
+
+    /// Whether the REAL column's value is a JSON number SQLite read from a REAL: only a REAL
+    /// is written with a point or an exponent (an INTEGER never is; text, NULL and BLOB values
+    /// are not numbers).
+    fn rt_is_real(&self) -> bool {
+        self.rt.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && self.rt.contains(['.', 'e', 'E'])
+    }
+}
 
 /// The lines whose rows D1 finds by id through a JSON path, and the others.
 fn split_keyed(lines: &str) -> (Vec<Keyed<'_>>, Vec<&str>) {
     let (mut keyed, mut others) = (Vec::new(), Vec::new());
     for line in lines.split_terminator('\n') {
-        match keyed_id(line) {
-            Some(id) => keyed.push((id, line)),
+        match Keyed::of(line) {
+            Some(k) => keyed.push(k),
             None => others.push(line),
         }
     }
     (keyed, others)
 }
 
-/// A keyed statement over `lines`: `?1` the lines keyed by id, `?2` the date, `?3 ..= ?4` their ids.
-fn keyed_statement(sql: &'static str, lines: &[Keyed<'_>], date: &str) -> Statement {
-    let ids = lines.iter().map(|(id, _)| *id);
+/// The keyed statement for `lines`: `?1` the lines without their REAL column, `?5` the REAL
+/// values, `?6` the other values, all keyed by id; `?2` the date; `?3 ..= ?4` the ids.
+fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
+    let ids = lines.iter().map(|k| k.id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
+    let (mut kv, mut reals, mut others) = (KeyedObject::new(), KeyedObject::new(), KeyedObject::new());
+    for k in lines {
+        kv.entry(k.id, &[k.head, k.tail]);
+        if k.rt_is_real() { &mut reals } else { &mut others }.entry(k.id, &[k.rt]);
+    }
     Statement::new(
-        sql,
+        DELETE_KEYED,
         vec![
-            Param::Text(keyed_object(lines)),
+            Param::Text(kv.finish()),
             Param::Text(date.into()),
             Param::Text(first.into()),
             Param::Text(last.into()),
+            Param::Text(reals.finish()),
+            Param::Text(others.finish()),
         ],
     )
+}
+
+/// A JSON object keyed by ids that needed no escape (each is its own key), built entry by entry.
+struct KeyedObject(String);
+
+impl KeyedObject {
+    fn new() -> KeyedObject {
+        KeyedObject(String::from("{"))
+    }
+
+    /// Adds `id`: the value written in `parts`, one after the other.
+    fn entry(&mut self, id: &str, parts: &[&str]) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(id);
+        self.0.push_str("\":");
+        parts.iter().for_each(|p| self.0.push_str(p));
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
 }
 
 /// `changes` (statements that change rows) run once per batch: the ledger row is opened before
@@ -653,24 +723,6 @@ fn keyed_id(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("{\"id\":\"")?;
     let end = rest.find(['"', '\\'])?;
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
-}
-
-/// Lines as one JSON object keyed by their ids (each id needed no escape: it is its own key).
-fn keyed_object(lines: &[Keyed<'_>]) -> String {
-    let size: usize = lines.iter().map(|(id, line)| line.len() + id.len() + 4).sum();
-    let mut out = String::with_capacity(size + 2);
-    out.push('{');
-    for (i, (id, line)) in lines.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(id);
-        out.push_str("\":");
-        out.push_str(line);
-    }
-    out.push('}');
-    out
 }
 
 /// Lines as one JSON array.
@@ -756,7 +808,7 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> 
     let date_p = || Param::Text(date.into());
     let mut inserts = Vec::new();
     if !keyed.is_empty() {
-        let keyed: Vec<&str> = keyed.iter().map(|(_, line)| *line).collect();
+        let keyed: Vec<&str> = keyed.iter().map(|k| k.line).collect();
         inserts.push(Statement::new(RESTORE_KEYED, vec![Param::Text(json_array(&keyed))]));
     }
     if !others.is_empty() {
@@ -968,15 +1020,44 @@ mod tests {
         ] {
             assert_eq!(keyed_id(line), None, "{line}");
         }
-        let lines = [r#"{"id":"a","x":1}"#, r#"{"id":"b.c","x":2}"#];
-        let text = format!("{}\n{}\n", lines[0], lines[1]);
+        let lines = [
+            r#"{"id":"a","s":1,"response_time":1.5,"client_ip_hash":"h","x":"a,\"response_time\":2"}"#,
+            r#"{"id":"b.c","s":2,"response_time":7,"client_ip_hash":"h"}"#,
+            r#"{"id":"d","s":3,"response_time":"1.5","client_ip_hash":"h"}"#,
+            r#"{"id":"e","s":4,"response_time":-2e-5,"client_ip_hash":"h"}"#,
+            r#"{"id":"f","s":5,"response_time":{"$blob":"0A"},"client_ip_hash":"h"}"#,
+            r#"{"id":"g","s":6,"response_time":null,"client_ip_hash":"h"}"#,
+            r#"{"id":"h","s":7,"no_real":1}"#,
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         let (keyed, others) = split_keyed(&text);
-        assert!(others.is_empty());
+        assert_eq!(others, [lines[6]], "a line without the REAL column takes the join");
+        let stmt = keyed_statement(&keyed, "2026-11-20");
+        let text_params: Vec<&str> = stmt
+            .params
+            .iter()
+            .map(|p| match p {
+                Param::Text(t) => t.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
         assert_eq!(
-            keyed_object(&keyed),
-            r#"{"a":{"id":"a","x":1},"b.c":{"id":"b.c","x":2}}"#
+            text_params,
+            [
+                concat!(
+                    r#"{"a":{"id":"a","s":1,"client_ip_hash":"h","x":"a,\"response_time\":2"},"#,
+                    r#""b.c":{"id":"b.c","s":2,"client_ip_hash":"h"},"d":{"id":"d","s":3,"client_ip_hash":"h"},"#,
+                    r#""e":{"id":"e","s":4,"client_ip_hash":"h"},"f":{"id":"f","s":5,"client_ip_hash":"h"},"#,
+                    r#""g":{"id":"g","s":6,"client_ip_hash":"h"}}"#
+                ),
+                "2026-11-20",
+                "a",
+                "g",
+                r#"{"a":1.5,"e":-2e-5}"#,
+                r#"{"b.c":7,"d":"1.5","f":{"$blob":"0A"},"g":null}"#,
+            ]
         );
-        assert_eq!(json_array(&lines), r#"[{"id":"a","x":1},{"id":"b.c","x":2}]"#);
+        assert_eq!(json_array(&lines[..2]), format!("[{},{}]", lines[0], lines[1]));
     }
 
     #[test]
@@ -987,7 +1068,7 @@ mod tests {
             batch: 4,
         };
         let mut text: String = (0..KEYED_LINES + 1)
-            .map(|i| format!("{{\"id\":\"{i:04}\"}}\n"))
+            .map(|i| format!("{{\"id\":\"{i:04}\",\"response_time\":1.5,\"client_ip_hash\":\"h\"}}\n"))
             .collect();
         text.push_str("{\"id\":null}\n");
         let sqls = |stmts: Vec<Statement>| stmts.iter().map(|s| s.sql).collect::<Vec<_>>();
@@ -1023,7 +1104,7 @@ mod tests {
         );
         let first = &delete_batch(&text, "2026-11-20", &id, 9)[1];
         assert_eq!(
-            first.params[2..],
+            first.params[2..4],
             [Param::Text("0000".into()), Param::Text("0127".into())]
         );
     }

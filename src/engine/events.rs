@@ -3,7 +3,8 @@
 //! Not a query engine: only the pieces whose index entry can match (min/max `timestamp`,
 //! first/last id) are range-read from R2; each is checked against the index (compressed and
 //! uncompressed CRC-32, length, lines) before any of its lines goes out, then filtered line by
-//! line. Memory is one piece (at most `PIECE_BYTES` raw) whatever the window.
+//! line. Memory is one piece buffer, sized once for the largest piece planned, and one chunk
+//! going out, whatever the window.
 
 use std::collections::VecDeque;
 
@@ -61,19 +62,18 @@ pub enum EventsError {
     Damaged { key: String, piece: usize, detail: String },
 }
 
-/// Bytes handed out per chunk of the response: the reader keeps its two buffers (the piece,
-/// its matching lines) and copies out at most this much at a time.
+/// Bytes handed out per chunk of the response (one longer line is a chunk of its own).
 const CHUNK: usize = 256 * 1024;
 
-/// The pieces to read, and the lines found so far.
+/// The pieces to read, and where the reader stands in the last one read.
 pub struct EventReader {
     window: Window,
     todo: VecDeque<(String, usize, Piece)>,
     sent: u64,
+    /// The last piece read, inflated and checked; its lines from `at` on are still to hand out.
+    /// Sized once for the largest piece planned, so its memory is reused from piece to piece.
     buf: Vec<u8>,
-    /// Matching lines of the last piece read, handed out from `out_at` on.
-    out: Vec<u8>,
-    out_at: usize,
+    at: usize,
     /// Compressed bytes read from R2 so far, and in all the objects read from.
     pub bytes_read: u64,
     pub object_bytes: u64,
@@ -91,15 +91,16 @@ impl EventReader {
                 }
             }
         }
+        // One spare byte, as `inflate_piece` asks.
+        let largest = todo.iter().map(|(_, _, p)| p.raw_len as usize + 1).max().unwrap_or(0);
         EventReader {
             window,
             pieces_total: objects.iter().map(|o| o.pieces.len()).sum(),
             object_bytes: objects.iter().map(|o| o.bytes).sum(),
             todo,
             sent: 0,
-            buf: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
+            buf: Vec::with_capacity(largest),
+            at: 0,
             bytes_read: 0,
         }
     }
@@ -109,13 +110,10 @@ impl EventReader {
         (self.todo.len(), self.todo.iter().map(|(_, _, p)| p.len).sum())
     }
 
-    /// The next chunk of matching lines (at most 256 KiB), or `None` at the end.
+    /// The next chunk of matching lines (whole lines, about 256 KiB), or `None` at the end.
     pub async fn next<O: ObjectStore>(&mut self, r2: &O) -> Result<Option<Vec<u8>>, EventsError> {
         loop {
-            if self.out_at < self.out.len() {
-                let end = (self.out_at + CHUNK).min(self.out.len());
-                let chunk = self.out[self.out_at..end].to_vec();
-                self.out_at = end;
+            if let Some(chunk) = self.take_chunk() {
                 return Ok(Some(chunk));
             }
             if self.window.limit.is_some_and(|l| self.sent >= l) {
@@ -125,7 +123,6 @@ impl EventReader {
                 return Ok(None);
             };
             self.read(r2, &key, index, &piece).await?;
-            self.take_lines();
         }
     }
 
@@ -144,40 +141,38 @@ impl EventReader {
         if bytes.len() as u64 != p.len {
             return Err(damaged(format!("{} bytes, the index says {}", bytes.len(), p.len)));
         }
-        inflate_piece(&bytes, p.expect(), &mut self.buf).map_err(damaged)?;
-        match count_lines(&self.buf) {
+        self.at = 0;
+        let checked = inflate_piece(&bytes, p.expect(), &mut self.buf).and_then(|()| match count_lines(&self.buf) {
             Ok(n) if n == p.rows => Ok(()),
-            Ok(n) => Err(damaged(format!("{n} lines, the index says {}", p.rows))),
-            Err(d) => Err(damaged(d)),
-        }
+            Ok(n) => Err(format!("{n} lines, the index says {}", p.rows)),
+            Err(d) => Err(d),
+        });
+        // Nothing of a piece that failed its checks is ever handed out.
+        checked.map_err(|d| {
+            self.buf.clear();
+            damaged(d)
+        })
     }
 
-    /// The wanted lines of the piece in `buf`, up to the limit, into `out` (both buffers keep
-    /// their memory from piece to piece).
-    fn take_lines(&mut self) {
-        let left = self.window.limit.map_or(u64::MAX, |l| l - self.sent);
-        self.out.clear();
-        self.out_at = 0;
-        let all = out_lines(&self.buf);
-        if !self.window.filters() && all <= left {
-            self.sent += all;
-            std::mem::swap(&mut self.buf, &mut self.out);
-            return;
-        }
-        let mut n = 0;
-        for line in self.buf.split_inclusive(|b| *b == b'\n') {
-            if n >= left {
+    /// The wanted lines of the piece in `buf` from `at` on, up to the limit and about
+    /// [`CHUNK`] bytes, copied out; `None` when the piece has none left.
+    fn take_chunk(&mut self) -> Option<Vec<u8>> {
+        let limit = self.window.limit.unwrap_or(u64::MAX);
+        let filters = self.window.filters();
+        let mut chunk = Vec::new();
+        for line in self.buf[self.at..].split_inclusive(|b| *b == b'\n') {
+            if self.sent >= limit || (!chunk.is_empty() && chunk.len() + line.len() > CHUNK) {
                 break;
             }
-            if self.window.wants(line) {
-                self.out.extend_from_slice(line);
-                n += 1;
+            self.at += line.len();
+            if !filters || self.window.wants(line) {
+                if chunk.is_empty() {
+                    chunk.reserve_exact(CHUNK.max(line.len()));
+                }
+                chunk.extend_from_slice(line);
+                self.sent += 1;
             }
         }
-        self.sent += n;
+        (!chunk.is_empty()).then_some(chunk)
     }
-}
-
-fn out_lines(b: &[u8]) -> u64 {
-    b.iter().filter(|c| **c == b'\n').count() as u64
 }
