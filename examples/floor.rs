@@ -34,7 +34,7 @@ fn main() {
         let mut last = None;
         for row in sql::page_rows(&wire) {
             let row = row.unwrap();
-            jsonl::encode_row(row.head, row.real, row.tail, &mut lines).unwrap();
+            jsonl::encode_row(&row.values, row.real, &mut lines).unwrap();
             last = Some(row);
         }
         if let Some(row) = last {

@@ -65,8 +65,11 @@ fn page(from: usize, n: usize, row_bytes: usize) -> String {
                     format!("{x:016x}")
                 })
                 .collect();
-            let line = format!("{LINE_SEP}{i}{LINE_SEP}{{\"id\":\"{i:08}\",\"p\":\"{pad}\"}}{LINE_SEP}{{\"t\":{i}}}");
-            format!("{line}{WIRE_SEP}1.5")
+            let (id, path, ts) = (format!("\"{i:08}\""), format!("\"{pad}\""), i.to_string());
+            let values = [
+                &id, &path, "\"GET\"", "200", "\"h\"", "null", "null", &ts, "\"d\"", "0", "1",
+            ];
+            format!("{}{WIRE_SEP}1.5", values.map(|v| format!("{LINE_SEP}{v}")).concat())
         })
         .collect::<Vec<_>>()
         .join(&WIRE_SEP.to_string())

@@ -272,6 +272,9 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
             "UPDATE traffic_events SET status = 599 WHERE id = '0-edge-2';
              UPDATE traffic_events SET response_time = 0.3 WHERE id = '0-edge-1';
              UPDATE traffic_events SET response_time = x'00' WHERE id = '0-edge-4';
+             UPDATE traffic_events SET created_at = 'LATE' WHERE id = '0-types-1';
+             UPDATE traffic_events SET user_agent = CAST(user_agent AS BLOB) WHERE id = '0-types-2';
+             UPDATE traffic_events SET country = '' WHERE id = '0-inf';
              CREATE TEMP TABLE kept AS SELECT * FROM traffic_events WHERE id = '0-edge-3'",
         )
         .unwrap();
@@ -300,14 +303,15 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     let ledger_rows = |results: &[d1_archiver::core::sql::ResultSet]| results.last().unwrap().rows[0][0].clone();
     let first = block_on(w.db.batch(&stmts)).unwrap();
     // Changed: a status; a REAL in its 17th digit (0.30000000000000004 and 0.3 print alike with
-    // 15 digits); a REAL become a BLOB.
+    // 15 digits); a REAL become a BLOB; the last column; a TEXT become a BLOB of its bytes; NULL
+    // become ''.
     let left: Vec<serde_json::Value> = rows_of(w.sql(), DATE).iter().map(|r| r["id"].clone()).collect();
     assert_eq!(
         left,
-        ["0-edge-1", "0-edge-2", "0-edge-4"],
+        ["0-edge-1", "0-edge-2", "0-edge-4", "0-inf", "0-types-1", "0-types-2"],
         "only the changed rows are left"
     );
-    assert_eq!(ledger_rows(&first), serde_json::json!(lines - 3));
+    assert_eq!(ledger_rows(&first), serde_json::json!(lines - 6));
     // Put one deleted row back exactly, and run the batch again.
     w.sql()
         .execute_batch("INSERT INTO traffic_events SELECT * FROM kept")
@@ -315,8 +319,8 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     let again = block_on(w.db.batch(&stmts)).unwrap();
     assert_eq!(
         ledger_rows(&again),
-        serde_json::json!(lines - 3),
+        serde_json::json!(lines - 6),
         "the count of the first run"
     );
-    assert_eq!(count_date(w.sql(), DATE), 4, "the second run deleted nothing");
+    assert_eq!(count_date(w.sql(), DATE), 7, "the second run deleted nothing");
 }

@@ -207,7 +207,7 @@ config! {
         "first retry delay; it doubles per attempt";
     backoff_max_ms: u64 = "BACKOFF_MAX_MS", "300000", int(1, 86_400_000, "1 ms ..= 1 day"),
         "longest retry delay";
-    level: u8 = "COMPRESSION_LEVEL", "6", int(0, 9, "0..=9"),
+    level: u8 = "COMPRESSION_LEVEL", "5", int(0, 9, "0..=9"),
         "deflate level";
     parquet: bool = "PARQUET", "false", Rule::Bool,
         "also write each archive as Parquet files beside the JSONL (one per export step; steps stop at 100,000 rows then); fixed when an export starts";

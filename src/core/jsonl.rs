@@ -1,18 +1,18 @@
 //! The row format: one JSON object per line, every column in table order, SQL types preserved.
 //!
-//! Not a JSON library. SQLite renders most of each line itself (`json_object`: integers exactly
-//! as 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`, BLOBs as
+//! Not a JSON library. SQLite renders each value itself (`json_quote`: integers exactly as
+//! 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`; BLOBs as
 //! `{"$blob":"HEX"}`), because D1 hands integers to JavaScript as doubles and would round those
 //! above 2^53. SQLite prints REAL values with 15 significant digits there, so the REAL column
 //! crosses as a number (a double, exact; JavaScript writes it as its shortest decimal) and this
 //! module writes it as the shortest decimal that reads back as the same double (serde_json's
-//! float formatting), splicing it between the two halves SQLite rendered.
+//! float formatting). The keys are the table's [`COLUMNS`], written here: they do not cross.
 //!
 //! The reading side is small: [`LineKeys`] reads the two values the events route filters on.
 
 use serde::Deserialize;
 
-use crate::core::sql::REAL_COLUMN;
+use crate::core::sql::{COLUMNS, REAL_COLUMN, WIRE_VALUES};
 
 /// A wire row that does not have the expected shape: the query and this module disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,36 +21,35 @@ pub struct MalformedRow {
     pub reason: &'static str,
 }
 
-/// Appends the canonical JSONL line (ending in `\n`) for one row to `out`: `head` and `tail`
-/// are JSON objects, `real` the value of the column between them: a number in any exact
-/// decimal form, or `=` followed by JSON (a text, `null`, or a BLOB object).
-pub fn encode_row(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
+/// Appends the canonical JSONL line (ending in `\n`) for one row to `out`: `values` are the
+/// JSON values of every column but the REAL one, in table order, `real` the REAL column's
+/// value: a number in any exact decimal form, or `=` followed by JSON (a text, `null`, or a
+/// BLOB object).
+pub fn encode_row(values: &[&str; WIRE_VALUES], real: &str, out: &mut Vec<u8>) -> Result<(), MalformedRow> {
     let start = out.len();
-    encode_fields(head, real, tail, out).map_err(|reason| {
+    encode_fields(values, real, out).map_err(|reason| {
         out.truncate(start);
         MalformedRow { reason }
     })
 }
 
-fn encode_fields(head: &str, real: &str, tail: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    let head = head
-        .strip_suffix('}')
-        .filter(|h| h.starts_with('{'))
-        .ok_or("head is not a JSON object")?;
-    let tail = tail
-        .strip_prefix('{')
-        .filter(|t| t.ends_with('}'))
-        .ok_or("tail is not a JSON object")?;
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(REAL_COLUMN.as_bytes());
-    out.extend_from_slice(b"\":");
-    write_real(real, out)?;
-    if tail != "}" {
-        out.push(b',');
+fn encode_fields(values: &[&str; WIRE_VALUES], real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let mut values = values.iter();
+    for (i, column) in COLUMNS.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"{\"" } else { b",\"" });
+        out.extend_from_slice(column.as_bytes());
+        out.extend_from_slice(b"\":");
+        if *column == REAL_COLUMN {
+            write_real(real, out)?;
+        } else {
+            let value = values.next().ok_or("fewer values than columns")?;
+            if value.is_empty() {
+                return Err("a value is empty");
+            }
+            out.extend_from_slice(value.as_bytes());
+        }
     }
-    out.extend_from_slice(tail.as_bytes());
-    out.push(b'\n');
+    out.extend_from_slice(b"}\n");
     Ok(())
 }
 
@@ -102,21 +101,39 @@ impl LineKeys {
 mod tests {
     use super::*;
 
-    fn enc(head: &str, real: &str, tail: &str) -> String {
+    /// The values of a row: `id` and `timestamp` as given, the others fixed.
+    fn values<'a>(id: &'a str, timestamp: &'a str) -> [&'a str; WIRE_VALUES] {
+        [
+            id,
+            "\"/\"",
+            "\"GET\"",
+            "200",
+            "\"h\"",
+            "null",
+            "\"JP\"",
+            timestamp,
+            "\"2026-11-20\"",
+            "0",
+            "{\"$blob\":\"0A\"}",
+        ]
+    }
+
+    fn enc(values: [&str; WIRE_VALUES], real: &str) -> String {
         let mut out = Vec::new();
-        encode_row(head, real, tail, &mut out).unwrap();
+        encode_row(&values, real, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn splices_the_real_column_in_place() {
+    fn writes_every_column_in_table_order_with_the_real_in_place() {
         assert_eq!(
-            enc("{\"id\":\"a\",\"status\":200}", "0.30000000000000004", "{\"country\":null,\"timestamp\":9007199254740993}"),
-            "{\"id\":\"a\",\"status\":200,\"response_time\":0.30000000000000004,\"country\":null,\"timestamp\":9007199254740993}\n"
-        );
-        assert_eq!(
-            enc("{\"id\":\"a\"}", "1.5", "{}"),
-            "{\"id\":\"a\",\"response_time\":1.5}\n"
+            enc(values("\"a\"", "9007199254740993"), "0.30000000000000004"),
+            concat!(
+                r#"{"id":"a","path":"/","method":"GET","status":200,"response_time":0.30000000000000004,"#,
+                r#""client_ip_hash":"h","user_agent":null,"country":"JP","timestamp":9007199254740993,"#,
+                r#""event_date":"2026-11-20","is_error":0,"created_at":{"$blob":"0A"}}"#,
+                "\n"
+            )
         );
     }
 
@@ -137,11 +154,10 @@ mod tests {
             ("=12", "12"),
             ("={\"$blob\":\"00FF\"}", "{\"$blob\":\"00FF\"}"),
         ] {
-            let line = enc("{\"id\":\"x\"}", real, "{\"c\":1}");
-            assert_eq!(
-                line,
-                format!("{{\"id\":\"x\",\"response_time\":{want},\"c\":1}}\n"),
-                "{real}"
+            let line = enc(values("\"x\"", "1"), real);
+            assert!(
+                line.contains(&format!(",\"response_time\":{want},\"client_ip_hash\":")),
+                "{real}: {line}"
             );
         }
     }
@@ -150,12 +166,12 @@ mod tests {
     fn malformed_rows_are_errors_and_write_nothing() {
         let mut out = b"kept".to_vec();
         assert_eq!(
-            encode_row("{\"id\":\"a\"", "1.0", "{}", &mut out),
+            encode_row(&values("", "1"), "1.0", &mut out),
             Err(MalformedRow {
-                reason: "head is not a JSON object"
+                reason: "a value is empty"
             })
         );
-        assert!(encode_row("{}", "true", "{}", &mut out).is_err());
+        assert!(encode_row(&values("\"a\"", "1"), "true", &mut out).is_err());
         assert_eq!(out, b"kept");
     }
 

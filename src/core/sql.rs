@@ -176,11 +176,6 @@ macro_rules! encode_col {
         )
     };
 }
-macro_rules! encode {
-    ($c:literal) => {
-        encode_col!("", $c)
-    };
-}
 macro_rules! encode_t {
     ($c:literal) => {
         encode_col!("t.", $c)
@@ -197,6 +192,67 @@ macro_rules! kv_of_t {
             tail_columns!(encode_t, ", "),
             ")"
         )
+    };
+}
+
+/// The columns [`DELETE_KEYED`] compares as one JSON array, in table order: all but the id (the
+/// key its line is found by), `event_date` (the statement's date) and the REAL column (apart).
+macro_rules! keyed_columns {
+    ($each:ident, $sep:literal) => {
+        concat!(
+            $each!("path"),
+            $sep,
+            $each!("method"),
+            $sep,
+            $each!("status"),
+            $sep,
+            $each!("client_ip_hash"),
+            $sep,
+            $each!("user_agent"),
+            $sep,
+            $each!("country"),
+            $sep,
+            $each!("timestamp"),
+            $sep,
+            $each!("is_error"),
+            $sep,
+            $each!("created_at")
+        )
+    };
+}
+
+/// The columns of [`keyed_columns`], for the Worker's side of the comparison.
+const KEYED_COLUMNS: [&str; 9] = [
+    "path",
+    "method",
+    "status",
+    "client_ip_hash",
+    "user_agent",
+    "country",
+    "timestamp",
+    "is_error",
+    "created_at",
+];
+
+/// Row `t`'s value of a column as the export wrote it in JSON (BLOBs as `{"$blob":"HEX"}`).
+macro_rules! value_t {
+    ($c:literal) => {
+        concat!(
+            "CASE WHEN typeof(t.",
+            $c,
+            ") = 'blob' THEN json_object('$blob', hex(t.",
+            $c,
+            ")) ELSE t.",
+            $c,
+            " END"
+        )
+    };
+}
+
+/// Row `t`'s [`keyed_columns`] as the JSON array of the values the export wrote for them.
+macro_rules! keyed_values_of_t {
+    () => {
+        concat!("json_array(", keyed_columns!(value_t, ", "), ")")
     };
 }
 
@@ -273,20 +329,33 @@ macro_rules! name {
     };
 }
 
-/// The select list of an export page: `line` = key, timestamp, head and tail joined by
-/// [`LINE_SEP`]; `rt` = the REAL column (a number; anything else as `=` and its JSON).
+/// A column's value as the JSON the export writes for it (`json_quote`, exactly what
+/// `json_object` writes; BLOBs as `{"$blob":"HEX"}`), followed by [`LINE_SEP`].
+macro_rules! wire_value {
+    ($c:literal) => {
+        concat!(
+            " || char(31) || CASE WHEN typeof(",
+            $c,
+            ") = 'blob' THEN json_object('$blob', hex(",
+            $c,
+            ")) ELSE json_quote(",
+            $c,
+            ") END"
+        )
+    };
+}
+
+/// The select list of an export page: `line` = the key, then the JSON value of every column
+/// but the REAL one, in table order, joined by [`LINE_SEP`]; `rt` = the REAL column (a number;
+/// anything else as `=` and its JSON). The column names are not sent: they are [`COLUMNS`].
 macro_rules! export_select {
     ($key:literal) => {
         concat!(
             "SELECT ",
             $key,
-            " || char(31) || coalesce(CASE WHEN typeof(timestamp) = 'integer' THEN timestamp END, '')",
-            " || char(31) || json_object(",
-            head_columns!(encode, ", "),
-            ")",
-            " || char(31) || json_object(",
-            tail_columns!(encode, ", "),
-            ") AS line,",
+            head_columns!(wire_value, ""),
+            tail_columns!(wire_value, ""),
+            " AS line,",
             " CASE typeof(response_time) WHEN 'real' THEN response_time",
             " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
             " ELSE '=' || json_quote(response_time) END AS rt FROM traffic_events"
@@ -365,26 +434,41 @@ pub fn export_page(date: &str, cursor: &Cursor, limit: u32) -> Statement {
 pub const PAGE_COLUMNS: usize = 2;
 
 /// Separates the values of a page on the wire (every value of every row, in order). None of
-/// them can hold it raw: `rt` is a number or `=` and JSON, `line` digits and JSON objects, and
+/// them can hold it raw: `rt` is a number or `=` and JSON, `line` digits and JSON values, and
 /// JSON escapes every control character.
 pub const WIRE_SEP: char = '\u{1e}';
 
-/// Separates the four parts of `line`.
+/// Separates the parts of `line`: the key, then one JSON value per column.
 pub const LINE_SEP: char = '\u{1f}';
+
+/// Columns whose values a page's `line` carries: all but the REAL one.
+pub const WIRE_VALUES: usize = COLUMNS.len() - 1;
+
+/// Where the id and the timestamp are among a row's [`PageRow::values`].
+const ID_VALUE: usize = 0;
+const TIMESTAMP_VALUE: usize = 7;
 
 /// One row of an export page, borrowed from the page's wire text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PageRow<'a> {
     /// The rowid in the NULL-id segment, else empty.
     pub rowid: &'a str,
-    /// `timestamp` when it is an integer, else empty.
-    pub timestamp: &'a str,
-    /// JSON object of the columns before the REAL one.
-    pub head: &'a str,
+    /// The JSON value of every column but the REAL one, in table order.
+    pub values: [&'a str; WIRE_VALUES],
     /// The REAL column: a number in any exact decimal form, or `=` and JSON text.
     pub real: &'a str,
-    /// JSON object of the columns after the REAL one.
-    pub tail: &'a str,
+}
+
+impl<'a> PageRow<'a> {
+    /// The id's JSON value.
+    pub fn id(&self) -> &'a str {
+        self.values[ID_VALUE]
+    }
+
+    /// `timestamp` when it is an integer (what the seek index's min and max cover).
+    pub fn timestamp(&self) -> Option<i64> {
+        self.values[TIMESTAMP_VALUE].parse().ok()
+    }
 }
 
 /// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
@@ -404,16 +488,29 @@ pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResu
                 return Some(Err(bad("export_page", "a row has 1 value, expected 2")));
             }
         };
-        let mut parts = line.splitn(4, LINE_SEP);
-        Some(match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(rowid), Some(timestamp), Some(head), Some(tail)) => Ok(PageRow {
-                rowid,
-                timestamp,
-                head,
-                real,
-                tail,
-            }),
-            _ => Err(bad("export_page", format!("row line has no four parts: {line:.60}"))),
+        let mut parts = line.split(LINE_SEP);
+        let rowid = parts.next().unwrap_or_default();
+        let mut row = PageRow {
+            rowid,
+            values: [""; WIRE_VALUES],
+            real,
+        };
+        let mut n = 0;
+        for part in parts {
+            if n == WIRE_VALUES || part.is_empty() {
+                n = usize::MAX;
+                break;
+            }
+            row.values[n] = part;
+            n += 1;
+        }
+        Some(if n == WIRE_VALUES {
+            Ok(row)
+        } else {
+            Err(bad(
+                "export_page",
+                format!("row line has not 1 + {WIRE_VALUES} parts: {line:.60}"),
+            ))
         })
     })
 }
@@ -427,28 +524,19 @@ pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
             .map(|rowid| Cursor::NullIds { rowid })
             .map_err(|_| bad("export_page", format!("rowid {:?} is not an integer", row.rowid)));
     }
-    Ok(Cursor::After {
-        id: head_key(row.head)?,
-    })
+    Ok(Cursor::After { id: id_key(row.id())? })
 }
 
-/// The id of a row, read from its `head` (`{"id":…,…}`): a string, or a BLOB object.
-pub fn head_key(head: &str) -> Result<Key, BadResult> {
-    let rest = head.strip_prefix("{\"id\":").ok_or_else(|| {
-        bad(
-            "export_page",
-            format!("row head does not start with the id: {head:.40}"),
-        )
-    })?;
-    let mut de = serde_json::Deserializer::from_str(rest);
-    match Value::deserialize(&mut de) {
+/// The key of a row from its id's JSON value: a string, or a BLOB object.
+pub fn id_key(id: &str) -> Result<Key, BadResult> {
+    match serde_json::from_str(id) {
         Ok(Value::String(s)) => Ok(Key::Text(s)),
         Ok(Value::Object(o)) => match o.get("$blob") {
             Some(Value::String(h)) => Ok(Key::Blob(h.clone())),
             _ => Err(bad("export_page", "id object is not a BLOB")),
         },
         Ok(other) => Err(bad("export_page", format!("id {other} outside the NULL segment"))),
-        Err(e) => Err(bad("export_page", format!("row id: {e}"))),
+        Err(e) => Err(bad("export_page", format!("row id {id:.40}: {e}"))),
     }
 }
 
@@ -458,11 +546,12 @@ pub fn head_key(head: &str) -> Result<Key, BadResult> {
 /// Lines per [`DELETE_KEYED`] statement. Each row looks its line up by id in an object of this
 /// many lines, a linear search in SQLite, so the cost per row grows with it; each statement
 /// costs about 0.1 ms more. Measured on local workerd by a scratch Worker (not kept) running
-/// these statements over 16,384 seeded rows in batches of 4,096 lines, D1 time per deleted row:
-/// 16 lines 14.6 µs, 32 lines 11.5, 64 lines 10.0, 128 lines 10.4, 192 lines 12.3 (with the
-/// REAL column still inside each line); then, split out as now: 64 lines 7.8, 128 lines 7.7,
-/// 256 lines 8.6. The `json_each` join of [`DELETE_BATCH`] 7.9 µs, but 5 rows read per row
-/// deleted against 1.02.
+/// these statements over 16,384 rows of a 2M-row table in batches of 4,096 lines, D1 time per
+/// deleted row, as now (values as arrays): 64 lines 8.1–9.3 µs, 128 lines 7.6–8.6, 256 lines
+/// 8.4–9.8, 512 lines 11.0–12.0. Whole lines as objects (the keys in every line), 128 lines:
+/// 10.6–11.6. What the time goes to: the same DELETE over the id range with no line compared
+/// took 2.4 µs per row, 5.5–5.9 with 387 bytes per row of parameters it never read: the bytes
+/// that cross into D1 cost as much as the deleting, hence values without their keys.
 pub const KEYED_LINES: usize = 128;
 
 /// A JSON path to row `t`'s entry in an object keyed by id, then `$rest` inside it. Used only
@@ -480,15 +569,16 @@ macro_rules! keyed_row {
     };
 }
 
-/// True when row `t` equals its line in every column, with its type, for a [`keyed_row`]: the
-/// other columns rendered as the export wrote them and compared with the line's text without
-/// its REAL column (`?1`); a REAL compared exactly with the line's REAL (`?5`, only lines whose
-/// value was a REAL); any other value compared typed with the line's (`?6`, the rest). A line
-/// is in one of `?5` and `?6`, so a row whose REAL became another type, or the reverse, stays.
+/// True when row `t` equals its line in every column, with its type, for a [`keyed_row`]: its id
+/// is the key its line was found by, its date the statement's; the [`keyed_columns`] rendered
+/// as the export wrote them and compared with the line's values as text (`?1`); a REAL
+/// compared exactly with the line's REAL (`?5`, only lines whose value was a REAL); any other
+/// value compared typed with the line's (`?6`, the rest). A line is in one of `?5` and `?6`, so
+/// a row whose REAL became another type, or the reverse, stays.
 macro_rules! same_keyed {
     () => {
         concat!(
-            kv_of_t!(),
+            keyed_values_of_t!(),
             " = (?1 -> ",
             keyed_path!(""),
             ") AND CASE typeof(t.response_time) WHEN 'real' THEN t.response_time = (?5 ->> ",
@@ -583,7 +673,7 @@ impl BatchId<'_> {
 /// ending in a newline): open the ledger row, the deletes with the ledger's count between them,
 /// close it, read it. The ledger row's `rows` is the batch's result, whichever run wrote it.
 pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
-    let (keyed, others) = split_keyed(lines);
+    let (keyed, others) = split_keyed(lines, date);
     let mut deletes: Vec<Statement> = keyed.chunks(KEYED_LINES).map(|c| keyed_statement(c, date)).collect();
     if !others.is_empty() {
         deletes.push(Statement::new(
@@ -594,34 +684,48 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
     ledgered(deletes, Vec::new(), date, id, now_ms)
 }
 
-/// A line whose row D1 finds by id through a JSON path, cut around its REAL column's value.
+/// A line whose row D1 finds by id through a JSON path, cut into its values.
 struct Keyed<'a> {
     id: &'a str,
     line: &'a str,
-    /// The line before `,"response_time":`, the value, and the line after it.
-    head: &'a str,
+    /// The values of [`KEYED_COLUMNS`], as the line wrote them.
+    values: [&'a str; KEYED_COLUMNS.len()],
+    /// The REAL column's value.
     rt: &'a str,
-    tail: &'a str,
 }
 
 impl<'a> Keyed<'a> {
-    /// A line whose id needed no escape (see [`keyed_id`]), cut at its REAL column. The key
-    /// is found outside strings (inside one, every `"` follows a backslash, so `,"` never
-    /// occurs there): the first match is the key itself, and the value ends at the next key.
-    fn of(line: &'a str) -> Option<Keyed<'a>> {
-        const KEY: &str = ",\"response_time\":";
-        const NEXT: &str = ",\"client_ip_hash\":";
+    /// A line of `date` whose id needed no escape (see [`keyed_id`]), cut into its values: it
+    /// must have every column of [`COLUMNS`] in order and nothing else, else it is not keyed.
+    /// Keys are found outside strings: inside one, every `"` follows a backslash, so `,"` never
+    /// occurs there, nor in a BLOB's `{"$blob":"HEX"}`; a value holding `,"` is no value of a
+    /// column and the line is not keyed.
+    fn of(line: &'a str, date: &str) -> Option<Keyed<'a>> {
         let id = keyed_id(line)?;
-        let key_at = line.find(KEY)?;
-        let start = key_at + KEY.len();
-        let end = start + line[start..].find(NEXT)?;
-        Some(Keyed {
-            id,
-            line,
-            head: &line[..key_at],
-            rt: &line[start..end],
-            tail: &line[end..],
-        })
+        let mut rest = line.strip_suffix('}')?.get(r#"{"id":""#.len() + id.len() + 1..)?;
+        let (mut values, mut rt) = ([""; KEYED_COLUMNS.len()], "");
+        let mut keyed = 0;
+        for (i, column) in COLUMNS.iter().enumerate().skip(1) {
+            rest = rest.strip_prefix(",\"")?.strip_prefix(column)?.strip_prefix("\":")?;
+            let end = match (rest.find(",\""), i + 1 < COLUMNS.len()) {
+                (Some(next_key), true) => next_key,
+                (None, false) => rest.len(),
+                _ => return None,
+            };
+            let value = &rest[..end];
+            rest = &rest[end..];
+            match *column {
+                REAL_COLUMN => rt = value,
+                "event_date" => {
+                    (value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) == Some(date)).then_some(())?
+                }
+                _ => {
+                    values[keyed] = value;
+                    keyed += 1;
+                }
+            }
+        }
+        Some(Keyed { id, line, values, rt })
     }
 
     /// Whether the REAL column's value is a JSON number SQLite read from a REAL: only a REAL
@@ -632,11 +736,11 @@ impl<'a> Keyed<'a> {
     }
 }
 
-/// The lines whose rows D1 finds by id through a JSON path, and the others.
-fn split_keyed(lines: &str) -> (Vec<Keyed<'_>>, Vec<&str>) {
+/// The lines of `date` whose rows D1 finds by id through a JSON path, and the others.
+fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>) {
     let (mut keyed, mut others) = (Vec::new(), Vec::new());
     for line in lines.split_terminator('\n') {
-        match Keyed::of(line) {
+        match Keyed::of(line, date) {
             Some(k) => keyed.push(k),
             None => others.push(line),
         }
@@ -644,14 +748,14 @@ fn split_keyed(lines: &str) -> (Vec<Keyed<'_>>, Vec<&str>) {
     (keyed, others)
 }
 
-/// The keyed statement for `lines`: `?1` the lines without their REAL column, `?5` the REAL
-/// values, `?6` the other values, all keyed by id; `?2` the date; `?3 ..= ?4` the ids.
+/// The keyed statement for `lines`: `?1` the arrays of the lines' [`KEYED_COLUMNS`], `?5` the
+/// REAL values, `?6` the other values, all keyed by id; `?2` the date; `?3 ..= ?4` the ids.
 fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
     let ids = lines.iter().map(|k| k.id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
     let (mut kv, mut reals, mut others) = (KeyedObject::new(), KeyedObject::new(), KeyedObject::new());
     for k in lines {
-        kv.entry(k.id, &[k.head, k.tail]);
+        kv.entry_array(k.id, &k.values);
         if k.rt_is_real() { &mut reals } else { &mut others }.entry(k.id, &[k.rt]);
     }
     Statement::new(
@@ -684,6 +788,18 @@ impl KeyedObject {
         self.0.push_str(id);
         self.0.push_str("\":");
         parts.iter().for_each(|p| self.0.push_str(p));
+    }
+
+    /// Adds `id`: the JSON array of `values`.
+    fn entry_array(&mut self, id: &str, values: &[&str]) {
+        self.entry(id, &["["]);
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            self.0.push_str(v);
+        }
+        self.0.push(']');
     }
 
     fn finish(mut self) -> String {
@@ -804,7 +920,7 @@ pub const RESTORE_CHECK: &str = concat!(
 /// The D1 batch (one transaction) that restores `lines`: open the ledger row, the inserts with
 /// the ledger's count between them, close it, check every line, read the ledger.
 pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
-    let (keyed, others) = split_keyed(lines);
+    let (keyed, others) = split_keyed(lines, date);
     let date_p = || Param::Text(date.into());
     let mut inserts = Vec::new();
     if !keyed.is_empty() {
@@ -977,17 +1093,35 @@ pub fn naive_page(date: &str, limit: u32, offset: u64) -> Statement {
 mod tests {
     use super::*;
 
+    /// A line of every column, as the export writes it: `rt` its REAL column's value, `ua` its
+    /// user agent's.
+    fn line(id: &str, rt: &str, ua: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","path":"/p","method":"GET","status":200,"response_time":{rt},"client_ip_hash":"h","user_agent":{ua},"country":null,"timestamp":17,"event_date":"2026-11-20","is_error":0,"created_at":{{"$blob":"0A"}}}}"#
+        )
+    }
+
     #[test]
     fn wire_pages_split_into_rows_and_cursors() {
-        let wire = "\u{1f}17\u{1f}{\"id\":\"a\\\"b\"}\u{1f}{}\u{1e}1.5\u{1e}\
-                    4\u{1f}\u{1f}{\"id\":null}\u{1f}{\"x\":1}\u{1e}=null\u{1e}\
-                    \u{1f}\u{1f}{\"id\":{\"$blob\":\"00FF\"}}\u{1f}{}\u{1e}2";
-        let rows: Vec<PageRow> = page_rows(wire).collect::<Result<_, _>>().unwrap();
+        let row = |key: &str, id: &str, ts: &str, real: &str| {
+            let values = [
+                id, "\"/\"", "\"GET\"", "200", "\"h\"", "null", "null", ts, "\"d\"", "0", "1",
+            ];
+            format!("{key}{LINE_SEP}{}{WIRE_SEP}{real}", values.join(&LINE_SEP.to_string()))
+        };
+        let wire = [
+            row("", r#""a\"b""#, "17", "1.5"),
+            row("4", "null", "\"late\"", "=null"),
+            row("", r#"{"$blob":"00FF"}"#, "1.5", "2"),
+        ]
+        .join(&WIRE_SEP.to_string());
+        let rows: Vec<PageRow> = page_rows(&wire).collect::<Result<_, _>>().unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(
-            (rows[0].timestamp, rows[0].real, rows[1].tail),
-            ("17", "1.5", "{\"x\":1}")
+            (rows[0].timestamp(), rows[1].timestamp(), rows[2].timestamp()),
+            (Some(17), None, None)
         );
+        assert_eq!((rows[0].real, rows[1].id(), rows[2].values[10]), ("1.5", "null", "1"));
         assert_eq!(
             cursor_after(&rows[0]).unwrap(),
             Cursor::After {
@@ -1002,8 +1136,15 @@ mod tests {
             }
         );
         assert_eq!(page_rows("").count(), 0);
-        assert!(page_rows("\u{1f}1\u{1f}{}\u{1e}1.0\u{1e}x").any(|r| r.is_err()));
-        assert!(page_rows("1{}\u{1e}1.0").any(|r| r.is_err()));
+        assert!(page_rows(&format!("{}{WIRE_SEP}x", row("", "\"a\"", "1", "1.0"))).any(|r| r.is_err()));
+        let short = row("", "\"a\"", "1", "1.0").replacen(LINE_SEP, "", 1);
+        assert!(page_rows(&short).any(|r| r.is_err()), "a row with a value missing");
+        let long = row("", "\"a\"", "1", "1.0").replacen(WIRE_SEP, &format!("{LINE_SEP}1{WIRE_SEP}"), 1);
+        assert!(page_rows(&long).any(|r| r.is_err()), "a row with a value too many");
+        let empty = row("", "\"a\"", "", "1.0");
+        assert!(page_rows(&empty).any(|r| r.is_err()), "a row with an empty value");
+        let names: Vec<&str> = COLUMNS.iter().copied().filter(|c| *c != REAL_COLUMN).collect();
+        assert_eq!((names[ID_VALUE], names[TIMESTAMP_VALUE]), ("id", "timestamp"));
     }
 
     #[test]
@@ -1021,17 +1162,28 @@ mod tests {
             assert_eq!(keyed_id(line), None, "{line}");
         }
         let lines = [
-            r#"{"id":"a","s":1,"response_time":1.5,"client_ip_hash":"h","x":"a,\"response_time\":2"}"#,
-            r#"{"id":"b.c","s":2,"response_time":7,"client_ip_hash":"h"}"#,
-            r#"{"id":"d","s":3,"response_time":"1.5","client_ip_hash":"h"}"#,
-            r#"{"id":"e","s":4,"response_time":-2e-5,"client_ip_hash":"h"}"#,
-            r#"{"id":"f","s":5,"response_time":{"$blob":"0A"},"client_ip_hash":"h"}"#,
-            r#"{"id":"g","s":6,"response_time":null,"client_ip_hash":"h"}"#,
-            r#"{"id":"h","s":7,"no_real":1}"#,
+            line("a", "1.5", r#""a,\"response_time\":2,\"country\":1""#),
+            line("b.c", "7", "null"),
+            line("d", r#""1.5""#, r#""u""#),
+            line("e", "-2e-5", r#""u""#),
+            line("f", r#"{"$blob":"0A"}"#, r#""u""#),
+            line("g", "null", r#""u""#),
+            r#"{"id":"h","s":7,"no_real":1}"#.to_string(),
+            line("i", "1.5", r#""u""#).replace("2026-11-20", "2026-11-21"),
+            line("j", "1.5", r#""u""#).replace(r#""country":null"#, r#""country":null,"extra":1"#),
+            line("k", "1.5", r#""u""#).replace(r#""method":"GET","status":200"#, r#""status":200,"method":"GET""#),
+            line("l", "1.5", r#""u""#).replace(r#""0A"}"#, r#""0A","extra":1}"#),
+            line("n", "1.5", r#""u""#).replace(r#""0A"}}"#, r#""0A"},"extra":1}"#),
+            line("m", "1.5", r#"{"a":1,"b":2}"#),
         ];
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-        let (keyed, others) = split_keyed(&text);
-        assert_eq!(others, [lines[6]], "a line without the REAL column takes the join");
+        let (keyed, others) = split_keyed(&text, "2026-11-20");
+        assert_eq!(
+            others,
+            lines[6..].iter().map(String::as_str).collect::<Vec<_>>(),
+            "a line without every column in order, of another date, with another key or a value \
+             no column has, takes the join"
+        );
         let stmt = keyed_statement(&keyed, "2026-11-20");
         let text_params: Vec<&str> = stmt
             .params
@@ -1041,15 +1193,17 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
+        let values = |ua: &str| format!(r#"["/p","GET",200,"h",{ua},null,17,0,{{"$blob":"0A"}}]"#);
+        let u = values(r#""u""#);
         assert_eq!(
             text_params,
             [
-                concat!(
-                    r#"{"a":{"id":"a","s":1,"client_ip_hash":"h","x":"a,\"response_time\":2"},"#,
-                    r#""b.c":{"id":"b.c","s":2,"client_ip_hash":"h"},"d":{"id":"d","s":3,"client_ip_hash":"h"},"#,
-                    r#""e":{"id":"e","s":4,"client_ip_hash":"h"},"f":{"id":"f","s":5,"client_ip_hash":"h"},"#,
-                    r#""g":{"id":"g","s":6,"client_ip_hash":"h"}}"#
-                ),
+                format!(
+                    r#"{{"a":{},"b.c":{},"d":{u},"e":{u},"f":{u},"g":{u}}}"#,
+                    values(r#""a,\"response_time\":2,\"country\":1""#),
+                    values("null")
+                )
+                .as_str(),
                 "2026-11-20",
                 "a",
                 "g",
@@ -1057,7 +1211,22 @@ mod tests {
                 r#"{"b.c":7,"d":"1.5","f":{"$blob":"0A"},"g":null}"#,
             ]
         );
-        assert_eq!(json_array(&lines[..2]), format!("[{},{}]", lines[0], lines[1]));
+        assert_eq!(
+            KEYED_COLUMNS.to_vec(),
+            COLUMNS
+                .iter()
+                .filter(|c| !["id", REAL_COLUMN, "event_date"].contains(c))
+                .copied()
+                .collect::<Vec<_>>()
+        );
+        let row_values = KEYED_COLUMNS
+            .map(|c| format!("CASE WHEN typeof(t.{c}) = 'blob' THEN json_object('$blob', hex(t.{c})) ELSE t.{c} END"))
+            .join(", ");
+        assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = (?1 -> ")));
+        assert_eq!(
+            json_array(&[&lines[0], &lines[1]]),
+            format!("[{},{}]", lines[0], lines[1])
+        );
     }
 
     #[test]
@@ -1068,7 +1237,7 @@ mod tests {
             batch: 4,
         };
         let mut text: String = (0..KEYED_LINES + 1)
-            .map(|i| format!("{{\"id\":\"{i:04}\",\"response_time\":1.5,\"client_ip_hash\":\"h\"}}\n"))
+            .map(|i| line(&format!("{i:04}"), "1.5", "null") + "\n")
             .collect();
         text.push_str("{\"id\":null}\n");
         let sqls = |stmts: Vec<Statement>| stmts.iter().map(|s| s.sql).collect::<Vec<_>>();

@@ -110,13 +110,13 @@ pub enum StepUpload {
     },
 }
 
-/// Per line of the current page: where it ends in `lines`, its timestamp, and where its head
-/// is in the wire text (`None` for a NULL id).
+/// Per line of the current page: where it ends in `lines`, its timestamp, and where its id is
+/// in the wire text (`None` for a NULL id).
 #[derive(Debug, Clone, Copy)]
 struct LineInfo {
     end: usize,
     ts: Option<i64>,
-    head: Option<(usize, usize)>,
+    id: Option<(usize, usize)>,
 }
 
 /// The piece being written.
@@ -408,12 +408,12 @@ impl ExportJob {
         let mut last = None;
         for row in sql::page_rows(&self.wire) {
             let row = row?;
-            jsonl::encode_row(row.head, row.real, row.tail, &mut self.lines)?;
-            let start = row.head.as_ptr() as usize - base;
+            jsonl::encode_row(&row.values, row.real, &mut self.lines)?;
+            let start = row.id().as_ptr() as usize - base;
             self.info.push(LineInfo {
                 end: self.lines.len(),
-                ts: row.timestamp.parse().ok(),
-                head: (!null_segment).then_some((start, start + row.head.len())),
+                ts: row.timestamp(),
+                id: (!null_segment).then_some((start, start + row.id().len())),
             });
             last = Some(row);
         }
@@ -494,9 +494,9 @@ impl ExportJob {
     }
 
     fn key_of(&self, line: usize) -> Result<Option<Key>, StepError> {
-        match self.info[line].head {
+        match self.info[line].id {
             None => Ok(None),
-            Some((s, e)) => Ok(Some(sql::head_key(&self.wire[s..e])?)),
+            Some((s, e)) => Ok(Some(sql::id_key(&self.wire[s..e])?)),
         }
     }
 
