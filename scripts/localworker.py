@@ -273,10 +273,17 @@ class LocalWorker:
 
 
 def merged(record: dict) -> dict:
-    """A Parquet row as the JSONL line it came from: values of another SQLite type than their
-    column's are kept in `_other_types` (their own column holds NULL or the type's zero)."""
+    """A Parquet row as the JSONL line it came from: BLOBs are kept as binary in the map
+    `_blobs`, values of another SQLite type than their column's in `_other_types` (their own
+    column holds NULL or the type's zero). pyarrow reads a map as (key, value) pairs, DuckDB as
+    a dict."""
     other = record.pop("_other_types")
     record.update(json.loads(other) if other else {})
+    blobs = record.pop("_blobs", None) or []
+    if isinstance(blobs, dict):
+        blobs = zip(blobs["key"], blobs["value"]) if set(blobs) == {"key", "value"} else blobs.items()
+    for column, value in blobs:
+        record[column] = {"$blob": bytes(value).hex().upper()}
     return {c: record[c] for c in COLUMNS}
 
 

@@ -17,10 +17,11 @@
 //!   Spark read a folder of files as one table. Chosen.
 //!
 //! Types follow the table: TEXT is a UTF-8 string, INTEGER INT64, REAL DOUBLE, and NOT NULL
-//! columns are required. SQLite lets a value of another type into any column (a BLOB, text in a
-//! numeric column, a REAL in an INTEGER one): such a value is kept exactly, as its JSONL text, in
-//! the extra column `_other_types` (a JSON object by column name; NULL on ordinary rows), and
-//! its own column holds NULL there, or the type's zero where the column is required. Rows come
+//! columns are required. SQLite lets a value of another type into any column: a BLOB is kept
+//! as binary in the extra map column `_blobs` (column name → bytes), any other (text in a
+//! numeric column, a REAL in an INTEGER one) exactly, as its JSONL text, in the extra column
+//! `_other_types` (a JSON object by column name). Both are NULL on ordinary rows; the value's
+//! own column holds NULL there, or the type's zero where the column is required. Rows come
 //! in the export's order (NULL ids first, then by id); every column chunk has min/max
 //! statistics, so readers skip row groups by `timestamp` and `id`.
 
@@ -39,8 +40,11 @@ use parquet::schema::types::{ColumnPath, SchemaDescriptor, TypePtr};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The file's schema: the table's columns in table order, then `_other_types`.
-pub const SCHEMA: &str = "message traffic_events {
+/// The table's columns in table order, then `_other_types`: the schema of files written before
+/// `_blobs` existed ([`check_footer`] accepts them).
+macro_rules! columns_schema {
+    () => {
+        "message traffic_events {
   optional binary id (STRING);
   required binary path (STRING);
   required binary method (STRING);
@@ -53,11 +57,32 @@ pub const SCHEMA: &str = "message traffic_events {
   required binary event_date (STRING);
   required int64 is_error;
   optional int64 created_at;
-  optional binary _other_types (STRING);
-}";
+  optional binary _other_types (STRING);"
+    };
+}
 
-/// The column that keeps values whose SQLite type is not their column's.
+/// The file's schema: the table's columns, `_other_types`, then `_blobs`, a map from column
+/// name to the row's BLOB value in that column, as binary.
+pub const SCHEMA: &str = concat!(
+    columns_schema!(),
+    "
+  optional group _blobs (MAP) {
+    repeated group key_value {
+      required binary key (STRING);
+      required binary value;
+    }
+  }
+}"
+);
+
+/// The schema before `_blobs` (BLOBs were kept in `_other_types` as `{"$blob":"HEX"}`).
+const SCHEMA_WITHOUT_BLOBS: &str = concat!(columns_schema!(), "\n}");
+
+/// The column that keeps values whose SQLite type is not their column's, BLOBs excepted.
 pub const OTHER_TYPES: &str = "_other_types";
+
+/// The column that keeps BLOB values, as binary, by column name.
+pub const BLOBS: &str = "_blobs";
 
 /// Rows per row group: the unit readers skip by statistics (about 360 KB compressed). Smaller
 /// groups would prune finer; larger ones cost memory while the group is open (measured: 65,536
@@ -99,6 +124,10 @@ impl From<parquet::errors::ParquetError> for ParquetError {
 
 fn schema() -> TypePtr {
     Arc::new(parse_message_type(SCHEMA).expect("SCHEMA parses"))
+}
+
+fn schema_without_blobs() -> TypePtr {
+    Arc::new(parse_message_type(SCHEMA_WITHOUT_BLOBS).expect("SCHEMA_WITHOUT_BLOBS parses"))
 }
 
 /// The writer settings, measured (docs/benchmarks.md): dictionaries for the repetitive text
@@ -190,8 +219,16 @@ enum Value {
     Text(ByteArray),
     Integer(i64),
     Real(f64),
-    /// Anything else (a BLOB object): only `_other_types` can hold it.
-    Other,
+    /// A BLOB (`{"$blob":"HEX"}`): only `_blobs` can hold it.
+    Blob(ByteArray),
+}
+
+/// A BLOB as the JSONL writes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlobObject<'a> {
+    #[serde(rename = "$blob")]
+    hex: &'a str,
 }
 
 fn classify(raw: &RawValue) -> Result<Value, ParquetError> {
@@ -203,7 +240,10 @@ fn classify(raw: &RawValue) -> Result<Value, ParquetError> {
             let s: std::borrow::Cow<'_, str> = serde_json::from_str(text).map_err(|_| bad())?;
             Value::Text(ByteArray::from(s.as_bytes().to_vec()))
         }
-        Some(b'{') => Value::Other,
+        Some(b'{') => {
+            let blob: BlobObject<'_> = serde_json::from_str(text).map_err(|_| bad())?;
+            Value::Blob(ByteArray::from(hex::decode(blob.hex).map_err(|_| bad())?))
+        }
         Some(_) if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) => {
             // Correctly rounded: the JSONL wrote the shortest decimal of this very double
             // (and `9.0e+999` for infinity, which parses as infinity).
@@ -221,10 +261,47 @@ enum Values {
     Real(Vec<f64>),
 }
 
-/// The rows of a batch, column by column (`defs` only for optional columns).
+/// The rows of a batch, column by column (`defs` only for optional columns), and their BLOBs.
 struct Batch {
     columns: Vec<(Values, Option<Vec<i16>>)>,
+    blobs: Blobs,
     rows: usize,
+}
+
+/// The two leaf columns of `_blobs` for the rows of a batch: per entry its column's name and
+/// its bytes; levels per entry, or one per row without a BLOB (`_blobs` NULL).
+#[derive(Default)]
+struct Blobs {
+    keys: Vec<ByteArray>,
+    values: Vec<ByteArray>,
+    defs: Vec<i16>,
+    reps: Vec<i16>,
+}
+
+impl Blobs {
+    /// Definition level of an entry: `_blobs` present (1) and a `key_value` in it (2).
+    const ENTRY: i16 = 2;
+
+    /// The row's BLOBs, by column name.
+    fn push_row(&mut self, blobs: Vec<(&str, ByteArray)>) {
+        if blobs.is_empty() {
+            self.defs.push(0);
+            self.reps.push(0);
+        }
+        for (n, (name, bytes)) in blobs.into_iter().enumerate() {
+            self.defs.push(Self::ENTRY);
+            self.reps.push(i16::from(n > 0));
+            self.keys.push(ByteArray::from(name.as_bytes().to_vec()));
+            self.values.push(bytes);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.values.clear();
+        self.defs.clear();
+        self.reps.clear();
+    }
 }
 
 const DECLARED: [(Declared, bool); 13] = [
@@ -256,7 +333,11 @@ impl Batch {
                 (values, nullable.then(|| Vec::with_capacity(BATCH_ROWS)))
             })
             .collect();
-        Batch { columns, rows: 0 }
+        Batch {
+            columns,
+            blobs: Blobs::default(),
+            rows: 0,
+        }
     }
 
     /// Appends one JSONL line (without its newline).
@@ -264,8 +345,15 @@ impl Batch {
         let parsed: Line<'_> = serde_json::from_slice(line)
             .map_err(|e| ParquetError(format!("a JSONL line does not have the table's columns: {e}")))?;
         let mut other: Vec<(&str, &RawValue)> = Vec::new();
+        let mut blobs: Vec<(&str, ByteArray)> = Vec::new();
         for (i, raw) in parsed.values().into_iter().enumerate() {
-            let value = classify(raw)?;
+            let value = match classify(raw)? {
+                Value::Blob(bytes) => {
+                    blobs.push((crate::core::sql::COLUMNS[i], bytes));
+                    Value::Null
+                }
+                value => value,
+            };
             let (declared, nullable) = DECLARED[i];
             let fits = matches!(
                 (&value, declared),
@@ -297,6 +385,7 @@ impl Batch {
             Value::Text(ByteArray::from(json.into_bytes()))
         });
         self.put(DECLARED.len() - 1, other.unwrap_or(Value::Null), true)?;
+        self.blobs.push_row(blobs);
         self.rows += 1;
         Ok(())
     }
@@ -332,6 +421,7 @@ impl Batch {
                 d.clear();
             }
         }
+        self.blobs.clear();
         self.rows = 0;
     }
 }
@@ -459,14 +549,23 @@ impl FileWriter {
                 })
                 .collect();
         }
-        for ((writer, _), (values, defs)) in self.columns.iter_mut().zip(&self.batch.columns) {
+        let mismatch = || ParquetError("a column writer does not match its column's type".into());
+        let (flat, blobs) = self.columns.split_at_mut(self.batch.columns.len());
+        for ((writer, _), (values, defs)) in flat.iter_mut().zip(&self.batch.columns) {
             let defs = defs.as_deref();
             match (writer, values) {
                 (ColumnWriter::ByteArrayColumnWriter(w), Values::Text(v)) => w.write_batch(v, defs, None)?,
                 (ColumnWriter::Int64ColumnWriter(w), Values::Integer(v)) => w.write_batch(v, defs, None)?,
                 (ColumnWriter::DoubleColumnWriter(w), Values::Real(v)) => w.write_batch(v, defs, None)?,
-                _ => return Err(ParquetError("a column writer does not match its column's type".into())),
+                _ => return Err(mismatch()),
             };
+        }
+        let b = &self.batch.blobs;
+        for ((writer, _), leaf) in blobs.iter_mut().zip([&b.keys, &b.values]) {
+            let ColumnWriter::ByteArrayColumnWriter(w) = writer else {
+                return Err(mismatch());
+            };
+            w.write_batch(leaf, Some(&b.defs), Some(&b.reps))?;
         }
         self.group_rows += self.batch.rows;
         self.rows += self.batch.rows as u64;
@@ -538,7 +637,7 @@ pub fn footer_len(last8: &[u8]) -> Result<u64, ParquetError> {
 }
 
 /// Checks a file of `size` bytes from its `tail` (its last bytes, footer included): the magic,
-/// the schema (exactly ours), the row count, every row group's statistics for `id` and
+/// the schema (exactly ours, or ours before `_blobs`), the row count, every row group's statistics for `id` and
 /// `timestamp`, and that the row groups and the footer account for every byte of the file.
 pub fn check_footer(tail: &[u8], size: u64, rows: u64) -> Result<Footer, ParquetError> {
     let n = tail.len();
@@ -553,7 +652,8 @@ pub fn check_footer(tail: &[u8], size: u64, rows: u64) -> Result<Footer, Parquet
     }
     let md: ParquetMetaData = ParquetMetaDataReader::decode_metadata(&tail[n - 8 - meta_len..n - 8])?;
     let file = md.file_metadata();
-    if file.schema_descr().root_schema() != schema().as_ref() {
+    let ours = file.schema_descr().root_schema();
+    if ours != schema().as_ref() && ours != schema_without_blobs().as_ref() {
         return Err(ParquetError("the schema is not the archiver's".into()));
     }
     if file.num_rows() as u64 != rows {
@@ -629,13 +729,66 @@ mod tests {
         assert_eq!(get(0, "response_time"), Field::Double(1.5));
         assert_eq!(get(0, OTHER_TYPES), Field::Null);
         assert_eq!(get(1, "id"), Field::Null);
+        assert_eq!(get(0, BLOBS), Field::Null);
         assert_eq!(get(2, "id"), Field::Null);
         assert_eq!(get(2, "created_at"), Field::Null);
+        assert_eq!(get(2, OTHER_TYPES), Field::Str("{\"created_at\":\"late\"}".into()));
+        let Field::MapInternal(blobs) = get(2, BLOBS) else {
+            panic!("{:?}", get(2, BLOBS))
+        };
         assert_eq!(
-            get(2, OTHER_TYPES),
-            Field::Str("{\"id\":{\"$blob\":\"00ff\"},\"created_at\":\"late\"}".into())
+            blobs.entries(),
+            [(Field::Str("id".into()), Field::Bytes(ByteArray::from(vec![0x00, 0xff])))]
         );
         assert_eq!(check_footer(&bytes, bytes.len() as u64, 3).unwrap().rows, 3);
+    }
+
+    #[test]
+    fn blobs_of_several_columns_are_one_map_as_binary() {
+        let l = line("{\"$blob\":\"\"}", "{\"$blob\":\"0A\"}")
+            .replace("\"user_agent\":null", "\"user_agent\":{\"$blob\":\"FF00\"}");
+        let bytes = encode(&[line("\"a\"", "1"), l, line("\"b\"", "2")]);
+        let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+        let rows: Vec<_> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap()).collect();
+        let get = |r: usize, c: &str| rows[r].get_column_iter().find(|(n, _)| *n == c).unwrap().1.clone();
+        let Field::MapInternal(blobs) = get(1, BLOBS) else {
+            panic!("{:?}", get(1, BLOBS))
+        };
+        let bytes = |b: &[u8]| Field::Bytes(ByteArray::from(b.to_vec()));
+        assert_eq!(
+            blobs.entries(),
+            [
+                (Field::Str("id".into()), bytes(&[])),
+                (Field::Str("user_agent".into()), bytes(&[0xff, 0x00])),
+                (Field::Str("created_at".into()), bytes(&[0x0a])),
+            ]
+        );
+        assert_eq!((get(1, OTHER_TYPES), get(1, "user_agent")), (Field::Null, Field::Null));
+        assert_eq!((get(0, BLOBS), get(2, BLOBS)), (Field::Null, Field::Null));
+        let mut w = FileWriter::new().unwrap();
+        let bad = line("{\"$blob\":\"0G\"}", "1");
+        assert!(w.push_line(bad.as_bytes()).is_err(), "not hex");
+        let bad = line("{\"$blob\":\"00\",\"x\":1}", "1");
+        assert!(w.push_line(bad.as_bytes()).is_err(), "not a BLOB object");
+    }
+
+    #[test]
+    fn footers_of_files_written_before_blobs_pass_and_a_foreign_schema_fails() {
+        let empty = |schema: TypePtr| {
+            let mut out = Vec::new();
+            SerializedFileWriter::new(&mut out, schema, props())
+                .unwrap()
+                .close()
+                .unwrap();
+            out
+        };
+        for ok in [schema(), schema_without_blobs()] {
+            let bytes = empty(ok);
+            assert_eq!(check_footer(&bytes, bytes.len() as u64, 0).unwrap().rows, 0);
+        }
+        let foreign = Arc::new(parse_message_type("message t { required int64 x; }").unwrap());
+        let bytes = empty(foreign);
+        assert!(check_footer(&bytes, bytes.len() as u64, 0).is_err());
     }
 
     #[test]

@@ -112,21 +112,15 @@ pub const COLUMNS: [&str; 12] = [
 pub const REAL_COLUMN: &str = "response_time";
 
 /// Expands `$each!("col")` for every column, joined by `$sep` (the columns before and after
-/// the REAL one can be named separately).
-macro_rules! head_columns {
+/// the REAL one can be named separately). Named in runs, so that [`keyed_columns`] can leave
+/// out the id and the date: the columns between the id and the REAL one, between the REAL one
+/// and the date, and after the date.
+macro_rules! after_id {
     ($each:ident, $sep:literal) => {
-        concat!(
-            $each!("id"),
-            $sep,
-            $each!("path"),
-            $sep,
-            $each!("method"),
-            $sep,
-            $each!("status")
-        )
+        concat!($each!("path"), $sep, $each!("method"), $sep, $each!("status"))
     };
 }
-macro_rules! tail_columns {
+macro_rules! before_date {
     ($each:ident, $sep:literal) => {
         concat!(
             $each!("client_ip_hash"),
@@ -135,13 +129,28 @@ macro_rules! tail_columns {
             $sep,
             $each!("country"),
             $sep,
-            $each!("timestamp"),
+            $each!("timestamp")
+        )
+    };
+}
+macro_rules! after_date {
+    ($each:ident, $sep:literal) => {
+        concat!($each!("is_error"), $sep, $each!("created_at"))
+    };
+}
+macro_rules! head_columns {
+    ($each:ident, $sep:literal) => {
+        concat!($each!("id"), $sep, after_id!($each, $sep))
+    };
+}
+macro_rules! tail_columns {
+    ($each:ident, $sep:literal) => {
+        concat!(
+            before_date!($each, $sep),
             $sep,
             $each!("event_date"),
             $sep,
-            $each!("is_error"),
-            $sep,
-            $each!("created_at")
+            after_date!($each, $sep)
         )
     };
 }
@@ -200,39 +209,17 @@ macro_rules! kv_of_t {
 macro_rules! keyed_columns {
     ($each:ident, $sep:literal) => {
         concat!(
-            $each!("path"),
+            after_id!($each, $sep),
             $sep,
-            $each!("method"),
+            before_date!($each, $sep),
             $sep,
-            $each!("status"),
-            $sep,
-            $each!("client_ip_hash"),
-            $sep,
-            $each!("user_agent"),
-            $sep,
-            $each!("country"),
-            $sep,
-            $each!("timestamp"),
-            $sep,
-            $each!("is_error"),
-            $sep,
-            $each!("created_at")
+            after_date!($each, $sep)
         )
     };
 }
 
-/// The columns of [`keyed_columns`], for the Worker's side of the comparison.
-const KEYED_COLUMNS: [&str; 9] = [
-    "path",
-    "method",
-    "status",
-    "client_ip_hash",
-    "user_agent",
-    "country",
-    "timestamp",
-    "is_error",
-    "created_at",
-];
+/// How many columns [`keyed_columns`] names: all but the id, `event_date` and the REAL column.
+const KEYED_VALUES: usize = COLUMNS.len() - 3;
 
 /// Row `t`'s value of a column as the export wrote it in JSON (BLOBs as `{"$blob":"HEX"}`).
 macro_rules! value_t {
@@ -688,8 +675,8 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
 struct Keyed<'a> {
     id: &'a str,
     line: &'a str,
-    /// The values of [`KEYED_COLUMNS`], as the line wrote them.
-    values: [&'a str; KEYED_COLUMNS.len()],
+    /// The values of the [`keyed_columns`], as the line wrote them.
+    values: [&'a str; KEYED_VALUES],
     /// The REAL column's value.
     rt: &'a str,
 }
@@ -703,7 +690,7 @@ impl<'a> Keyed<'a> {
     fn of(line: &'a str, date: &str) -> Option<Keyed<'a>> {
         let id = keyed_id(line)?;
         let mut rest = line.strip_suffix('}')?.get(r#"{"id":""#.len() + id.len() + 1..)?;
-        let (mut values, mut rt) = ([""; KEYED_COLUMNS.len()], "");
+        let (mut values, mut rt) = ([""; KEYED_VALUES], "");
         let mut keyed = 0;
         for (i, column) in COLUMNS.iter().enumerate().skip(1) {
             rest = rest.strip_prefix(",\"")?.strip_prefix(column)?.strip_prefix("\":")?;
@@ -748,7 +735,7 @@ fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>)
     (keyed, others)
 }
 
-/// The keyed statement for `lines`: `?1` the arrays of the lines' [`KEYED_COLUMNS`], `?5` the
+/// The keyed statement for `lines`: `?1` the arrays of the lines' [`keyed_columns`], `?5` the
 /// REAL values, `?6` the other values, all keyed by id; `?2` the date; `?3 ..= ?4` the ids.
 fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
     let ids = lines.iter().map(|k| k.id);
@@ -1211,17 +1198,13 @@ mod tests {
                 r#"{"b.c":7,"d":"1.5","f":{"$blob":"0A"},"g":null}"#,
             ]
         );
-        assert_eq!(
-            KEYED_COLUMNS.to_vec(),
-            COLUMNS
-                .iter()
-                .filter(|c| !["id", REAL_COLUMN, "event_date"].contains(c))
-                .copied()
-                .collect::<Vec<_>>()
-        );
-        let row_values = KEYED_COLUMNS
+        let row_values: Vec<String> = COLUMNS
+            .iter()
+            .filter(|c| !["id", REAL_COLUMN, "event_date"].contains(c))
             .map(|c| format!("CASE WHEN typeof(t.{c}) = 'blob' THEN json_object('$blob', hex(t.{c})) ELSE t.{c} END"))
-            .join(", ");
+            .collect();
+        assert_eq!(row_values.len(), KEYED_VALUES);
+        let row_values = row_values.join(", ");
         assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = (?1 -> ")));
         assert_eq!(
             json_array(&[&lines[0], &lines[1]]),

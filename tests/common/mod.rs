@@ -493,7 +493,7 @@ impl World {
 }
 
 /// The rows of a Parquet file as the JSONL lines they came from: typed columns, with the values
-/// `_other_types` kept put back in their columns.
+/// `_other_types` and `_blobs` kept put back in their columns.
 pub fn parquet_lines(bytes: &[u8]) -> Vec<Value> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
@@ -506,6 +506,18 @@ pub fn parquet_lines(bytes: &[u8]) -> Vec<Value> {
             let mut line = serde_json::Map::new();
             let mut other = None;
             for (name, field) in row.get_column_iter() {
+                if let Field::MapInternal(blobs) = field {
+                    for (column, bytes) in blobs.entries() {
+                        let (Field::Str(column), Field::Bytes(bytes)) = (column, bytes) else {
+                            panic!("unexpected _blobs entry {column:?} {bytes:?}")
+                        };
+                        let blob = serde_json::json!({ "$blob": hex::encode_upper(bytes.data()) });
+                        other
+                            .get_or_insert_with(serde_json::Map::new)
+                            .insert(column.clone(), blob);
+                    }
+                    continue;
+                }
                 let v = match field {
                     Field::Null => Value::Null,
                     Field::Str(s) => Value::from(s.as_str()),
@@ -516,10 +528,11 @@ pub fn parquet_lines(bytes: &[u8]) -> Vec<Value> {
                     f => panic!("unexpected Parquet field {f:?}"),
                 };
                 if name == "_other_types" {
-                    other = v
-                        .as_str()
-                        .map(|s| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap());
-                } else {
+                    if let Some(s) = v.as_str() {
+                        let kept: serde_json::Map<String, Value> = serde_json::from_str(s).unwrap();
+                        other.get_or_insert_with(serde_json::Map::new).extend(kept);
+                    }
+                } else if name != "_blobs" {
                     line.insert(name.clone(), v);
                 }
             }
