@@ -7,6 +7,10 @@
 
 use thiserror::Error;
 
+/// Output the export's buffer holds beyond one part: two slices of its output before an upload
+/// (the loaded carry and the export's writer are sized alike, so neither reallocates).
+pub const CARRY_SLACK: usize = 128 * 1024;
+
 /// R2: every part of a multipart upload but the last must be at least 5 MiB (and all equal).
 pub const R2_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// R2: at most 10,000 parts per multipart upload.
@@ -239,9 +243,9 @@ impl Config {
         self.backoff_base_ms.saturating_mul(factor).min(self.backoff_max_ms)
     }
 
-    /// Room the export's output buffer needs: one part and a slice of output.
+    /// Room the export's output buffer needs: one part and [`CARRY_SLACK`].
     pub fn carry_capacity(&self) -> usize {
-        self.part_size as usize + 256 * 1024
+        self.part_size as usize + CARRY_SLACK
     }
 
     /// The fault plan, which only test hooks let act.

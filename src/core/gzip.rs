@@ -87,7 +87,7 @@ impl PieceWriter {
     pub fn resume(level: u8, pos: StreamPos, carry: Vec<u8>, capacity: usize) -> Self {
         let carry_len = carry.len() as u64;
         let mut out = carry;
-        out.reserve(capacity.saturating_sub(out.len()));
+        out.reserve_exact(capacity.saturating_sub(out.len()));
         let mut writer = PieceWriter {
             // Raw deflate (no zlib header): the gzip framing is ours.
             compressor: Compress::new(Compression::new(u32::from(level.min(9))), false),

@@ -694,7 +694,7 @@ impl<'a> Keyed<'a> {
         let mut keyed = 0;
         for (i, column) in COLUMNS.iter().enumerate().skip(1) {
             rest = rest.strip_prefix(",\"")?.strip_prefix(column)?.strip_prefix("\":")?;
-            let end = match (rest.find(",\""), i + 1 < COLUMNS.len()) {
+            let end = match (next_key(rest), i + 1 < COLUMNS.len()) {
                 (Some(next_key), true) => next_key,
                 (None, false) => rest.len(),
                 _ => return None,
@@ -721,6 +721,12 @@ impl<'a> Keyed<'a> {
     fn rt_is_real(&self) -> bool {
         self.rt.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && self.rt.contains(['.', 'e', 'E'])
     }
+}
+
+/// Where the next `,"` is in `s`: in a line, the start of the next key (see [`Keyed::of`]).
+fn next_key(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b',', b).find(|&i| b.get(i + 1) == Some(&b'"'))
 }
 
 /// The lines of `date` whose rows D1 finds by id through a JSON path, and the others.
@@ -824,7 +830,7 @@ fn ledgered(
 /// no escape (`{"id":"…"` with no backslash before its closing quote).
 fn keyed_id(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("{\"id\":\"")?;
-    let end = rest.find(['"', '\\'])?;
+    let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 

@@ -158,6 +158,9 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             Err(EngineError::Storage { source, .. }) if source.kind == FailureKind::Conflict => return Ok(None),
             other => other?,
         }
+        if let Carry::Write(buffer) = carry {
+            self.store.recycle(buffer);
+        }
         self.host.log(&log.line());
         record = self.write_metadata(record, metadata, cfg).await?;
         if !record.garbage.is_empty() {

@@ -220,6 +220,9 @@ impl<S: Durable> Durable for Faulty<S> {
         self.faults.check(Service::Storage, "do.save")?;
         self.inner.save(record_json, carry, expected_revision).await
     }
+    fn recycle(&self, carry: Vec<u8>) {
+        self.inner.recycle(carry)
+    }
 }
 
 #[cfg(test)]

@@ -50,12 +50,18 @@ pub trait ObjectStore {
 pub trait Durable {
     /// The saved record, and the carry if `carry_capacity` is given (else an empty carry). A
     /// non-empty carry comes in a buffer of at least that many bytes, so the export can keep
-    /// writing into it without reallocating; an empty one allocates nothing.
+    /// writing into it without reallocating; an empty one allocates nothing (it may come in a
+    /// recycled buffer).
     async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError>;
     /// Saves the record, and the carry if given (`None` keeps the saved carry), in one atomic
     /// write, **only if** the saved record's revision is still `expected_revision` (0 when
     /// nothing was saved); otherwise fails with `FailureKind::Conflict`.
     async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError>;
+    /// Takes back a saved carry's buffer, for the next `load` to fill instead of allocating one.
+    /// The Worker's storage keeps it: a part-sized block freed at the end of every export step
+    /// would be dented by the small allocations before the next one, and linear memory would
+    /// grow by a part. Others drop it.
+    fn recycle(&self, _carry: Vec<u8>) {}
 }
 
 /// The wall clock, the memory gauge and the log. Only the engine reads them, and passes values

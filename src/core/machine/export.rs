@@ -13,7 +13,7 @@
 //! With Parquet on, the same lines also go into the step's Parquet file, which goes up in one
 //! `put` when the step ends (see [`crate::core::parquet`]).
 
-use crate::core::config::{Config, FIRST_PAGE_ROWS, PIECE_MAX_COMPRESSED};
+use crate::core::config::{Config, CARRY_SLACK, FIRST_PAGE_ROWS, PIECE_MAX_COMPRESSED};
 use crate::core::error::{FailureKind, StepError};
 use crate::core::gzip::{PieceWriter, StreamPos};
 use crate::core::index::Piece;
@@ -28,6 +28,7 @@ use super::Poll;
 /// Uncompressed bytes (whole lines, at least one) fed to the compressor between checks for a
 /// full part and for the end of a piece.
 const SLICE: usize = 64 * 1024;
+const _: () = assert!(CARRY_SLACK == 2 * SLICE);
 
 /// How big pages, pieces and the step may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +236,7 @@ impl ExportJob {
             part_size,
             limits,
             // Output never exceeds a part plus one slice's worth before it is uploaded.
-            writer: PieceWriter::resume(ex.level, ex.stream, carry, part_size + 2 * SLICE),
+            writer: PieceWriter::resume(ex.level, ex.stream, carry, part_size + CARRY_SLACK),
             up,
             stage: Stage::Fetch(sql::export_page(date, &ex.cursor, limit)),
             cursor: ex.cursor.clone(),

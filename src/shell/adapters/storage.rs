@@ -22,13 +22,27 @@ fn chunk_key(i: usize) -> String {
     format!("carry.{i}")
 }
 
+thread_local! {
+    /// The last saved carry's buffer, kept for the next load in this isolate (see
+    /// [`Durable::recycle`]). Dates that run at once may find it taken: they allocate their own.
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of at least `capacity` bytes: the spare one if there is one.
+fn buffer(capacity: usize) -> Vec<u8> {
+    let mut buf = SPARE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    buf.reserve_exact(capacity);
+    buf
+}
+
 impl DoStorage {
     async fn get_raw(&self, keys: Vec<String>) -> Result<js_sys::Map, PortError> {
         self.0.get_multiple(keys).await.map_err(worker_err("do.load"))
     }
 
     async fn carry(&self, count: usize, capacity: usize) -> Result<Vec<u8>, PortError> {
-        let mut carry = Vec::with_capacity(capacity.max(count * DO_VALUE_CHUNK));
+        let mut carry = buffer(capacity.max(count * DO_VALUE_CHUNK));
         let chunks = self.get_raw((0..count).map(chunk_key).collect()).await?;
         for i in 0..count {
             let v = chunks.get(&chunk_key(i).into());
@@ -52,8 +66,18 @@ impl Durable for DoStorage {
         let count = map.get(&CARRY_COUNT.into()).as_f64().unwrap_or(0.0) as usize;
         match carry_capacity {
             Some(capacity) if count > 0 => Ok(Some((json, self.carry(count, capacity).await?))),
+            Some(capacity) if SPARE.with(|s| s.borrow().capacity() > 0) => Ok(Some((json, buffer(capacity)))),
             _ => Ok(Some((json, Vec::new()))),
         }
+    }
+
+    fn recycle(&self, carry: Vec<u8>) {
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            if carry.capacity() > spare.capacity() {
+                *spare = carry;
+            }
+        });
     }
 
     async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError> {
