@@ -201,7 +201,7 @@ config! {
         "uncompressed bytes per export or verification step";
     piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"),
         "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";
-    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1000000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"),
+    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1500000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"),
         "archived lines per DELETE or INSERT statement, in bytes of JSON";
     clean_step_rows: u64 = "CLEAN_STEP_ROWS", "200000", int(1, 50_000_000, "1..=50000000"),
         "rows deleted or restored per step";
