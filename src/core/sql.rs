@@ -169,20 +169,7 @@ macro_rules! all_columns {
 /// `'col', value` for `json_object`: BLOBs become `{"$blob":"HEX"}` (`$p` prefixes the column).
 macro_rules! encode_col {
     ($p:literal, $c:literal) => {
-        concat!(
-            "'",
-            $c,
-            "', CASE WHEN typeof(",
-            $p,
-            $c,
-            ") = 'blob' THEN json_object('$blob', hex(",
-            $p,
-            $c,
-            ")) ELSE ",
-            $p,
-            $c,
-            " END"
-        )
+        concat!("'", $c, "', ", value_of!($p, $c))
     };
 }
 macro_rules! encode_t {
@@ -221,18 +208,27 @@ macro_rules! keyed_columns {
 /// How many columns [`keyed_columns`] names: all but the id, `event_date` and the REAL column.
 const KEYED_VALUES: usize = COLUMNS.len() - 3;
 
-/// Row `t`'s value of a column as the export wrote it in JSON (BLOBs as `{"$blob":"HEX"}`).
-macro_rules! value_t {
-    ($c:literal) => {
+/// A column's value (`$p` prefixes it) as the export wrote it in JSON: BLOBs as
+/// `{"$blob":"HEX"}`.
+macro_rules! value_of {
+    ($p:literal, $c:literal) => {
         concat!(
-            "CASE WHEN typeof(t.",
+            "CASE WHEN typeof(",
+            $p,
             $c,
-            ") = 'blob' THEN json_object('$blob', hex(t.",
+            ") = 'blob' THEN json_object('$blob', hex(",
+            $p,
             $c,
-            ")) ELSE t.",
+            ")) ELSE ",
+            $p,
             $c,
             " END"
         )
+    };
+}
+macro_rules! value_t {
+    ($c:literal) => {
+        value_of!("t.", $c)
     };
 }
 
