@@ -526,22 +526,29 @@ pub fn id_key(id: &str) -> Result<Key, BadResult> {
 // ---------------------------------------------------------------------------------------------
 // Cleaning: delete exactly the rows equal to archived lines
 
-/// Lines per [`DELETE_KEYED`] statement. Each row looks its line up by id in an object of this
-/// many lines, a linear search in SQLite, so the cost per row grows with it; each statement
-/// costs about 0.1 ms more. Measured on local workerd by a scratch Worker (not kept) running
-/// these statements over 16,384 rows of a 2M-row table in batches of 4,096 lines, D1 time per
-/// deleted row, as now (values as arrays): 64 lines 8.1–9.3 µs, 128 lines 7.6–8.6, 256 lines
-/// 8.4–9.8, 512 lines 11.0–12.0. Whole lines as objects (the keys in every line), 128 lines:
-/// 10.6–11.6. What the time goes to: the same DELETE over the id range with no line compared
+/// Lines per [`DELETE_KEYED`] statement. Each row looks its line up by id, and SQLite walks a
+/// JSON object from its start, so the lines go in buckets by the id's last character
+/// ([`KeyedObject`]): a row passes a few buckets and a few entries, not half the statement.
+/// The objects cross as text and become JSONB once per statement (`jsonb(?1)` has constant
+/// arguments, so SQLite evaluates it once): a text argument is found in SQLite's JSON cache by
+/// comparing its whole text on every call, which made each lookup cost more the more lines a
+/// statement held. Measured natively (SQLite 3.50 through rusqlite, a scratch probe not kept)
+/// over the bench's 200,000 seeded rows in 1.5 MB batches, time per deleted row: the delete
+/// over the id range with no compare 1.45 µs; text objects without buckets, 128 lines, 5.45
+/// (the previous form); buckets, 128 lines, 5.03; buckets and JSONB, 128 lines 4.61, 256
+/// lines 4.47, 512 lines 4.60, 1,024 lines 4.90; JSONB without buckets, 128 lines 5.14, 256
+/// lines 6.15. On local workerd each statement costs about 0.1 ms more besides, hence 256.
+/// Earlier, on workerd (values as arrays, no buckets): the same delete with no line compared
 /// took 2.4 µs per row, 5.5–5.9 with 387 bytes per row of parameters it never read: the bytes
 /// that cross into D1 cost as much as the deleting, hence values without their keys.
-pub const KEYED_LINES: usize = 128;
+pub const KEYED_LINES: usize = 256;
 
-/// A JSON path to row `t`'s entry in an object keyed by id, then `$rest` inside it. Used only
-/// for ids SQLite's JSON quotes as they are (no `"`, `\` or control character).
+/// A JSON path to row `t`'s entry in an object keyed by id, in buckets by the id's last
+/// character (see [`KeyedObject`]), then `$rest` inside it. Used only for ids SQLite's JSON
+/// quotes as they are (no `"`, `\` or control character).
 macro_rules! keyed_path {
     ($rest:literal) => {
-        concat!("('$.\"' || t.id || '\"", $rest, "')")
+        concat!("('$.\"' || substr(t.id, -1) || '\".\"' || t.id || '\"", $rest, "')")
     };
 }
 
@@ -562,15 +569,15 @@ macro_rules! same_keyed {
     () => {
         concat!(
             keyed_values_of_t!(),
-            " = (?1 -> ",
+            " = (jsonb(?1) -> ",
             keyed_path!(""),
-            ") AND CASE typeof(t.response_time) WHEN 'real' THEN t.response_time = (?5 ->> ",
+            ") AND CASE typeof(t.response_time) WHEN 'real' THEN t.response_time = (jsonb(?5) ->> ",
             keyed_path!(""),
-            ") WHEN 'blob' THEN hex(t.response_time) IS (?6 ->> ",
+            ") WHEN 'blob' THEN hex(t.response_time) IS (jsonb(?6) ->> ",
             keyed_path!(".\"$blob\""),
-            ") ELSE t.response_time IS (?6 ->> ",
+            ") ELSE t.response_time IS (jsonb(?6) ->> ",
             keyed_path!(""),
-            ") AND typeof(t.response_time) = json_type(?6, ",
+            ") AND typeof(t.response_time) = json_type(jsonb(?6), ",
             keyed_path!(""),
             ") END"
         )
@@ -578,8 +585,8 @@ macro_rules! same_keyed {
 }
 
 /// Deletes the rows of date `?2` with ids in `?3 ..= ?4` equal in every column to their line,
-/// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`: objects keyed by id), if the statement
-/// before it left `changes()` at 1 (see [`LEDGER_OPEN`]).
+/// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`: objects keyed by id in buckets, read as
+/// JSONB), if the statement before it left `changes()` at 1 (see [`LEDGER_OPEN`]).
 ///
 /// One read per row: the date's index is walked over the id range once and each row is deleted
 /// where it stands (no subquery, so SQLite deletes in one pass), its line found by a JSON path
@@ -738,14 +745,17 @@ fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>)
 }
 
 /// The keyed statement for `lines`: `?1` the arrays of the lines' [`keyed_columns`], `?5` the
-/// REAL values, `?6` the other values, all keyed by id; `?2` the date; `?3 ..= ?4` the ids.
+/// REAL values, `?6` the other values, all keyed by id in buckets; `?2` the date; `?3 ..= ?4`
+/// the ids.
 fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
     let ids = lines.iter().map(|k| k.id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
-    let (mut kv, mut reals, mut others) = (KeyedObject::new(), KeyedObject::new(), KeyedObject::new());
+    let (mut kv, mut reals, mut others) = (KeyedObject::default(), KeyedObject::default(), KeyedObject::default());
     for k in lines {
         kv.entry_array(k.id, &k.values);
-        if k.rt_is_real() { &mut reals } else { &mut others }.entry(k.id, &[k.rt]);
+        if k.rt_is_real() { &mut reals } else { &mut others }
+            .entry(k.id)
+            .push_str(k.rt);
     }
     Statement::new(
         DELETE_KEYED,
@@ -760,40 +770,73 @@ fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
     )
 }
 
-/// A JSON object keyed by ids that needed no escape (each is its own key), built entry by entry.
-struct KeyedObject(String);
+/// A JSON object keyed by ids that needed no escape (each is its own key), built entry by
+/// entry, its entries grouped in buckets by the id's last character: `{"7":{"…7":…},"a":…}`.
+/// SQLite finds a key by walking an object from its start, so a row's line is found after
+/// passing a few buckets and a few entries instead of half the statement's lines. (Nesting a
+/// second level, by the character before, cost more per row than it saved.)
+#[derive(Default)]
+struct KeyedObject<'a> {
+    buckets: Vec<(&'a str, String)>,
+}
 
-impl KeyedObject {
-    fn new() -> KeyedObject {
-        KeyedObject(String::from("{"))
+impl<'a> KeyedObject<'a> {
+    /// The bucket of `id`, ready for its entry: the key is the id's last character, as SQLite's
+    /// `substr(id, -1)` cuts it (`""` for the empty id).
+    fn bucket(&mut self, id: &'a str) -> &mut String {
+        let last = id.char_indices().next_back().map_or("", |(i, _)| &id[i..]);
+        let at = match self.buckets.iter().position(|(b, _)| *b == last) {
+            Some(at) => at,
+            None => {
+                self.buckets.push((last, String::new()));
+                self.buckets.len() - 1
+            }
+        };
+        let entries = &mut self.buckets[at].1;
+        if !entries.is_empty() {
+            entries.push(',');
+        }
+        entries
     }
 
-    /// Adds `id`: the value written in `parts`, one after the other.
-    fn entry(&mut self, id: &str, parts: &[&str]) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push('"');
-        self.0.push_str(id);
-        self.0.push_str("\":");
-        parts.iter().for_each(|p| self.0.push_str(p));
+    /// Adds `id`'s key to its bucket; its value is to be written next.
+    fn entry(&mut self, id: &'a str) -> &mut String {
+        let out = self.bucket(id);
+        out.push('"');
+        out.push_str(id);
+        out.push_str("\":");
+        out
     }
 
     /// Adds `id`: the JSON array of `values`.
-    fn entry_array(&mut self, id: &str, values: &[&str]) {
-        self.entry(id, &["["]);
+    fn entry_array(&mut self, id: &'a str, values: &[&str]) {
+        let out = self.entry(id);
+        out.push('[');
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
-                self.0.push(',');
+                out.push(',');
             }
-            self.0.push_str(v);
+            out.push_str(v);
         }
-        self.0.push(']');
+        out.push(']');
     }
 
-    fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
+    fn finish(self) -> String {
+        let len = self.buckets.iter().map(|(b, e)| b.len() + e.len() + 6).sum::<usize>() + 2;
+        let mut out = String::with_capacity(len);
+        out.push('{');
+        for (i, (bucket, entries)) in self.buckets.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(bucket);
+            out.push_str("\":{");
+            out.push_str(entries);
+            out.push('}');
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -1188,7 +1231,7 @@ mod tests {
             text_params,
             [
                 format!(
-                    r#"{{"a":{},"b.c":{},"d":{u},"e":{u},"f":{u},"g":{u}}}"#,
+                    r#"{{"a":{{"a":{}}},"c":{{"b.c":{}}},"d":{{"d":{u}}},"e":{{"e":{u}}},"f":{{"f":{u}}},"g":{{"g":{u}}}}}"#,
                     values(r#""a,\"response_time\":2,\"country\":1""#),
                     values("null")
                 )
@@ -1196,8 +1239,8 @@ mod tests {
                 "2026-11-20",
                 "a",
                 "g",
-                r#"{"a":1.5,"e":-2e-5}"#,
-                r#"{"b.c":7,"d":"1.5","f":{"$blob":"0A"},"g":null}"#,
+                r#"{"a":{"a":1.5},"e":{"e":-2e-5}}"#,
+                r#"{"c":{"b.c":7},"d":{"d":"1.5"},"f":{"f":{"$blob":"0A"}},"g":{"g":null}}"#,
             ]
         );
         let row_values: Vec<String> = COLUMNS
@@ -1207,11 +1250,31 @@ mod tests {
             .collect();
         assert_eq!(row_values.len(), KEYED_VALUES);
         let row_values = row_values.join(", ");
-        assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = (?1 -> ")));
+        assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = (jsonb(?1) -> ")));
         assert_eq!(
             json_array(&[&lines[0], &lines[1]]),
             format!("[{},{}]", lines[0], lines[1])
         );
+    }
+
+    #[test]
+    fn keyed_objects_group_ids_by_their_last_character() {
+        let mut o = KeyedObject::default();
+        for (id, v) in [
+            ("x1", "1"),
+            ("z2", "2"),
+            ("y1", "3"),
+            ("", "4"),
+            ("café", "5"),
+            ("🚀", "6"),
+        ] {
+            o.entry(id).push_str(v);
+        }
+        assert_eq!(
+            o.finish(),
+            r#"{"1":{"x1":1,"y1":3},"2":{"z2":2},"":{"":4},"é":{"café":5},"🚀":{"🚀":6}}"#
+        );
+        assert_eq!(KeyedObject::default().finish(), "{}");
     }
 
     #[test]
@@ -1259,7 +1322,10 @@ mod tests {
         let first = &delete_batch(&text, "2026-11-20", &id, 9)[1];
         assert_eq!(
             first.params[2..4],
-            [Param::Text("0000".into()), Param::Text("0127".into())]
+            [
+                Param::Text("0000".into()),
+                Param::Text(format!("{:04}", KEYED_LINES - 1))
+            ]
         );
     }
 
