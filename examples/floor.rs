@@ -26,13 +26,14 @@ fn main() {
     let mut w = PieceWriter::resume(level, StreamPos::default(), Vec::new(), 8 << 20);
     let (mut cursor, mut rows, mut gz) = (Cursor::FirstId, 0u64, 0u64);
     let mut lines = Vec::with_capacity(1 << 20);
+    let date_json = serde_json::Value::from(date.as_str()).to_string();
     loop {
         // The same wire form the D1 adapter builds, then the same parser and encoder.
         let rs = sqlite::run(&conn, &sql::export_page(date, &cursor, page_rows)).unwrap();
         let wire = sqlite::wire(&rs);
         lines.clear();
         let mut last = None;
-        for row in sql::page_rows(&wire) {
+        for row in sql::page_rows(&wire, &date_json) {
             let row = row.unwrap();
             jsonl::encode_row(&row.values, row.real, &mut lines).unwrap();
             last = Some(row);

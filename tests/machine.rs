@@ -66,9 +66,8 @@ fn page(from: usize, n: usize, row_bytes: usize) -> String {
                 })
                 .collect();
             let (id, path, ts) = (format!("\"{i:08}\""), format!("\"{pad}\""), i.to_string());
-            let values = [
-                &id, &path, "\"GET\"", "200", "\"h\"", "null", "null", &ts, "\"d\"", "0", "1",
-            ];
+            // Every column but the REAL one and `event_date` (the date the page was asked for).
+            let values = [&id, &path, "\"GET\"", "200", "\"h\"", "null", "null", &ts, "0", "1"];
             format!("{}{WIRE_SEP}1.5", values.map(|v| format!("{LINE_SEP}{v}")).concat())
         })
         .collect::<Vec<_>>()

@@ -329,15 +329,19 @@ macro_rules! wire_value {
 }
 
 /// The select list of an export page: `line` = the key, then the JSON value of every column
-/// but the REAL one, in table order, joined by [`LINE_SEP`]; `rt` = the REAL column (a number;
-/// anything else as `=` and its JSON). The column names are not sent: they are [`COLUMNS`].
+/// but the REAL one and `event_date`, in table order, joined by [`LINE_SEP`]; `rt` = the REAL
+/// column (a number; anything else as `=` and its JSON). The column names are not sent: they
+/// are [`COLUMNS`]. Nor is `event_date`: every statement selects `event_date = ?1`, a TEXT
+/// equal to the date (a BLOB or a number never equals a TEXT), so [`page_rows`] puts the date
+/// in its place.
 macro_rules! export_select {
     ($key:literal) => {
         concat!(
             "SELECT ",
             $key,
             head_columns!(wire_value, ""),
-            tail_columns!(wire_value, ""),
+            before_date!(wire_value, ""),
+            after_date!(wire_value, ""),
             " AS line,",
             " CASE typeof(response_time) WHEN 'real' THEN response_time",
             " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
@@ -424,12 +428,14 @@ pub const WIRE_SEP: char = '\u{1e}';
 /// Separates the parts of `line`: the key, then one JSON value per column.
 pub const LINE_SEP: char = '\u{1f}';
 
-/// Columns whose values a page's `line` carries: all but the REAL one.
+/// The values of a page row ([`PageRow::values`]): every column but the REAL one. The wire
+/// carries all of them but `event_date` (see [`export_select`]).
 pub const WIRE_VALUES: usize = COLUMNS.len() - 1;
 
-/// Where the id and the timestamp are among a row's [`PageRow::values`].
+/// Where the id, the timestamp and the date are among a row's [`PageRow::values`].
 const ID_VALUE: usize = 0;
 const TIMESTAMP_VALUE: usize = 7;
+const DATE_VALUE: usize = 8;
 
 /// One row of an export page, borrowed from the page's wire text.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -456,7 +462,8 @@ impl<'a> PageRow<'a> {
 
 /// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
 /// NULL as the empty string (what JavaScript's `Array.prototype.join` makes of D1's rows).
-pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResult>> {
+/// `date` is the page's `event_date` as JSON (`"YYYY-MM-DD"`), which the wire leaves out.
+pub fn page_rows<'a>(wire: &'a str, date: &'a str) -> impl Iterator<Item = Result<PageRow<'a>, BadResult>> {
     let mut values = wire.split(WIRE_SEP);
     let mut done = wire.is_empty();
     std::iter::from_fn(move || {
@@ -480,6 +487,10 @@ pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResu
         };
         let mut n = 0;
         for part in parts {
+            if n == DATE_VALUE {
+                row.values[n] = date;
+                n += 1;
+            }
             if n == WIRE_VALUES || part.is_empty() {
                 n = usize::MAX;
                 break;
@@ -492,7 +503,7 @@ pub fn page_rows(wire: &str) -> impl Iterator<Item = Result<PageRow<'_>, BadResu
         } else {
             Err(bad(
                 "export_page",
-                format!("row line has not 1 + {WIRE_VALUES} parts: {line:.60}"),
+                format!("row line has not 1 + {} parts: {line:.60}", WIRE_VALUES - 1),
             ))
         })
     })
@@ -1136,9 +1147,7 @@ mod tests {
     #[test]
     fn wire_pages_split_into_rows_and_cursors() {
         let row = |key: &str, id: &str, ts: &str, real: &str| {
-            let values = [
-                id, "\"/\"", "\"GET\"", "200", "\"h\"", "null", "null", ts, "\"d\"", "0", "1",
-            ];
+            let values = [id, "\"/\"", "\"GET\"", "200", "\"h\"", "null", "null", ts, "0", "1"];
             format!("{key}{LINE_SEP}{}{WIRE_SEP}{real}", values.join(&LINE_SEP.to_string()))
         };
         let wire = [
@@ -1147,8 +1156,11 @@ mod tests {
             row("", r#"{"$blob":"00FF"}"#, "1.5", "2"),
         ]
         .join(&WIRE_SEP.to_string());
-        let rows: Vec<PageRow> = page_rows(&wire).collect::<Result<_, _>>().unwrap();
+        let rows: Vec<PageRow> = page_rows(&wire, "\"d\"").collect::<Result<_, _>>().unwrap();
         assert_eq!(rows.len(), 3);
+        assert!(rows
+            .iter()
+            .all(|r| r.values[DATE_VALUE] == "\"d\"" && r.values[DATE_VALUE + 1] == "0"));
         assert_eq!(
             (rows[0].timestamp(), rows[1].timestamp(), rows[2].timestamp()),
             (Some(17), None, None)
@@ -1167,16 +1179,32 @@ mod tests {
                 id: Key::Blob("00FF".into())
             }
         );
-        assert_eq!(page_rows("").count(), 0);
-        assert!(page_rows(&format!("{}{WIRE_SEP}x", row("", "\"a\"", "1", "1.0"))).any(|r| r.is_err()));
+        let page_rows = |wire: &str| page_rows(wire, "\"d\"").map(|r| r.map(|_| ())).collect::<Vec<_>>();
+        assert_eq!(page_rows("").len(), 0);
+        assert!(page_rows(&format!("{}{WIRE_SEP}x", row("", "\"a\"", "1", "1.0")))
+            .iter()
+            .any(|r| r.is_err()));
         let short = row("", "\"a\"", "1", "1.0").replacen(LINE_SEP, "", 1);
-        assert!(page_rows(&short).any(|r| r.is_err()), "a row with a value missing");
+        assert!(
+            page_rows(&short).iter().any(|r| r.is_err()),
+            "a row with a value missing"
+        );
         let long = row("", "\"a\"", "1", "1.0").replacen(WIRE_SEP, &format!("{LINE_SEP}1{WIRE_SEP}"), 1);
-        assert!(page_rows(&long).any(|r| r.is_err()), "a row with a value too many");
+        assert!(
+            page_rows(&long).iter().any(|r| r.is_err()),
+            "a row with a value too many"
+        );
         let empty = row("", "\"a\"", "", "1.0");
-        assert!(page_rows(&empty).any(|r| r.is_err()), "a row with an empty value");
+        assert!(
+            page_rows(&empty).iter().any(|r| r.is_err()),
+            "a row with an empty value"
+        );
         let names: Vec<&str> = COLUMNS.iter().copied().filter(|c| *c != REAL_COLUMN).collect();
-        assert_eq!((names[ID_VALUE], names[TIMESTAMP_VALUE]), ("id", "timestamp"));
+        assert_eq!(
+            (names[ID_VALUE], names[TIMESTAMP_VALUE], names[DATE_VALUE]),
+            ("id", "timestamp", "event_date")
+        );
+        assert!(!EXPORT_AFTER_ID.contains("json_quote(event_date)") && EXPORT_AFTER_ID.contains("event_date = ?1"));
     }
 
     #[test]

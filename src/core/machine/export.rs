@@ -171,6 +171,8 @@ enum Pq {
 /// One export step in progress.
 pub struct ExportJob {
     date: String,
+    /// The date as JSON, the `event_date` of every row of every page.
+    date_json: String,
     key: String,
     part_size: usize,
     limits: Limits,
@@ -232,6 +234,7 @@ impl ExportJob {
         };
         Ok(ExportJob {
             date: date.to_string(),
+            date_json: serde_json::Value::from(date).to_string(),
             key: ex.key.clone(),
             part_size,
             limits,
@@ -407,7 +410,7 @@ impl ExportJob {
         let null_segment = matches!(self.cursor, Cursor::Start | Cursor::NullIds { .. });
         let base = self.wire.as_ptr() as usize;
         let mut last = None;
-        for row in sql::page_rows(&self.wire) {
+        for row in sql::page_rows(&self.wire, &self.date_json) {
             let row = row?;
             jsonl::encode_row(&row.values, row.real, &mut self.lines)?;
             let start = row.id().as_ptr() as usize - base;
