@@ -490,6 +490,10 @@ pub struct FileWriter {
     props: WriterPropertiesPtr,
     descr: Arc<SchemaDescriptor>,
     columns: Vec<(ColumnWriter<'static>, Chunk)>,
+    /// Each column's buffer, emptied, for its chunk in the next row group: a step's column
+    /// buffers grow once, not again in every row group (growing buffers leave holes in wasm
+    /// memory, which only grows).
+    spare: Vec<Vec<u8>>,
     batch: Batch,
     group_rows: usize,
     rows: u64,
@@ -507,6 +511,7 @@ impl FileWriter {
             props,
             descr,
             columns: Vec::new(),
+            spare: Vec::new(),
             batch: Batch::new(),
             group_rows: 0,
             rows: 0,
@@ -538,12 +543,13 @@ impl FileWriter {
             return Ok(());
         }
         if self.columns.is_empty() {
+            let mut spare = std::mem::take(&mut self.spare).into_iter();
             self.columns = self
                 .descr
                 .columns()
                 .iter()
                 .map(|c| {
-                    let chunk: Chunk = Arc::new(Mutex::new(TrackedWrite::new(Vec::new())));
+                    let chunk: Chunk = Arc::new(Mutex::new(TrackedWrite::new(spare.next().unwrap_or_default())));
                     let pages = Box::new(ChunkPages(chunk.clone()));
                     (get_column_writer(c.clone(), self.props.clone(), pages), chunk)
                 })
@@ -591,6 +597,10 @@ impl FileWriter {
             };
             let bytes = Bytes::from(bytes.into_inner()?);
             group.append_column(&bytes, close)?;
+            // Ours alone once appended (the file copied it): its buffer serves the next group.
+            let mut buffer: Vec<u8> = bytes.try_into_mut().map(Vec::from).unwrap_or_default();
+            buffer.clear();
+            self.spare.push(buffer);
         }
         group.close()?;
         self.group_rows = 0;
@@ -816,6 +826,25 @@ mod tests {
         let n = broken.len();
         broken[n - 1] ^= 1;
         assert!(check_footer(&broken, n as u64, lines.len() as u64).is_err());
+    }
+
+    #[test]
+    fn column_buffers_serve_the_next_row_group() {
+        let mut w = FileWriter::new().unwrap();
+        for i in 0..ROW_GROUP_ROWS {
+            w.push_line(line(&format!("\"{i:08}\""), "1").as_bytes()).unwrap();
+        }
+        assert_eq!((w.row_groups, w.spare.len()), (1, w.descr.num_columns()));
+        let kept: Vec<(*const u8, usize)> = w.spare.iter().map(|b| (b.as_ptr(), b.capacity())).collect();
+        assert!(kept.iter().all(|(_, capacity)| *capacity > 0), "{kept:?}");
+        w.push_line(line("\"x\"", "1").as_bytes()).unwrap();
+        w.flush_batch().unwrap();
+        let reused: Vec<*const u8> = w
+            .columns
+            .iter()
+            .map(|(_, c)| c.lock().unwrap().inner().as_ptr())
+            .collect();
+        assert_eq!(reused, kept.iter().map(|(p, _)| *p).collect::<Vec<_>>());
     }
 
     #[test]

@@ -127,7 +127,27 @@ impl Database for D1 {
         let rows: Array = Reflect::apply(&map, &results, &Array::of1(&object_values))
             .and_then(JsValue::dyn_into)
             .map_err(js_err(OP))?;
-        let wire = String::from(rows.flat(1).join(&WIRE_SEP.to_string()));
+        let wire = utf8_of(&rows.flat(1).join(&WIRE_SEP.to_string())).map_err(js_err(OP))?;
         Ok((wire, meta_of(&result)))
     }
+}
+
+/// A JavaScript string as UTF-8 in wasm memory, in one allocation of exactly its size.
+/// wasm-bindgen's own conversion reserves up to three bytes per character once it meets a
+/// non-ASCII one, then shrinks: for a page, a passing block of three times its size that the
+/// isolate's memory (which only grows) sometimes had to grow for.
+fn utf8_of(s: &js_sys::JsString) -> Result<String, JsValue> {
+    thread_local! {
+        static ENCODER: Result<(JsValue, js_sys::Function), JsValue> = (|| {
+            let class: js_sys::Function = Reflect::get(&js_sys::global(), &"TextEncoder".into())?.dyn_into()?;
+            let encoder = Reflect::construct(&class, &Array::new())?;
+            let encode = Reflect::get(&encoder, &"encode".into())?.dyn_into()?;
+            Ok((encoder, encode))
+        })();
+    }
+    let bytes: Uint8Array = ENCODER.with(|e| {
+        let (encoder, encode) = e.as_ref().map_err(Clone::clone)?;
+        encode.call1(encoder, s)?.dyn_into()
+    })?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| JsValue::from_str(&format!("page is not UTF-8: {e}")))
 }
