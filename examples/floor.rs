@@ -26,7 +26,7 @@ fn main() {
     let mut w = PieceWriter::resume(level, StreamPos::default(), Vec::new(), 8 << 20);
     let (mut cursor, mut rows, mut gz) = (Cursor::FirstId, 0u64, 0u64);
     let mut lines = Vec::with_capacity(1 << 20);
-    let date_json = serde_json::Value::from(date.as_str()).to_string();
+    let date_json = sql::date_json(date);
     loop {
         // The same wire form the D1 adapter builds, then the same parser and encoder.
         let rs = sqlite::run(&conn, &sql::export_page(date, &cursor, page_rows)).unwrap();

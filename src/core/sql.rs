@@ -460,9 +460,14 @@ impl<'a> PageRow<'a> {
     }
 }
 
+/// The `event_date` value of every row of a page of `date`, as JSON (for [`page_rows`]).
+pub fn date_json(date: &str) -> String {
+    Value::from(date).to_string()
+}
+
 /// A page on the wire: every value of every row joined by [`WIRE_SEP`], numbers in decimal,
 /// NULL as the empty string (what JavaScript's `Array.prototype.join` makes of D1's rows).
-/// `date` is the page's `event_date` as JSON (`"YYYY-MM-DD"`), which the wire leaves out.
+/// `date` is the page's `event_date` as JSON ([`date_json`]), which the wire leaves out.
 pub fn page_rows<'a>(wire: &'a str, date: &'a str) -> impl Iterator<Item = Result<PageRow<'a>, BadResult>> {
     let mut values = wire.split(WIRE_SEP);
     let mut done = wire.is_empty();

@@ -234,7 +234,7 @@ impl ExportJob {
         };
         Ok(ExportJob {
             date: date.to_string(),
-            date_json: serde_json::Value::from(date).to_string(),
+            date_json: sql::date_json(date),
             key: ex.key.clone(),
             part_size,
             limits,
