@@ -81,6 +81,7 @@ def main() -> int:
             ("alarm steps", f"{s['steps']} (longest {s['longest_step_ms']} ms)"),
             ("peak wasm memory", f"{mib(st['peak_wasm_memory_bytes'])} (largest step buffer {mib(s['max_buffer_bytes'])})"),
             ("D1 rows read", f"{s['export_rows_read'] / max(1, st['rows_exported']):.3f} per archived row (export scan)"),
+            ("D1 running SQL", f"{s['export_sql_us'] / 1e6:.1f} s of the export, {s['clean_sql_us'] / 1e6:.1f} s of cleaning"),
             ("archive_metadata", json.dumps({k: w.metadata(a.date)[k] for k in ("status", "record_count", "file_size_bytes", "d1_cleaned")})),
         ]
         for k, v in rows:

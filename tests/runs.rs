@@ -32,6 +32,11 @@ fn full_run(cfg: Config, rows: u64) -> World {
         ("cleaned", Some(key.as_str()), 1, Some(0))
     );
     assert_eq!(w.listed_objects(), [key]);
+    let s = &st.stats;
+    assert!(
+        s.export_sql_us > 0 && s.clean_sql_us > 0 && s.restore_sql_us == 0,
+        "D1's own time goes to the phase that spent it: {s:?}"
+    );
     assert_eq!(
         w.listed_parquet(),
         w.parquet_keys(),

@@ -163,12 +163,15 @@ pub struct IoStats {
     pub queries: u64,
     pub bytes_read: u64,
     pub max_buffer: u64,
+    /// D1's own time running the step's statements, in microseconds.
+    pub sql_us: u64,
 }
 
 impl IoStats {
     pub fn note(&mut self, meta: Meta) {
         self.rows_read += meta.rows_read;
         self.rows_written += meta.rows_written;
+        self.sql_us += meta.sql_us;
         self.queries += 1;
     }
 

@@ -45,6 +45,9 @@ pub struct Meta {
     pub rows_read: u64,
     pub rows_written: u64,
     pub changes: u64,
+    /// How long D1 took to run the statement (its `duration`), in microseconds; 0 where the
+    /// database does not say.
+    pub sql_us: u64,
 }
 
 /// The rows of a result, each the list of its column values in SELECT order, with its meta.

@@ -355,6 +355,15 @@ pub struct Stats {
     pub page_wait_ms: u64,
     /// Wall time the export spent encoding, compressing and uploading.
     pub encode_ms: u64,
+    /// D1's own time running the statements of the export scan, of cleaning passes and of
+    /// restores (the sum of D1's `meta.duration`), in microseconds: what of each phase's time
+    /// is D1 executing SQL, the rest being the Worker, R2 and the way between them.
+    #[serde(default)]
+    pub export_sql_us: u64,
+    #[serde(default)]
+    pub clean_sql_us: u64,
+    #[serde(default)]
+    pub restore_sql_us: u64,
     /// When each phase of the current generation began (unix ms), for the per-phase times.
     pub export_started_ms: Option<i64>,
     pub exported_at_ms: Option<i64>,

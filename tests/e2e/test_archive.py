@@ -40,6 +40,8 @@ def test_cron_archives_the_due_date_exactly_and_leaves_the_recent_one(worker):
     assert st["rows_exported"] == st["rows_deleted"] == ROWS + 4 and st["rows_pending"] == 0
     assert st["object_key"] == f"traffic_events/event_date={DUE}/0001.jsonl.gz"
     assert st["stats"]["steps"] >= 5, "a 40k-row day must take several bounded steps"
+    s = st["stats"]
+    assert s["export_sql_us"] > 0 and s["clean_sql_us"] > 0 and s["restore_sql_us"] == 0, "D1's own time per phase"
 
     assert_same_rows(worker.archive_rows(DUE), expected)
     assert worker.count(DUE) == 0

@@ -46,6 +46,7 @@ def test_restore_is_exact_and_archiving_it_again_gives_the_same_bytes(tmp_path):
         assert st["phase"] == "restored", st
         r = st["restore"]
         assert (r["inserted"], r["already_present"], r["conflicts"], r["rows_to_restore"]) == (50_005, 0, 0, 50_005), r
+        assert st["stats"]["restore_sql_us"] > 0, st["stats"]
         assert snapshot(a, date) == before, "every value is back, with its type"
         assert a.metadata(date)["status"] == "restored" and a.metadata(date)["rows_restored"] == 50_005
         code, body = a.api("POST", f"/admin/trigger-archive?date={date}")

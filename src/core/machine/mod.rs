@@ -688,11 +688,16 @@ enum Tally {
 }
 
 fn note_io(rec: &mut Record, io: &IoStats, tally: Tally) {
-    match tally {
-        Tally::Export => rec.stats.export_rows_read += io.rows_read,
-        Tally::Clean => rec.stats.clean_rows_read += io.rows_read,
-        Tally::Restore => rec.stats.restore_rows_read += io.rows_read,
-        Tally::None => {}
+    let s = &mut rec.stats;
+    let phase = match tally {
+        Tally::Export => Some((&mut s.export_rows_read, &mut s.export_sql_us)),
+        Tally::Clean => Some((&mut s.clean_rows_read, &mut s.clean_sql_us)),
+        Tally::Restore => Some((&mut s.restore_rows_read, &mut s.restore_sql_us)),
+        Tally::None => None,
+    };
+    if let Some((rows_read, sql_us)) = phase {
+        *rows_read += io.rows_read;
+        *sql_us += io.sql_us;
     }
     rec.stats.rows_written += io.rows_written;
     rec.stats.queries += io.queries;

@@ -31,10 +31,14 @@ fn to_value(v: &JsValue) -> Value {
 }
 
 fn meta_u64(meta: &JsValue, name: &str) -> u64 {
+    meta_f64(meta, name).unwrap_or(0.0) as u64
+}
+
+fn meta_f64(meta: &JsValue, name: &str) -> Option<f64> {
     Reflect::get(meta, &JsValue::from_str(name))
         .ok()
         .and_then(|v| v.as_f64())
-        .unwrap_or(0.0) as u64
+        .filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 fn meta_of(result: &JsValue) -> Meta {
@@ -43,6 +47,7 @@ fn meta_of(result: &JsValue) -> Meta {
         rows_read: meta_u64(&meta, "rows_read"),
         rows_written: meta_u64(&meta, "rows_written"),
         changes: meta_u64(&meta, "changes"),
+        sql_us: meta_f64(&meta, "duration").map_or(0, |ms| (ms * 1000.0).round() as u64),
     }
 }
 
