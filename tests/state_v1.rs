@@ -1,5 +1,6 @@
 //! Records saved by the previous release (state version 1, in tests/fixtures/v1, written by its
 //! own code at each phase) are read and carried on: a date in flight during a deploy finishes.
+//! So is a record of this version saved before a field was added to its stats.
 
 mod common;
 
@@ -106,4 +107,27 @@ fn a_date_cleaned_under_version_1_stays_cleaned_and_refuses_a_restore_in_place()
     // New rows of the date still go to a next generation.
     assert_eq!(w.command(Command::Trigger).unwrap().reply, Reply::Started);
     assert_eq!(w.status().generation, 2);
+}
+
+/// A record saved before the stats carried D1's own time per phase (`export_sql_us` and the
+/// others, same state version) loads and carries on: those fields start at 0.
+#[test]
+fn a_record_saved_without_the_sql_time_stats_loads_and_finishes() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 3_000, 5, w.host.now.get() / 1000);
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("cleaning");
+    let (json, carry) = w.store.inner.saved.borrow().clone().unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stats = value["stats"].as_object_mut().unwrap();
+    for field in ["export_sql_us", "clean_sql_us", "restore_sql_us"] {
+        assert!(stats.remove(field).is_some(), "{field} is saved");
+    }
+    *w.store.inner.saved.borrow_mut() = Some((value.to_string(), carry));
+    assert_eq!(w.record().stats.export_sql_us, 0);
+    w.drive(|_, _| {});
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(0)), "{st:?}");
+    assert!(st.stats.clean_sql_us > 0, "the rest of the cleaning counted");
+    assert_eq!(count_date(w.sql(), DATE), 0);
 }
