@@ -681,10 +681,17 @@ impl BatchId<'_> {
 /// The D1 batch (one transaction) that deletes the rows equal to `lines` (archived lines, each
 /// ending in a newline): open the ledger row, the deletes with the ledger's count between them,
 /// close it, read it. The ledger row's `rows` is the batch's result, whichever run wrote it.
+///
+/// A line with a REAL in any column but the REAL one deletes nothing: the export writes such a
+/// value as SQLite's JSON does (15 significant digits), which need not be the stored double, so
+/// its row stays in D1, exact (and pending). With no line left, the batch still runs (and
+/// closes its ledger row) with an empty delete.
 pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
-    let (keyed, others) = split_keyed(lines, date);
+    let (mut keyed, mut others) = split_keyed(lines, date);
+    keyed.retain(|k| !k.values.iter().any(|v| is_real(v)));
+    others.retain(|line| !real_outside_rt(line));
     let mut deletes: Vec<Statement> = keyed.chunks(KEYED_LINES).map(|c| keyed_statement(c, date)).collect();
-    if !others.is_empty() {
+    if !others.is_empty() || deletes.is_empty() {
         deletes.push(Statement::new(
             DELETE_BATCH,
             vec![Param::Text(json_array(&others)), Param::Text(date.into())],
@@ -741,8 +748,42 @@ impl<'a> Keyed<'a> {
     /// is written with a point or an exponent (an INTEGER never is; text, NULL and BLOB values
     /// are not numbers).
     fn rt_is_real(&self) -> bool {
-        self.rt.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && self.rt.contains(['.', 'e', 'E'])
+        is_real(self.rt)
     }
+}
+
+/// Whether a line's JSON value is a number SQLite read from a REAL: only a REAL is written with
+/// a point or an exponent (an INTEGER never is; text, NULL and BLOB values are not numbers).
+fn is_real(value: &str) -> bool {
+    value.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && value.contains(['.', 'e', 'E'])
+}
+
+/// Whether a line holds a REAL in a column other than the REAL one (or is not every column in
+/// table order). Keys are found as in [`Keyed::of`]: `,"` never occurs inside a value.
+fn real_outside_rt(line: &str) -> bool {
+    let Some(mut rest) = line.strip_prefix("{\"id\":").and_then(|r| r.strip_suffix('}')) else {
+        return true;
+    };
+    let mut current = COLUMNS[0];
+    for next in COLUMNS.iter().skip(1).map(Some).chain([None]) {
+        let value = match next {
+            Some(column) => {
+                let key = format!(",\"{column}\":");
+                let Some(at) = rest.find(&key) else {
+                    return true;
+                };
+                let value = &rest[..at];
+                rest = &rest[at + key.len()..];
+                value
+            }
+            None => rest,
+        };
+        if current != REAL_COLUMN && is_real(value) {
+            return true;
+        }
+        current = next.copied().unwrap_or_default();
+    }
+    false
 }
 
 /// Where the next `,"` is in `s`: in a line, the start of the next key (see [`Keyed::of`]).
@@ -1323,7 +1364,7 @@ mod tests {
         let mut text: String = (0..KEYED_LINES + 1)
             .map(|i| line(&format!("{i:04}"), "1.5", "null") + "\n")
             .collect();
-        text.push_str("{\"id\":null}\n");
+        text.push_str(&(line("x", "2.5", "null").replace(r#""id":"x""#, r#""id":null"#) + "\n"));
         let sqls = |stmts: Vec<Statement>| stmts.iter().map(|s| s.sql).collect::<Vec<_>>();
         let (delete, restore) = (
             sqls(delete_batch(&text, "2026-11-20", &id, 9)),
@@ -1363,6 +1404,44 @@ mod tests {
                 Param::Text(format!("{:04}", KEYED_LINES - 1))
             ]
         );
+    }
+
+    #[test]
+    fn a_line_with_a_real_outside_the_real_column_deletes_nothing() {
+        let id = BatchId {
+            pass: "p",
+            piece: 0,
+            batch: 0,
+        };
+        let plain = line("a", "1.5", "null");
+        let null_id = plain.replace(r#""id":"a""#, r#""id":null"#);
+        let cases = [
+            (plain.replace(r#""status":200"#, r#""status":200.5"#), true),
+            (plain.replace(r#""timestamp":17"#, r#""timestamp":1.7e1"#), true),
+            (plain.replace(r#""timestamp":17"#, r#""timestamp":-17.0"#), true),
+            (null_id.replace(r#""status":200"#, r#""status":2.0E2"#), true),
+            (plain.replace(r#""user_agent":null"#, r#""user_agent":"1.5""#), false),
+            (
+                plain.replace(r#""response_time":1.5"#, r#""response_time":1e300"#),
+                false,
+            ),
+            (null_id.clone(), false),
+            (plain.clone(), false),
+        ];
+        for (text, dropped) in cases {
+            let stmts = delete_batch(&(text.clone() + "\n"), "2026-11-20", &id, 9);
+            let sent = stmts.iter().any(|s| {
+                s.params
+                    .iter()
+                    .any(|p| matches!(p, Param::Text(t) if t.contains(r#""path""#) || t.contains(r#"/p"#)))
+            });
+            assert_eq!(!sent, dropped, "{text}");
+            if dropped {
+                let sqls: Vec<_> = stmts.iter().map(|s| s.sql).collect();
+                assert_eq!(sqls, [LEDGER_OPEN, DELETE_BATCH, LEDGER_CLOSE, LEDGER_ROWS]);
+                assert_eq!(stmts[1].params[0], Param::Text("[]".into()));
+            }
+        }
     }
 
     #[test]

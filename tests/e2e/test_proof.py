@@ -49,6 +49,24 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
         assert [r["path"] for r in lines if r["id"] is None] == ["/null-id"]
 
 
+def test_a_row_with_a_real_in_an_integer_column_stays_exact(tmp_path):
+    """The archive writes such a REAL as SQLite's JSON does (15 digits): its row is never deleted."""
+    date = day(22)
+    w = make_worker(tmp_path)
+    w.seed(date, 2_000)
+    w.execute(INSERT + ", ".join([
+        f"('0-ms', '/ms', 'GET', 200, 1.5, 'h', NULL, NULL, 1795000000123.4567, '{date}', 0, 1)",
+        f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1795000000.1234567)",
+    ]))
+    with running(w):
+        st = w.archive(date, until={"cleaned", "failed"})
+        assert (st["phase"], st["rows_pending"], st["rows_deleted"]) == ("cleaned", 2, 2_000), st
+        left = w.rows(date)
+        assert left["0-ms"]["timestamp"] == 1795000000123.4567, left
+        assert left[None]["created_at"] == 1795000000.1234567, left
+        assert w.metadata(date)["d1_cleaned"] == 0 and w.metadata(date)["rows_pending"] == 2
+
+
 def test_a_reset_during_cleaning_loses_nothing(tmp_path):
     date = day(21)
     w = make_worker(tmp_path, vars={"CLEAN_STEP_ROWS": "20000", "CLEAN_BATCH_BYTES": "200000"})

@@ -15,7 +15,7 @@ HOSTILE = ("INSERT INTO traffic_events (id, path, method, status, response_time,
            "('', '/empty', 'GET', 200, 1e300, 'h', NULL, NULL, -1, '{d}', 0, 1),"
            "(NULL, '/null', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{d}', 0, 2),"
            "(NULL, '/null', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{d}', 0, 2),"
-           "(x'00ff', x'01', 'GET', 'x', 'y', 'h', x'', NULL, 3, '{d}', 1.5, 'z')")
+           "(x'00ff', x'01', 'GET', 'x', 'y', 'h', x'', NULL, 3, '{d}', 'z1', 'z')")
 
 
 def snapshot(w, date):
