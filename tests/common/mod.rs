@@ -58,6 +58,9 @@ pub fn migrations() -> Vec<String> {
 impl SqliteDb {
     pub fn new() -> SqliteDb {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
+        // D1 caps a string or BLOB at 2,000,000 bytes, results of functions included.
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, 2_000_000)
+            .unwrap();
         for m in migrations() {
             conn.execute_batch(&m).unwrap();
         }
