@@ -10,6 +10,18 @@ fn now_s(w: &World) -> i64 {
     w.host.now.get() / 1000
 }
 
+/// The status of a date at rest after cleaning, with `pending` rows left in D1.
+fn cleaned_with_pending(w: &World, pending: u64) -> d1_archiver::core::status::Status {
+    let st = w.status();
+    assert_eq!(
+        (st.phase.as_str(), st.rows_pending),
+        ("cleaned", Some(pending)),
+        "{:?}",
+        st.last_error
+    );
+    st
+}
+
 /// Seeds DATE and OTHER, runs DATE to rest, and checks the archive, D1 and the metadata.
 fn full_run(cfg: Config, rows: u64) -> World {
     let w = World::new(cfg);
@@ -115,13 +127,7 @@ fn hostile_values_are_archived_exactly_and_cleaned() {
         .filter(|r| r["id"] != "0-inf")
         .collect();
     w.run();
-    let st = w.status();
-    assert_eq!(
-        (st.phase.as_str(), st.rows_pending),
-        ("cleaned", Some(0)),
-        "{:?}",
-        st.last_error
-    );
+    let st = cleaned_with_pending(&w, 0);
     let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());
     let inf: Vec<&str> = text.lines().filter(|l| l.contains("\"0-inf\"")).collect();
     assert_eq!(inf.len(), 1);
@@ -218,13 +224,7 @@ fn a_row_with_a_real_in_an_integer_column_is_never_deleted() {
     assert_eq!(kept.len(), 5);
     let all = rows_of(w.sql(), DATE);
     w.run();
-    let st = w.status();
-    assert_eq!(
-        (st.phase.as_str(), st.rows_pending),
-        ("cleaned", Some(5)),
-        "{:?}",
-        st.last_error
-    );
+    let st = cleaned_with_pending(&w, 5);
     assert_eq!(rows_of(w.sql(), DATE), kept, "exactly those rows stay, unchanged");
     assert!(lost(&w, &all).is_empty());
     let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());

@@ -13,6 +13,14 @@ INSERT = ("INSERT INTO traffic_events (id, path, method, status, response_time, 
           "timestamp, event_date, is_error, created_at) VALUES ")
 
 
+def seeded(tmp_path, date, rows, *values):
+    """A Worker whose D1 holds `rows` seeded rows of `date` and the rows `values` (SQL tuples)."""
+    w = make_worker(tmp_path)
+    w.seed(date, rows)
+    w.execute(INSERT + ", ".join(values))
+    return w
+
+
 def archived_everything(w, date, originals):
     """Every original row is in an archive generation, identical; none is left in D1."""
     lines = []
@@ -28,15 +36,12 @@ def archived_everything(w, date, originals):
 
 def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_path):
     date = day(20)
-    w = make_worker(tmp_path)
-    w.seed(date, 5_000)
-    w.execute(INSERT + ", ".join([
-        f"('future-row', '/future', 'GET', 200, 1.5, 'h', NULL, NULL, 1, '{date}', 0, 4102444800)",
-        f"('millis-row', '/millis', 'GET', 200, 1.5, 'h', NULL, NULL, 2, '{date}', 0, 1795000000000)",
-        f"('', '/empty-id', 'GET', 200, 1.5, 'h', NULL, NULL, 3, '{date}', 0, NULL)",
-        f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1)",
-        f"('blob-row', '/blob', 'GET', 200, 1.5, 'h', x'00ff', NULL, 5, '{date}', 0, 1)",
-    ]))
+    w = seeded(tmp_path, date, 5_000,
+               f"('future-row', '/future', 'GET', 200, 1.5, 'h', NULL, NULL, 1, '{date}', 0, 4102444800)",
+               f"('millis-row', '/millis', 'GET', 200, 1.5, 'h', NULL, NULL, 2, '{date}', 0, 1795000000000)",
+               f"('', '/empty-id', 'GET', 200, 1.5, 'h', NULL, NULL, 3, '{date}', 0, NULL)",
+               f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1)",
+               f"('blob-row', '/blob', 'GET', 200, 1.5, 'h', x'00ff', NULL, 5, '{date}', 0, 1)")
     originals = {r: v for r, v in w.rows(date).items() if r is not None and r != "blob-row"}
     with running(w):
         st = w.archive(date, until={"cleaned", "failed"})
@@ -52,12 +57,9 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
 def test_a_row_with_a_real_in_an_integer_column_stays_exact(tmp_path):
     """The archive writes such a REAL as SQLite's JSON does (15 digits): its row is never deleted."""
     date = day(22)
-    w = make_worker(tmp_path)
-    w.seed(date, 2_000)
-    w.execute(INSERT + ", ".join([
-        f"('0-ms', '/ms', 'GET', 200, 1.5, 'h', NULL, NULL, 1795000000123.4567, '{date}', 0, 1)",
-        f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1795000000.1234567)",
-    ]))
+    w = seeded(tmp_path, date, 2_000,
+               f"('0-ms', '/ms', 'GET', 200, 1.5, 'h', NULL, NULL, 1795000000123.4567, '{date}', 0, 1)",
+               f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1795000000.1234567)")
     with running(w):
         st = w.archive(date, until={"cleaned", "failed"})
         assert (st["phase"], st["rows_pending"], st["rows_deleted"]) == ("cleaned", 2, 2_000), st
