@@ -711,25 +711,14 @@ struct Keyed<'a> {
 }
 
 impl<'a> Keyed<'a> {
-    /// A line of `date` whose id needed no escape (see [`keyed_id`]), cut into its values: it
-    /// must have every column of [`COLUMNS`] in order and nothing else, else it is not keyed.
-    /// Keys are found outside strings: inside one, every `"` follows a backslash, so `,"` never
-    /// occurs there, nor in a BLOB's `{"$blob":"HEX"}`; a value holding `,"` is no value of a
-    /// column and the line is not keyed.
+    /// A line of `date` whose id needed no escape (see [`keyed_id`]), cut into its values (see
+    /// [`cut`]); any other line is not keyed.
     fn of(line: &'a str, date: &str) -> Option<Keyed<'a>> {
         let id = keyed_id(line)?;
-        let mut rest = line.strip_suffix('}')?.get(r#"{"id":""#.len() + id.len() + 1..)?;
+        let all = cut(line)?;
         let (mut values, mut rt) = ([""; KEYED_VALUES], "");
         let mut keyed = 0;
-        for (i, column) in COLUMNS.iter().enumerate().skip(1) {
-            rest = rest.strip_prefix(",\"")?.strip_prefix(column)?.strip_prefix("\":")?;
-            let end = match (next_key(rest), i + 1 < COLUMNS.len()) {
-                (Some(next_key), true) => next_key,
-                (None, false) => rest.len(),
-                _ => return None,
-            };
-            let value = &rest[..end];
-            rest = &rest[end..];
+        for (column, value) in COLUMNS.iter().zip(all).skip(1) {
             match *column {
                 REAL_COLUMN => rt = value,
                 "event_date" => {
@@ -744,12 +733,30 @@ impl<'a> Keyed<'a> {
         Some(Keyed { id, line, values, rt })
     }
 
-    /// Whether the REAL column's value is a JSON number SQLite read from a REAL: only a REAL
-    /// is written with a point or an exponent (an INTEGER never is; text, NULL and BLOB values
-    /// are not numbers).
+    /// Whether the REAL column's value is a JSON number SQLite read from a REAL.
     fn rt_is_real(&self) -> bool {
         is_real(self.rt)
     }
+}
+
+/// A line's JSON value of every column of [`COLUMNS`], if it has every column in order and
+/// nothing else. Keys are found outside strings: inside one, every `"` follows a backslash, so
+/// `,"` never occurs there, nor in a BLOB's `{"$blob":"HEX"}`; a value holding `,"` is no value
+/// of a column and the line is not cut.
+fn cut(line: &str) -> Option<[&str; COLUMNS.len()]> {
+    let mut rest = line.strip_prefix(r#"{"id":"#)?.strip_suffix('}')?;
+    let mut values = [""; COLUMNS.len()];
+    for (i, column) in COLUMNS.iter().enumerate().skip(1) {
+        let at = next_key(rest)?;
+        values[i - 1] = &rest[..at];
+        rest = rest[at..]
+            .strip_prefix(",\"")?
+            .strip_prefix(column)?
+            .strip_prefix("\":")?;
+    }
+    (next_key(rest).is_none()).then_some(())?;
+    values[COLUMNS.len() - 1] = rest;
+    Some(values)
 }
 
 /// Whether a line's JSON value is a number SQLite read from a REAL: only a REAL is written with
@@ -758,32 +765,14 @@ fn is_real(value: &str) -> bool {
     value.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && value.contains(['.', 'e', 'E'])
 }
 
-/// Whether a line holds a REAL in a column other than the REAL one (or is not every column in
-/// table order). Keys are found as in [`Keyed::of`]: `,"` never occurs inside a value.
+/// Whether a line holds a REAL in a column other than the REAL one (or cannot be [`cut`]).
 fn real_outside_rt(line: &str) -> bool {
-    let Some(mut rest) = line.strip_prefix("{\"id\":").and_then(|r| r.strip_suffix('}')) else {
-        return true;
-    };
-    let mut current = COLUMNS[0];
-    for next in COLUMNS.iter().skip(1).map(Some).chain([None]) {
-        let value = match next {
-            Some(column) => {
-                let key = format!(",\"{column}\":");
-                let Some(at) = rest.find(&key) else {
-                    return true;
-                };
-                let value = &rest[..at];
-                rest = &rest[at + key.len()..];
-                value
-            }
-            None => rest,
-        };
-        if current != REAL_COLUMN && is_real(value) {
-            return true;
-        }
-        current = next.copied().unwrap_or_default();
-    }
-    false
+    cut(line).is_none_or(|values| {
+        COLUMNS
+            .iter()
+            .zip(values)
+            .any(|(column, value)| *column != REAL_COLUMN && is_real(value))
+    })
 }
 
 /// Where the next `,"` is in `s`: in a line, the start of the next key (see [`Keyed::of`]).
