@@ -22,6 +22,26 @@ fn cleaned_with_pending(w: &World, pending: u64) -> d1_archiver::core::status::S
     st
 }
 
+/// A world whose DATE holds `rows` seeded rows and what `extra` adds, archived and `uploaded`:
+/// waiting for the operator's cleanup (`AUTO_CLEANUP=false`).
+fn uploaded(rows: u64, seed_no: u64, extra: impl FnOnce(&World)) -> World {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, rows, seed_no, now_s(&w));
+    extra(&w);
+    w.run();
+    assert_eq!(w.status().phase, "uploaded");
+    w
+}
+
+/// The operator's cleanup, run to rest.
+fn clean(w: &World) {
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+}
+
 /// Seeds DATE and OTHER, runs DATE to rest, and checks the archive, D1 and the metadata.
 fn full_run(cfg: Config, rows: u64) -> World {
     let w = World::new(cfg);
@@ -199,50 +219,100 @@ fn every_double_is_archived_exactly_and_only_equal_rows_are_deleted() {
     }
 }
 
-/// A REAL in an INTEGER column (SQLite keeps 1795000000123.4567 in `timestamp` as a REAL) is
-/// archived as SQLite's JSON writes it, to 15 significant digits: 1795000000123.46. Its row must
-/// not be deleted against that line (the previous release deleted it): it stays in D1, exact,
-/// with any id, and is counted as pending. Rows without such a value are cleaned as usual.
+/// A REAL in an INTEGER column (`created_at` = `Date.now() / 1000`, a common app bug) is archived
+/// as SQLite's JSON writes it, to 15 significant digits. Its row goes only if that text reads
+/// back as its value, with any id: 1795000000.123 does. One whose 15 digits round it
+/// (1795000000123.4567 is archived as 1795000000123.46) stays in D1, exact, and is counted as
+/// pending; so does one outside the band where SQLite reads decimals exactly (1e-300). (The
+/// release before the previous one deleted rows against rounded lines; the previous one kept
+/// every such row, so a day of them never finished.)
 #[test]
-fn a_row_with_a_real_in_an_integer_column_is_never_deleted() {
+fn a_real_in_an_integer_column_goes_only_if_its_text_reads_back() {
     let w = World::new(small_config());
     seed(w.sql(), DATE, 300, 6, now_s(&w));
-    w.sql()
-        .execute_batch(&format!(
-            "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, event_date, is_error, created_at) VALUES
-            ('0-ms', '/', 'GET', 200, 1.5, 'h', 1795000000123.4567, '{DATE}', 0, 1),
-            ('0-s', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 1795000000.1234567),
-            ('0-short', '/', 'GET', 200.5, 1.5, 'h', 1, '{DATE}', 0.25, 1),
-            (NULL, '/null-id', 'GET', 200, 1.5, 'h', 0.1, '{DATE}', 0, 1),
-            ('0-esc\"', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 0.30000000000000004)"
-        ))
-        .unwrap();
-    let kept: Vec<_> = rows_of(w.sql(), DATE)
+    let columns =
+        "id, path, method, status, response_time, client_ip_hash, timestamp, event_date, is_error, created_at";
+    let insert = |rows: &str| {
+        w.sql()
+            .execute_batch(&format!("INSERT INTO traffic_events ({columns}) VALUES {rows}"))
+            .unwrap()
+    };
+    insert(&format!(
+        "('0-ms', '/', 'GET', 200, 1.5, 'h', 1795000000123.4567, '{DATE}', 0, 1),
+         ('0-s7', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 1795000000.1234567),
+         ('0-tiny', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 1e-300, 1),
+         (NULL, '/null-id', 'GET', 200, 1.5, 'h', 0.30000000000000004, '{DATE}', 0, 1),
+         ('0-esc\"', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 0.30000000000000004)"
+    ));
+    let kept = rows_of(w.sql(), DATE);
+    insert(&format!(
+        "('0-s', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 1795000000.123),
+         ('0-short', '/', 'GET', 200.5, 1.5, 'h', 1, '{DATE}', 0.25, 1),
+         (NULL, '/null-id', 'GET', 200, 1.5, 'h', 0.1, '{DATE}', 0, 1),
+         ('1-esc\"', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 0.5)"
+    ));
+    let kept: Vec<_> = kept
         .into_iter()
-        .filter(|r| ["timestamp", "created_at", "status"].iter().any(|c| r[c].is_f64()))
+        .filter(|r| {
+            ["timestamp", "created_at", "status", "is_error"]
+                .iter()
+                .any(|c| r[c].is_f64())
+        })
         .collect();
     assert_eq!(kept.len(), 5);
     let all = rows_of(w.sql(), DATE);
     w.run();
     let st = cleaned_with_pending(&w, 5);
-    assert_eq!(rows_of(w.sql(), DATE), kept, "exactly those rows stay, unchanged");
+    assert_eq!(
+        sorted(rows_of(w.sql(), DATE)),
+        sorted(kept),
+        "exactly those rows stay, unchanged"
+    );
     assert!(lost(&w, &all).is_empty());
     let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());
-    assert!(
-        text.contains(r#""timestamp":1795000000123.46,"#),
-        "what the archive holds"
-    );
+    for held in [r#""timestamp":1795000000123.46,"#, r#""created_at":1795000000.123}"#] {
+        assert!(text.contains(held), "the archive holds {held}");
+    }
+}
+
+/// A row whose REAL (in an INTEGER column) the app changes after the export, to the neighbouring
+/// double, renders the same 15 digits as the archived line; it stays, with a text or a NULL id.
+#[test]
+fn a_real_changed_to_a_neighbour_with_the_same_digits_stays() {
+    let w = uploaded(300, 6, |w| {
+        w.sql()
+            .execute_batch(&format!(
+                "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, event_date, is_error, created_at) VALUES
+                ('0-n', '/', 'GET', 200, 1.5, 'h', 1, '{DATE}', 0, 0.1),
+                (NULL, '/null-id', 'GET', 200, 1.5, 'h', 0.1, '{DATE}', 0, 1)"
+            ))
+            .unwrap()
+    });
+    let next = 0.1f64.next_up();
+    let same: String = w
+        .sql()
+        .query_row("SELECT json_quote(?1)", [next], |r| r.get(0))
+        .unwrap();
+    assert_eq!(same, "0.1", "the neighbour renders as the archived text");
+    w.sql()
+        .execute_batch(&format!(
+            "UPDATE traffic_events SET created_at = {next:?} WHERE id = '0-n';
+             UPDATE traffic_events SET timestamp = {next:?} WHERE id IS NULL"
+        ))
+        .unwrap();
+    let changed = rows_of(w.sql(), DATE)
+        .into_iter()
+        .filter(|r| r["id"] == "0-n" || r["id"].is_null())
+        .collect::<Vec<_>>();
+    assert_eq!(changed.len(), 2);
+    clean(&w);
+    cleaned_with_pending(&w, 2);
+    assert_eq!(sorted(rows_of(w.sql(), DATE)), sorted(changed));
 }
 
 #[test]
 fn changed_and_unarchived_rows_are_never_deleted() {
-    let w = World::new(Config {
-        auto_cleanup: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 2_000, 5, now_s(&w));
-    w.run();
-    assert_eq!(w.status().phase, "uploaded");
+    let w = uploaded(2_000, 5, |_| {});
     let ids: Vec<String> = w
         .sql()
         .prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT 4")
@@ -268,8 +338,7 @@ fn changed_and_unarchived_rows_are_never_deleted() {
         .filter(|r| [&ids[0], &ids[1], &ids[2]].iter().any(|i| r["id"] == **i) || r["id"] == format!("{}x", ids[3]))
         .collect::<Vec<_>>();
     assert_eq!(changed.len(), 4);
-    w.command(Command::Cleanup).unwrap();
-    w.drive(|_, _| {});
+    clean(&w);
     let st = w.status();
     assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(4)));
     assert_eq!(
@@ -284,19 +353,17 @@ fn changed_and_unarchived_rows_are_never_deleted() {
     );
     let (status, _, cleaned, pending) = w.metadata().unwrap();
     assert_eq!((status.as_str(), cleaned, pending), ("cleaned", 0, Some(4)));
-    // The next generation archives them and cleans them, all but the row whose INTEGER column
-    // now holds a REAL: the archive writes it as SQLite's JSON does (15 significant digits),
-    // so that row is never deleted and stays exact in D1.
+    // The next generation archives them and cleans them, the row whose INTEGER column now
+    // holds a REAL too (its 15 digits read back as its value).
     w.run();
-    w.command(Command::Cleanup).unwrap();
-    w.drive(|_, _| {});
+    clean(&w);
     let st = w.status();
     assert_eq!(
         (st.phase.as_str(), st.rows_pending, st.generation),
-        ("cleaned", Some(1), 2)
+        ("cleaned", Some(0), 2)
     );
-    let real_status: Vec<_> = changed.into_iter().filter(|r| r["id"] == *ids[2]).collect();
-    assert_eq!(rows_of(w.sql(), DATE), real_status);
+    assert!(rows_of(w.sql(), DATE).is_empty());
+    assert!(changed.iter().any(|r| r["status"].is_f64()));
     assert_eq!(w.listed_objects().len(), 2);
 }
 
@@ -358,14 +425,7 @@ fn a_damaged_parquet_file_is_caught_and_the_export_starts_over() {
 fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     use d1_archiver::core::sql::{delete_batch, BatchId, Param, DELETE_BATCH, DELETE_KEYED, KEYED_LINES};
     use d1_archiver::ports::Database;
-    let w = World::new(Config {
-        auto_cleanup: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 300, 4, now_s(&w));
-    hostile(&w);
-    w.run();
-    assert_eq!(w.status().phase, "uploaded");
+    let w = uploaded(300, 4, hostile);
     let text = gunzip_single_member(&w.objects().object(&w.status().object_key.unwrap()).unwrap());
     let lines = text.lines().count() as u64;
     let before = count_date(w.sql(), DATE);

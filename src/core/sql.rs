@@ -273,6 +273,46 @@ macro_rules! same_row {
     };
 }
 
+/// True unless column `$c` of row `t` holds a REAL that its own JSON text (what the export wrote
+/// for a REAL outside the REAL column: SQLite 3.50 writes 15 significant digits, local workerd
+/// the digits the value needs) does not read back as, or one outside 2^-60 ..= 2^60. Where the row's text equals a line's and reads back as the row's
+/// value, the line holds that value exactly; a REAL whose 15 digits round it (the export was
+/// lossy) never passes, nor does a row changed to another REAL with the same 15 digits. The
+/// band keeps SQLite's decimal reading where it is exact (outside it, SQLite 3.50 reads some
+/// decimals one unit in the last place off; see `tests/runs.rs`). A REAL in an INTEGER column
+/// is never a whole number (SQLite stores those as integers), so it lies below 2^52.
+macro_rules! reads_back_t {
+    ($c:literal) => {
+        concat!(
+            "(typeof(t.",
+            $c,
+            ") <> 'real' OR (abs(t.",
+            $c,
+            ") BETWEEN 1.0 / (1 << 60) AND (1 << 60) AND CAST(json_quote(t.",
+            $c,
+            ") AS REAL) = t.",
+            $c,
+            "))"
+        )
+    };
+}
+
+/// [`same_row`] where a REAL in a column other than the REAL one also reads back exactly from
+/// its text ([`reads_back_t`]): what a delete needs, beyond what a restore's check compares.
+macro_rules! same_row_exact {
+    () => {
+        concat!(
+            "(",
+            same_row!(),
+            " AND ",
+            head_columns!(reads_back_t, " AND "),
+            " AND ",
+            tail_columns!(reads_back_t, " AND "),
+            ")"
+        )
+    };
+}
+
 /// Line `l`'s value for a column other than the REAL one, as the SQLite value it was read from
 /// (from the line itself: `l.kv` is computed anew wherever it is used).
 macro_rules! decode_kv {
@@ -603,6 +643,18 @@ macro_rules! same_keyed {
     };
 }
 
+macro_rules! delete_keyed {
+    () => {
+        concat!(
+            "DELETE FROM traffic_events AS t WHERE changes() = 1 AND t.event_date = ?2",
+            " AND t.id BETWEEN ?3 AND ?4 AND CASE WHEN ",
+            keyed_row!(),
+            " THEN ",
+            same_keyed!()
+        )
+    };
+}
+
 /// Deletes the rows of date `?2` with ids in `?3 ..= ?4` equal in every column to their line,
 /// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`: objects keyed by id in buckets, read as
 /// JSONB), if the statement before it left `changes()` at 1 (see [`LEDGER_OPEN`]).
@@ -610,12 +662,16 @@ macro_rules! same_keyed {
 /// One read per row: the date's index is walked over the id range once and each row is deleted
 /// where it stands (no subquery, so SQLite deletes in one pass), its line found by a JSON path
 /// and not by a join. A row whose id the path cannot spell, or that no line names, stays.
-pub const DELETE_KEYED: &str = concat!(
-    "DELETE FROM traffic_events AS t WHERE changes() = 1 AND t.event_date = ?2",
-    " AND t.id BETWEEN ?3 AND ?4 AND CASE WHEN ",
-    keyed_row!(),
-    " THEN ",
-    same_keyed!(),
+pub const DELETE_KEYED: &str = concat!(delete_keyed!(), " ELSE 0 END");
+
+/// [`DELETE_KEYED`] for lines with a REAL in a column other than the REAL one: their rows
+/// must also read back from their text exactly ([`reads_back_t`]). Apart, so that the
+/// statement every other line takes carries no check it never needs: a line without such a
+/// REAL cannot equal a row with one (a REAL is written with a point or an exponent).
+pub const DELETE_KEYED_REALS: &str = concat!(
+    delete_keyed!(),
+    " AND ",
+    keyed_columns!(reads_back_t, " AND "),
     " ELSE 0 END"
 );
 
@@ -631,13 +687,13 @@ pub const DELETE_BATCH: &str = concat!(
     "SELECT t.rowid FROM ",
     batch_lines!(""),
     " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
-    same_row!(),
+    same_row_exact!(),
     " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
     " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
     " FROM ",
     batch_lines!(", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
     " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ",
-    same_row!(),
+    same_row_exact!(),
     " WHERE l.id IS NULL) AS p WHERE p.n = p.k)"
 );
 
@@ -682,15 +738,23 @@ impl BatchId<'_> {
 /// ending in a newline): open the ledger row, the deletes with the ledger's count between them,
 /// close it, read it. The ledger row's `rows` is the batch's result, whichever run wrote it.
 ///
-/// A line with a REAL in any column but the REAL one deletes nothing: the export writes such a
-/// value as SQLite's JSON does (15 significant digits), which need not be the stored double, so
-/// its row stays in D1, exact (and pending). With no line left, the batch still runs (and
+/// A line with a REAL in a column but the REAL one holds it as SQLite's JSON wrote it (15
+/// significant digits), which need not be the stored double: its row goes only if that text
+/// reads back as the row's value ([`DELETE_KEYED_REALS`], and the check in [`DELETE_BATCH`]);
+/// otherwise it stays in D1, exact (and pending). With no line, the batch still runs (and
 /// closes its ledger row) with an empty delete.
 pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
-    let (mut keyed, mut others) = split_keyed(lines, date);
-    keyed.retain(|k| !k.values.iter().any(|v| is_real(v)));
-    others.retain(|line| !real_outside_rt(line));
-    let mut deletes: Vec<Statement> = keyed.chunks(KEYED_LINES).map(|c| keyed_statement(c, date)).collect();
+    let (keyed, others) = split_keyed(lines, date);
+    let (reals, plain): (Vec<_>, Vec<_>) = keyed.into_iter().partition(|k| k.values.iter().any(|v| is_real(v)));
+    let mut deletes: Vec<Statement> = plain
+        .chunks(KEYED_LINES)
+        .map(|c| keyed_statement(DELETE_KEYED, c, date))
+        .chain(
+            reals
+                .chunks(KEYED_LINES)
+                .map(|c| keyed_statement(DELETE_KEYED_REALS, c, date)),
+        )
+        .collect();
     if !others.is_empty() || deletes.is_empty() {
         deletes.push(Statement::new(
             DELETE_BATCH,
@@ -765,16 +829,6 @@ fn is_real(value: &str) -> bool {
     value.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && value.contains(['.', 'e', 'E'])
 }
 
-/// Whether a line holds a REAL in a column other than the REAL one (or cannot be [`cut`]).
-fn real_outside_rt(line: &str) -> bool {
-    cut(line).is_none_or(|values| {
-        COLUMNS
-            .iter()
-            .zip(values)
-            .any(|(column, value)| *column != REAL_COLUMN && is_real(value))
-    })
-}
-
 /// Where the next `,"` is in `s`: in a line, the start of the next key (see [`Keyed::of`]).
 fn next_key(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -796,7 +850,7 @@ fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>)
 /// The keyed statement for `lines`: `?1` the arrays of the lines' [`keyed_columns`], `?5` the
 /// REAL values, `?6` the other values, all keyed by id in buckets; `?2` the date; `?3 ..= ?4`
 /// the ids.
-fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
+fn keyed_statement(sql: &'static str, lines: &[Keyed<'_>], date: &str) -> Statement {
     let ids = lines.iter().map(|k| k.id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
     let (mut kv, mut reals, mut others) = (KeyedObject::default(), KeyedObject::default(), KeyedObject::default());
@@ -807,7 +861,7 @@ fn keyed_statement(lines: &[Keyed<'_>], date: &str) -> Statement {
             .push_str(k.rt);
     }
     Statement::new(
-        DELETE_KEYED,
+        sql,
         vec![
             Param::Text(kv.finish()),
             Param::Text(date.into()),
@@ -1282,7 +1336,7 @@ mod tests {
             "a line without every column in order, of another date, with another key or a value \
              no column has, takes the join"
         );
-        let stmt = keyed_statement(&keyed, "2026-11-20");
+        let stmt = keyed_statement(DELETE_KEYED, &keyed, "2026-11-20");
         let text_params: Vec<&str> = stmt
             .params
             .iter()
@@ -1396,7 +1450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_with_a_real_outside_the_real_column_deletes_nothing() {
+    fn a_line_with_a_real_outside_the_real_column_takes_a_statement_that_reads_it_back() {
         let id = BatchId {
             pass: "p",
             piece: 0,
@@ -1405,31 +1459,50 @@ mod tests {
         let plain = line("a", "1.5", "null");
         let null_id = plain.replace(r#""id":"a""#, r#""id":null"#);
         let cases = [
-            (plain.replace(r#""status":200"#, r#""status":200.5"#), true),
-            (plain.replace(r#""timestamp":17"#, r#""timestamp":1.7e1"#), true),
-            (plain.replace(r#""timestamp":17"#, r#""timestamp":-17.0"#), true),
-            (null_id.replace(r#""status":200"#, r#""status":2.0E2"#), true),
-            (plain.replace(r#""user_agent":null"#, r#""user_agent":"1.5""#), false),
+            (
+                plain.replace(r#""status":200"#, r#""status":200.5"#),
+                DELETE_KEYED_REALS,
+            ),
+            (
+                plain.replace(r#""timestamp":17"#, r#""timestamp":1.7e1"#),
+                DELETE_KEYED_REALS,
+            ),
+            (
+                plain.replace(r#""timestamp":17"#, r#""timestamp":-17.0"#),
+                DELETE_KEYED_REALS,
+            ),
+            (null_id.replace(r#""status":200"#, r#""status":2.0E2"#), DELETE_BATCH),
+            (
+                plain.replace(r#""user_agent":null"#, r#""user_agent":"1.5""#),
+                DELETE_KEYED,
+            ),
             (
                 plain.replace(r#""response_time":1.5"#, r#""response_time":1e300"#),
-                false,
+                DELETE_KEYED,
             ),
-            (null_id.clone(), false),
-            (plain.clone(), false),
+            (null_id.clone(), DELETE_BATCH),
+            (plain.clone(), DELETE_KEYED),
         ];
-        for (text, dropped) in cases {
-            let stmts = delete_batch(&(text.clone() + "\n"), "2026-11-20", &id, 9);
-            let sent = stmts.iter().any(|s| {
-                s.params
-                    .iter()
-                    .any(|p| matches!(p, Param::Text(t) if t.contains(r#""path""#) || t.contains(r#"/p"#)))
-            });
-            assert_eq!(!sent, dropped, "{text}");
-            if dropped {
-                let sqls: Vec<_> = stmts.iter().map(|s| s.sql).collect();
-                assert_eq!(sqls, [LEDGER_OPEN, DELETE_BATCH, LEDGER_CLOSE, LEDGER_ROWS]);
-                assert_eq!(stmts[1].params[0], Param::Text("[]".into()));
-            }
+        for (text, sql) in &cases {
+            let stmts = delete_batch(&format!("{text}\n"), "2026-11-20", &id, 9);
+            let sqls: Vec<_> = stmts.iter().map(|s| s.sql).collect();
+            assert_eq!(sqls, [LEDGER_OPEN, sql, LEDGER_CLOSE, LEDGER_ROWS], "{text}");
+        }
+        // Together: one statement of each kind.
+        let all: String = cases.iter().map(|(text, _)| format!("{text}\n")).collect();
+        let sqls: Vec<_> = delete_batch(&all, "2026-11-20", &id, 9)
+            .iter()
+            .map(|s| s.sql)
+            .filter(|sql| ![LEDGER_OPEN, LEDGER_ADD, LEDGER_CLOSE, LEDGER_ROWS].contains(sql))
+            .collect();
+        assert_eq!(sqls, [DELETE_KEYED, DELETE_KEYED_REALS, DELETE_BATCH]);
+        // The checks themselves: every column but the REAL one, in both statements.
+        for column in COLUMNS.iter().filter(|c| **c != REAL_COLUMN) {
+            let check = format!("CAST(json_quote(t.{column}) AS REAL) = t.{column}");
+            assert!(DELETE_BATCH.contains(&check), "{column}");
+            let keyed = !["id", "event_date"].contains(column);
+            assert_eq!(DELETE_KEYED_REALS.contains(&check), keyed, "{column}");
+            assert!(!DELETE_KEYED.contains(&check), "{column}");
         }
     }
 
@@ -1438,6 +1511,7 @@ mod tests {
         // D1: 100 KB of SQL text per statement.
         for sql in [
             DELETE_KEYED,
+            DELETE_KEYED_REALS,
             DELETE_BATCH,
             RESTORE_BATCH,
             RESTORE_CHECK,
