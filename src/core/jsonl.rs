@@ -3,8 +3,8 @@
 //! Not a JSON library. SQLite renders each value itself (`json_quote`: integers exactly as
 //! 64-bit decimals, text verbatim UTF-8 with JSON escapes, NULL as `null`; BLOBs as
 //! `{"$blob":"HEX"}`), because D1 hands integers to JavaScript as doubles and would round those
-//! above 2^53. SQLite 3.50 prints REAL values with 15 significant digits there (local workerd's
-//! the digits a value needs; the REAL column depends on neither), so the REAL column
+//! above 2^53. SQLite 3.50 printed REAL values with 15 significant digits there (3.54.1, local
+//! workerd's, prints the digits a value needs; the REAL column depends on neither), so it
 //! crosses as a number (a double, exact; JavaScript writes it as its shortest decimal) and this
 //! module writes it as the shortest decimal that reads back as the same double (serde_json's
 //! float formatting). The keys are the table's [`COLUMNS`], written here: they do not cross.

@@ -273,14 +273,15 @@ macro_rules! same_row {
     };
 }
 
-/// True unless column `$c` of row `t` holds a REAL that its own JSON text (what the export wrote
-/// for a REAL outside the REAL column: SQLite 3.50 writes 15 significant digits, local workerd
-/// the digits the value needs) does not read back as, or one outside 2^-60 ..= 2^60. Where the row's text equals a line's and reads back as the row's
-/// value, the line holds that value exactly; a REAL whose 15 digits round it (the export was
-/// lossy) never passes, nor does a row changed to another REAL with the same 15 digits. The
-/// band keeps SQLite's decimal reading where it is exact (outside it, SQLite 3.50 reads some
-/// decimals one unit in the last place off; see `tests/runs.rs`). A REAL in an INTEGER column
-/// is never a whole number (SQLite stores those as integers), so it lies below 2^52.
+/// True unless column `$c` of row `t` holds a REAL that its own JSON text (what the export
+/// wrote for a REAL outside the REAL column) does not read back as, or one outside
+/// 2^-60 ..= 2^60. Where the row's text equals a line's and reads back as the row's value, the
+/// line holds that value exactly. SQLite 3.54.1 (local workerd's) writes the digits each value
+/// needs and reads decimals exactly, so there only the band keeps a row; SQLite 3.50 wrote 15
+/// digits and read some extreme decimals one unit off, and there this check is what kept a row
+/// whose archived digits had rounded it, or that changed to another REAL with the same digits.
+/// A REAL in an INTEGER column is never a whole number (SQLite stores those as integers), so it
+/// lies below 2^52.
 macro_rules! reads_back_t {
     ($c:literal) => {
         concat!(
