@@ -644,6 +644,7 @@ macro_rules! same_keyed {
     };
 }
 
+/// [`DELETE_KEYED`] up to its `ELSE`: each statement that takes keyed lines ends the `CASE`.
 macro_rules! delete_keyed {
     () => {
         concat!(
@@ -739,8 +740,8 @@ impl BatchId<'_> {
 /// ending in a newline): open the ledger row, the deletes with the ledger's count between them,
 /// close it, read it. The ledger row's `rows` is the batch's result, whichever run wrote it.
 ///
-/// A line with a REAL in a column but the REAL one holds it as SQLite's JSON wrote it (15
-/// significant digits), which need not be the stored double: its row goes only if that text
+/// A line with a REAL in a column but the REAL one holds it as SQLite's JSON wrote it, which
+/// need not be the stored double (SQLite 3.50 wrote 15 digits): its row goes only if that text
 /// reads back as the row's value ([`DELETE_KEYED_REALS`], and the check in [`DELETE_BATCH`]);
 /// otherwise it stays in D1, exact (and pending). With no line, the batch still runs (and
 /// closes its ledger row) with an empty delete.
