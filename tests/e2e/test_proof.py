@@ -21,6 +21,11 @@ def seeded(tmp_path, date, rows, *values):
     return w
 
 
+def row(date, rid, path, status=200, ua="NULL", ts=1, is_error=0, created_at=1):
+    """One row of `date` as an SQL tuple for `seeded`; every argument is SQL text."""
+    return f"({rid}, '{path}', 'GET', {status}, 1.5, 'h', {ua}, NULL, {ts}, '{date}', {is_error}, {created_at})"
+
+
 def archived_everything(w, date, originals):
     """Every original row is in an archive generation, identical; none is left in D1."""
     lines = []
@@ -37,11 +42,11 @@ def archived_everything(w, date, originals):
 def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_path):
     date = day(20)
     w = seeded(tmp_path, date, 5_000,
-               f"('future-row', '/future', 'GET', 200, 1.5, 'h', NULL, NULL, 1, '{date}', 0, 4102444800)",
-               f"('millis-row', '/millis', 'GET', 200, 1.5, 'h', NULL, NULL, 2, '{date}', 0, 1795000000000)",
-               f"('', '/empty-id', 'GET', 200, 1.5, 'h', NULL, NULL, 3, '{date}', 0, NULL)",
-               f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1)",
-               f"('blob-row', '/blob', 'GET', 200, 1.5, 'h', x'00ff', NULL, 5, '{date}', 0, 1)")
+               row(date, "'future-row'", "/future", created_at=4102444800),
+               row(date, "'millis-row'", "/millis", ts=2, created_at=1795000000000),
+               row(date, "''", "/empty-id", ts=3, created_at="NULL"),
+               row(date, "NULL", "/null-id", ts=4),
+               row(date, "'blob-row'", "/blob", ua="x'00ff'", ts=5))
     originals = {r: v for r, v in w.rows(date).items() if r is not None and r != "blob-row"}
     with running(w):
         st = w.archive(date, until={"cleaned", "failed"})
@@ -61,11 +66,11 @@ def test_a_real_in_an_integer_column_goes_only_if_its_text_reads_back(tmp_path):
     writing 15 digits, as 3.50 did, would keep `/ms` and `/null-id` too: the same check.)"""
     date = day(22)
     w = seeded(tmp_path, date, 2_000,
-               f"('0-ms', '/ms', 'GET', 200, 1.5, 'h', NULL, NULL, 1795000000123.4567, '{date}', 0, 1)",
-               f"(NULL, '/null-id', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1795000000.1234567)",
-               f"('0-s', '/s', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 0, 1795000000.123)",
-               f"(NULL, '/null-id-s', 'GET', 200.5, 1.5, 'h', NULL, NULL, 4, '{date}', 0.25, 1)",
-               f"('0-tiny', '/tiny', 'GET', 200, 1.5, 'h', NULL, NULL, 4, '{date}', 1e-300, 1)")
+               row(date, "'0-ms'", "/ms", ts="1795000000123.4567"),
+               row(date, "NULL", "/null-id", created_at="1795000000.1234567"),
+               row(date, "'0-s'", "/s", created_at="1795000000.123"),
+               row(date, "NULL", "/null-id-s", status="200.5", is_error="0.25"),
+               row(date, "'0-tiny'", "/tiny", is_error="1e-300"))
     paths = ("/ms", "/null-id", "/s", "/null-id-s", "/tiny")
     odd = f"SELECT {', '.join(COLUMNS)} FROM traffic_events WHERE path IN {paths}"
     before = {r[1]: dict(zip(COLUMNS, r)) for r in w.query(odd)}
