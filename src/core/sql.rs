@@ -281,19 +281,20 @@ macro_rules! same_row {
 /// digits and read some extreme decimals one unit off, and there this check is what kept a row
 /// whose archived digits had rounded it, or that changed to another REAL with the same digits.
 /// A REAL in an INTEGER column is never a whole number (SQLite stores those as integers), so it
-/// lies below 2^52.
+/// lies below 2^52. A `CASE`, not an `OR`: SQLite evaluates both sides of an `OR` that stands
+/// as a value, and `json_quote` of a BLOB is an error.
 macro_rules! reads_back_t {
     ($c:literal) => {
         concat!(
-            "(typeof(t.",
+            "CASE WHEN typeof(t.",
             $c,
-            ") <> 'real' OR (abs(t.",
+            ") = 'real' THEN abs(t.",
             $c,
             ") BETWEEN 1.0 / (1 << 60) AND (1 << 60) AND CAST(json_quote(t.",
             $c,
             ") AS REAL) = t.",
             $c,
-            "))"
+            " ELSE 1 END"
         )
     };
 }
