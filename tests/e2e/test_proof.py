@@ -63,20 +63,23 @@ def test_a_real_in_an_integer_column_goes_only_if_its_text_reads_back(tmp_path):
     """The archive writes such a REAL as SQLite's JSON does; a row goes only if that text reads
     back as its exact value, in 2^-60..2^60. Workerd's SQLite (3.54.1) writes the digits each
     value needs, so all go but the one outside that band, which stays, exact. (An older SQLite
-    writing 15 digits, as 3.50 did, would keep `/ms` and `/null-id` too: the same check.)"""
+    writing 15 digits, as 3.50 did, would keep `/ms` and `/null-id` too: the same check.) BLOB rows
+    among them (keyed and NULL ids) go as usual."""
     date = day(22)
     w = seeded(tmp_path, date, 2_000,
                row(date, "'0-ms'", "/ms", ts="1795000000123.4567"),
                row(date, "NULL", "/null-id", created_at="1795000000.1234567"),
                row(date, "'0-s'", "/s", created_at="1795000000.123"),
                row(date, "NULL", "/null-id-s", status="200.5", is_error="0.25"),
-               row(date, "'0-tiny'", "/tiny", is_error="1e-300"))
+               row(date, "'0-tiny'", "/tiny", is_error="1e-300"),
+               row(date, "'0-p-blob'", "/blob", ua="x'00ff'"),
+               row(date, "NULL", "/null-blob", ua="x'00ff'"))
     paths = ("/ms", "/null-id", "/s", "/null-id-s", "/tiny")
     odd = f"SELECT {', '.join(COLUMNS)} FROM traffic_events WHERE path IN {paths}"
     before = {r[1]: dict(zip(COLUMNS, r)) for r in w.query(odd)}
     with running(w):
         st = w.archive(date, until={"cleaned", "failed"})
-        assert (st["phase"], st["rows_pending"], st["rows_deleted"]) == ("cleaned", 1, 2_004), st
+        assert (st["phase"], st["rows_pending"], st["rows_deleted"]) == ("cleaned", 1, 2_006), st
         assert [dict(zip(COLUMNS, r)) for r in w.query(odd)] == [before["/tiny"]]
         assert w.count(date) == 1 and w.metadata(date)["rows_pending"] == 1
         held = {r["path"]: r for r in w.archive_rows(date) if r["path"] in paths}
