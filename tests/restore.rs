@@ -49,8 +49,8 @@ fn a_day_comes_back_exactly_and_archiving_it_again_gives_the_same_bytes() {
             "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES
             ('0-big', '/', 'GET', 200, 0.30000000000000004, 'h', printf('%.*c', 100000, 'A') || char(1), NULL, 9007199254740993, '{DATE}', 0, NULL),
             ('', '/empty', 'GET', 200, 1e300, 'h', NULL, NULL, -1, '{DATE}', 0, 1),
-            (NULL, '/null', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
-            (NULL, '/null', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
+            (NULL, '/null 🚀', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
+            (NULL, '/null 🚀', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
             (x'00ff', x'01', 'GET', 'x', 'y', 'h', x'', NULL, 3, '{DATE}', 'z1', 'z')"
         ))
         .unwrap();

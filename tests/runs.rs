@@ -116,7 +116,7 @@ fn hostile(w: &World) {
             ('', '/empty-id', 'GET', 200, 1.5, 'h', NULL, NULL, 1, '{DATE}', 0, 1795000000000),
             (NULL, '/null-id', 'GET', 200, 2.5, 'h', NULL, NULL, 2, '{DATE}', 0, 4102444800),
             (NULL, '/null-id', 'GET', 200, 2.5, 'h', NULL, NULL, 2, '{DATE}', 0, 4102444800),
-            (NULL, '/null-id-2', 'GET', 200, 1e308, 'h', x'00ff', NULL, 3, '{DATE}', 0, NULL),
+            (NULL, '/null-id-2 搜索', 'GET', 200, 1e308, 'h', x'00ff', NULL, 3, '{DATE}', 0, NULL),
             (x'00ff10', x'', x'47', x'01', x'7f', x'00', x'', x'ff', x'0102', '{DATE}', x'00', x'ab'),
             ('0-types-1', '1', 'GET', '1', '1.5', 'h', '1', '1.0', 1, '{DATE}', 1.5, 'late'),
             ('0-types-2', 'x', 'GET', 'abc', 'fast', 'h', 2, 2.0, 'noon', '{DATE}', 'no', 1.25),
@@ -455,20 +455,23 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     };
     let stmts = delete_batch(&text, DATE, &id, 1);
     let by_id = |sql: &str| -> Vec<usize> {
-        let lines_of = |s: &d1_archiver::core::sql::Statement| match &s.params[0] {
-            Param::Text(t) => w
-                .sql()
-                .query_row(
-                    if s.sql != DELETE_BATCH {
-                        "SELECT count(*) FROM json_each(?1) AS bucket, json_each(bucket.value)"
-                    } else {
-                        "SELECT count(*) FROM json_each(?1)"
-                    },
-                    [t],
-                    |r| r.get::<_, usize>(0),
-                )
-                .unwrap(),
+        // A statement's lines are in `?1` and, those with a character past U+00FF, as hex in the
+        // last parameter (`?7` of a keyed statement, `?3` of the join).
+        let count = |sql: &str, p: &Param| match p {
+            Param::Text(t) => w.sql().query_row(sql, [t], |r| r.get::<_, usize>(0)).unwrap(),
             other => panic!("{other:?}"),
+        };
+        let lines_of = |s: &d1_archiver::core::sql::Statement| {
+            if s.sql == DELETE_BATCH {
+                return count("SELECT count(*) FROM json_each(?1)", &s.params[0])
+                    + count("SELECT count(*) FROM json_each(CAST(unhex(?1) AS TEXT))", &s.params[2]);
+            }
+            let entries = "FROM json_each(?1) AS bucket, json_each(bucket.value)";
+            count(&format!("SELECT count(*) {entries}"), &s.params[0])
+                + count(
+                    &format!("SELECT count(*) {}", entries.replace("?1", "CAST(unhex(?1) AS TEXT)")),
+                    &s.params[6],
+                )
         };
         stmts.iter().filter(|s| s.sql == sql).map(lines_of).collect()
     };

@@ -242,18 +242,20 @@ macro_rules! keyed_values_of_t {
     };
 }
 
-/// A batch's lines (the JSON array `?1` of archived lines) as rows `l`: `id` (the SQL value),
-/// `idj` (its JSON), `kv` (the line without its REAL column: exactly the text SQLite's
-/// `json_object` wrote for the other columns at export), `r` (the REAL column's JSON) and `v`
-/// (the line).
+/// A batch's lines as rows `l`: `id` (the SQL value), `idj` (its JSON), `kv` (the line without
+/// its REAL column: exactly the text SQLite's `json_object` wrote for the other columns at
+/// export), `r` (the REAL column's JSON) and `v` (the line). The lines are the JSON array `?1`
+/// and the one whose UTF-8 is the hex `$wide` (the parameters of [`lines_params`]).
 macro_rules! batch_lines {
-    ($extra:literal) => {
+    ($wide:literal, $extra:literal) => {
         concat!(
             "(SELECT value -> '$.id' AS idj, CASE json_type(value, '$.id') WHEN 'object' THEN",
             " unhex(value ->> '$.id.\"$blob\"') ELSE value ->> '$.id' END AS id,",
             " json_remove(value, '$.response_time') AS kv, value -> '$.response_time' AS r, value AS v",
             $extra,
-            " FROM json_each(?1))"
+            " FROM (SELECT key, value FROM json_each(?1) UNION ALL SELECT key, value FROM json_each(CAST(unhex(",
+            $wide,
+            ") AS TEXT))))"
         )
     };
 }
@@ -622,7 +624,8 @@ macro_rules! keyed_row {
 
 /// True when row `t` equals its line in every column, with its type, for a [`keyed_row`]: its id
 /// is the key its line was found by, its date the statement's; the [`keyed_columns`] rendered
-/// as the export wrote them and compared with the line's values as text (`?1`); a REAL
+/// as the export wrote them and compared with the line's values as text (`?1`, or `?7` for
+/// the lines [`keyed_statement`] sends as hex); a REAL
 /// compared exactly with the line's REAL (`?5`, only lines whose value was a REAL); any other
 /// value compared typed with the line's (`?6`, the rest). A line is in one of `?5` and `?6`, so
 /// a row whose REAL became another type, or the reverse, stays.
@@ -630,7 +633,9 @@ macro_rules! same_keyed {
     () => {
         concat!(
             keyed_values_of_t!(),
-            " = (jsonb(?1) -> ",
+            " = coalesce(jsonb(?1) -> ",
+            keyed_path!(""),
+            ", jsonb(CAST(unhex(?7) AS TEXT)) -> ",
             keyed_path!(""),
             ") AND CASE typeof(t.response_time) WHEN 'real' THEN t.response_time = (jsonb(?5) ->> ",
             keyed_path!(""),
@@ -659,7 +664,7 @@ macro_rules! delete_keyed {
 }
 
 /// Deletes the rows of date `?2` with ids in `?3 ..= ?4` equal in every column to their line,
-/// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`: objects keyed by id in buckets, read as
+/// given as [`same_keyed`] reads it (`?1`, `?5`, `?6`, `?7`: objects keyed by id in buckets, read as
 /// JSONB), if the statement before it left `changes()` at 1 (see [`LEDGER_OPEN`]).
 ///
 /// One read per row: the date's index is walked over the id range once and each row is deleted
@@ -678,9 +683,9 @@ pub const DELETE_KEYED_REALS: &str = concat!(
     " ELSE 0 END"
 );
 
-/// Deletes the rows of date `?2` equal in every column to a line of the JSON array `?1`, if
-/// the statement before it left `changes()` at 1: the lines [`DELETE_KEYED`] cannot take
-/// (NULL, BLOB and escaped ids). Five rows read per row deleted.
+/// Deletes the rows of date `?2` equal in every column to a line of `?1` and `?3` (see
+/// [`lines_params`]), if the statement before it left `changes()` at 1: the lines
+/// [`DELETE_KEYED`] cannot take (NULL, BLOB and escaped ids). Five rows read per row deleted.
 ///
 /// Rows with an id are found through the primary key (one row per line at most). Rows with a
 /// NULL id can repeat exactly; the k-th copy of a line in the batch takes the k-th equal row
@@ -688,13 +693,13 @@ pub const DELETE_KEYED_REALS: &str = concat!(
 pub const DELETE_BATCH: &str = concat!(
     "DELETE FROM traffic_events WHERE changes() = 1 AND rowid IN (",
     "SELECT t.rowid FROM ",
-    batch_lines!(""),
+    batch_lines!("?3", ""),
     " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
     same_row_exact!(),
     " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
     " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
     " FROM ",
-    batch_lines!(", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
+    batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
     " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ",
     same_row_exact!(),
     " WHERE l.id IS NULL) AS p WHERE p.n = p.k)"
@@ -759,9 +764,10 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
         )
         .collect();
     if !others.is_empty() || deletes.is_empty() {
+        let [narrow, wide] = lines_params(&others);
         deletes.push(Statement::new(
             DELETE_BATCH,
-            vec![Param::Text(json_array(&others)), Param::Text(date.into())],
+            vec![narrow, Param::Text(date.into()), wide],
         ));
     }
     ledgered(deletes, Vec::new(), date, id, now_ms)
@@ -803,6 +809,11 @@ impl<'a> Keyed<'a> {
     /// Whether the REAL column's value is a JSON number SQLite read from a REAL.
     fn rt_is_real(&self) -> bool {
         is_real(self.rt)
+    }
+
+    /// Whether the id and the [`keyed_columns`] are all [`is_narrow`].
+    fn is_narrow(&self) -> bool {
+        std::iter::once(self.id).chain(self.values).all(is_narrow)
     }
 }
 
@@ -852,13 +863,22 @@ fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>)
 
 /// The keyed statement for `lines`: `?1` the arrays of the lines' [`keyed_columns`], `?5` the
 /// REAL values, `?6` the other values, all keyed by id in buckets; `?2` the date; `?3 ..= ?4`
-/// the ids.
+/// the ids; `?7` the arrays of the lines whose id or values hold a character past U+00FF, as
+/// the hex of their UTF-8 (SQLite reads it back with `CAST(unhex(?7) AS TEXT)`).
+///
+/// Why apart: V8 keeps a string of characters up to U+00FF at one byte per character, and one
+/// character past it makes the whole string two bytes per character, at every hop it takes on
+/// local workerd (into JavaScript, into D1's request as JSON, out of it, into SQLite). One
+/// such line in 256 made the whole statement cross wide. Measured with `scripts/bench --sizes
+/// 1000000 --naive-max 0 --no-write`, the bench's day (3% of its paths hold such characters)
+/// against the same day with those paths in Latin-1: cleaning 19.0–20.0 s against 15.8 s.
 fn keyed_statement(sql: &'static str, lines: &[Keyed<'_>], date: &str) -> Statement {
     let ids = lines.iter().map(|k| k.id);
     let (first, last) = (ids.clone().min().unwrap_or(""), ids.max().unwrap_or(""));
     let (mut kv, mut reals, mut others) = (KeyedObject::default(), KeyedObject::default(), KeyedObject::default());
+    let mut wide = KeyedObject::default();
     for k in lines {
-        kv.entry_array(k.id, &k.values);
+        if k.is_narrow() { &mut kv } else { &mut wide }.entry_array(k.id, &k.values);
         if k.rt_is_real() { &mut reals } else { &mut others }
             .entry(k.id)
             .push_str(k.rt);
@@ -872,6 +892,7 @@ fn keyed_statement(sql: &'static str, lines: &[Keyed<'_>], date: &str) -> Statem
             Param::Text(last.into()),
             Param::Text(reals.finish()),
             Param::Text(others.finish()),
+            Param::Text(hex::encode(wide.finish())),
         ],
     )
 }
@@ -979,6 +1000,23 @@ fn keyed_id(line: &str) -> Option<&str> {
     (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
 }
 
+/// Lines as the two parameters of a statement over [`batch_lines`]: the JSON array of those
+/// that V8 keeps one byte per character, and the hex of the JSON array of the others (see
+/// [`keyed_statement`]).
+pub fn lines_params(lines: &[&str]) -> [Param; 2] {
+    let (narrow, wide): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| is_narrow(l));
+    [
+        Param::Text(json_array(&narrow)),
+        Param::Text(hex::encode(json_array(&wide))),
+    ]
+}
+
+/// Whether `s` holds no character past U+00FF, so that V8 keeps it one byte per character: in
+/// UTF-8, no byte from 0xC4 up (0xC2 and 0xC3 lead U+0080 ..= U+00FF).
+fn is_narrow(s: &str) -> bool {
+    s.bytes().all(|b| b < 0xC4)
+}
+
 /// Lines as one JSON array.
 pub fn json_array(lines: &[&str]) -> String {
     let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
@@ -1003,9 +1041,9 @@ pub fn count_date(date: &str) -> Statement {
 // ---------------------------------------------------------------------------------------------
 // Restore: insert archived lines, never over a different row
 
-/// Inserts the lines of `?1` (a JSON array of lines with text ids) that are not in D1, if the
-/// statement before it left `changes()` at 1 (see [`LEDGER_OPEN`]). A line whose id is taken is
-/// skipped (`ON CONFLICT DO NOTHING`): never overwritten.
+/// Inserts the lines of `?1` and `?2` (lines with text ids, see [`lines_params`]) that are not
+/// in D1, if the statement before it left `changes()` at 1 (see [`LEDGER_OPEN`]). A line whose
+/// id is taken is skipped (`ON CONFLICT DO NOTHING`): never overwritten.
 ///
 /// The lines are materialised once: read straight from `json_each`, each of the 24 uses of a
 /// line would render and parse it again.
@@ -1013,7 +1051,7 @@ pub const RESTORE_KEYED: &str = concat!(
     "INSERT INTO traffic_events (",
     all_columns!(name, ", "),
     ") WITH l AS MATERIALIZED ",
-    batch_lines!(""),
+    batch_lines!("?2", ""),
     " SELECT ",
     decode_line!(),
     " FROM l WHERE changes() = 1 ON CONFLICT (id) DO NOTHING"
@@ -1027,7 +1065,7 @@ pub const RESTORE_BATCH: &str = concat!(
     ") SELECT ",
     decode_line!(),
     " FROM ",
-    batch_lines!(", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
+    batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
     " AS l WHERE changes() = 1",
     " AND (l.id IS NOT NULL OR (SELECT count(*) FROM traffic_events AS t",
     " WHERE t.event_date = ?2 AND t.id IS NULL AND ",
@@ -1036,20 +1074,20 @@ pub const RESTORE_BATCH: &str = concat!(
     " ON CONFLICT (id) DO NOTHING"
 );
 
-/// Checks restored lines (the JSON array `?1`) of date `?2` in one pass over them: how many have
-/// an equal row in D1, how many have their id taken by a different row (conflicts), and those
-/// ids as a JSON array. A line with no row at all counts as neither (the caller then knows rows
-/// went missing).
+/// Checks restored lines (`?1` and `?3`, see [`lines_params`]) of date `?2` in one pass over
+/// them: how many have an equal row in D1, how many have their id taken by a different row
+/// (conflicts), and those ids as a JSON array in the archive's order (by id). A line with no row at all counts as neither (the
+/// caller then knows rows went missing).
 pub const RESTORE_CHECK: &str = concat!(
     "WITH l AS MATERIALIZED ",
-    batch_lines!(""),
+    batch_lines!("?3", ""),
     " SELECT coalesce(sum(c.same), 0), coalesce(sum(c.conflict), 0),",
-    " json_group_array(json(c.idj)) FILTER (WHERE c.conflict) FROM (",
-    "SELECT m.idj AS idj, m.same AS same, 1 - m.same AS conflict FROM (SELECT l.idj AS idj, ",
+    " json_group_array(json(c.idj) ORDER BY c.id) FILTER (WHERE c.conflict) FROM (",
+    "SELECT m.id AS id, m.idj AS idj, m.same AS same, 1 - m.same AS conflict FROM (SELECT l.id AS id, l.idj AS idj, ",
     same_row!(),
     " AS same",
     " FROM l JOIN traffic_events AS t ON t.id = l.id) AS m",
-    " UNION ALL SELECT l.idj, EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2 AND t.id IS NULL",
+    " UNION ALL SELECT l.id, l.idj, EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2 AND t.id IS NULL",
     " AND ",
     same_row!(),
     "), 0 FROM l WHERE l.id IS NULL) AS c"
@@ -1063,16 +1101,14 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> 
     let mut inserts = Vec::new();
     if !keyed.is_empty() {
         let keyed: Vec<&str> = keyed.iter().map(|k| k.line).collect();
-        inserts.push(Statement::new(RESTORE_KEYED, vec![Param::Text(json_array(&keyed))]));
+        inserts.push(Statement::new(RESTORE_KEYED, lines_params(&keyed).to_vec()));
     }
     if !others.is_empty() {
-        inserts.push(Statement::new(
-            RESTORE_BATCH,
-            vec![Param::Text(json_array(&others)), date_p()],
-        ));
+        let [narrow, wide] = lines_params(&others);
+        inserts.push(Statement::new(RESTORE_BATCH, vec![narrow, date_p(), wide]));
     }
-    let all = json_array(&lines.split_terminator('\n').collect::<Vec<_>>());
-    let check = Statement::new(RESTORE_CHECK, vec![Param::Text(all), date_p()]);
+    let [narrow, wide] = lines_params(&lines.split_terminator('\n').collect::<Vec<_>>());
+    let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide]);
     ledgered(inserts, vec![check], date, id, now_ms)
 }
 
@@ -1364,6 +1400,7 @@ mod tests {
                 "g",
                 r#"{"a":{"a":1.5},"e":{"e":-2e-5}}"#,
                 r#"{"c":{"b.c":7},"d":{"d":"1.5"},"f":{"f":{"$blob":"0A"}},"g":{"g":null}}"#,
+                "7b7d",
             ]
         );
         let row_values: Vec<String> = COLUMNS
@@ -1373,10 +1410,56 @@ mod tests {
             .collect();
         assert_eq!(row_values.len(), KEYED_VALUES);
         let row_values = row_values.join(", ");
-        assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = (jsonb(?1) -> ")));
+        assert!(DELETE_KEYED.contains(&format!("json_array({row_values}) = coalesce(jsonb(?1) -> ")));
         assert_eq!(
             json_array(&[&lines[0], &lines[1]]),
             format!("[{},{}]", lines[0], lines[1])
+        );
+    }
+
+    #[test]
+    fn lines_with_a_character_past_latin_1_cross_as_hex() {
+        let lines = [
+            line("a", "1.5", r#""Mozilla""#),
+            line("b", "1.5", r#""café ÿ""#),
+            line("c", "1.5", r#""搜索""#),
+            line("dĀ", "1.5", "null"),
+            line("e", "1.5", r#""🚀""#),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let (keyed, others) = split_keyed(&text, "2026-11-20");
+        assert!(others.is_empty());
+        let stmt = keyed_statement(DELETE_KEYED, &keyed, "2026-11-20");
+        let text_of = |i: usize| match &stmt.params[i] {
+            Param::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        };
+        let values = |ua: &str| format!(r#"["/p","GET",200,"h",{ua},null,17,0,{{"$blob":"0A"}}]"#);
+        assert_eq!(
+            text_of(0),
+            format!(
+                r#"{{"a":{{"a":{}}},"b":{{"b":{}}}}}"#,
+                values(r#""Mozilla""#),
+                values(r#""café ÿ""#)
+            ),
+            "Latin-1 stays in ?1"
+        );
+        assert!(text_of(0).chars().all(|c| c <= '\u{ff}'));
+        let wide = String::from_utf8(hex::decode(text_of(6)).unwrap()).unwrap();
+        assert_eq!(
+            wide,
+            format!(
+                r#"{{"c":{{"c":{}}},"Ā":{{"dĀ":{}}},"e":{{"e":{}}}}}"#,
+                values(r#""搜索""#),
+                values("null"),
+                values(r#""🚀""#)
+            )
+        );
+        assert!(text_of(6).is_ascii());
+        assert_eq!(
+            (text_of(2), text_of(3)),
+            ("a".to_string(), "e".to_string()),
+            "the range spans both"
         );
     }
 
