@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import threading
@@ -30,6 +31,7 @@ class Writes:
     """What the app did, in order: the final state of every row it touched."""
     last: dict = field(default_factory=dict)  # id -> row dict, or None when the app deleted it
     ops: int = 0
+    error: str | None = None  # why the writer stopped before it was told to
 
 
 def sql(w: LocalWorker, statement: str) -> int:
@@ -38,7 +40,9 @@ def sql(w: LocalWorker, statement: str) -> int:
     for _ in range(600):
         try:
             return w.sql(statement)
-        except (urllib.error.URLError, ConnectionError, OSError, TimeoutError):
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, OSError, TimeoutError):
+            # A kill can cut the answer short (IncompleteRead): the statement may or may not
+            # have run, and running it again is safe.
             time.sleep(0.2)
     raise RuntimeError("the writer could not reach the Worker")
 
@@ -110,7 +114,13 @@ def writer_soak(w: LocalWorker, date: str, kills: int, rng: random.Random) -> Ve
     originals = w.rows(date)
     w.start()
     out, stop = Writes(), threading.Event()
-    thread = threading.Thread(target=writer, args=(w, date, originals, random.Random(rng.random()), stop, out))
+    def write() -> None:
+        try:
+            writer(w, date, originals, random.Random(rng.random()), stop, out)
+        except Exception as e:  # reported below: a soak whose writer died proves less
+            out.error = f"{type(e).__name__}: {e}"
+
+    thread = threading.Thread(target=write)
     thread.start()
     seen = []
     try:
@@ -129,6 +139,8 @@ def writer_soak(w: LocalWorker, date: str, kills: int, rng: random.Random) -> Ve
     finally:
         stop.set()
         thread.join()
+    if out.error:
+        raise RuntimeError(f"the writer died after {out.ops} writes: {out.error}")
     # The writer is done: archive whatever it left, until the date is truly empty or stable.
     for _ in range(5):
         st = w.archive(date)
