@@ -462,16 +462,14 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
             other => panic!("{other:?}"),
         };
         let lines_of = |s: &d1_archiver::core::sql::Statement| {
-            if s.sql == DELETE_BATCH {
-                return count("SELECT count(*) FROM json_each(?1)", &s.params[0])
-                    + count("SELECT count(*) FROM json_each(CAST(unhex(?1) AS TEXT))", &s.params[2]);
-            }
-            let entries = "FROM json_each(?1) AS bucket, json_each(bucket.value)";
-            count(&format!("SELECT count(*) {entries}"), &s.params[0])
-                + count(
-                    &format!("SELECT count(*) {}", entries.replace("?1", "CAST(unhex(?1) AS TEXT)")),
-                    &s.params[6],
-                )
+            let (from, wide) = if s.sql == DELETE_BATCH {
+                ("json_each(LINES)", 2)
+            } else {
+                ("json_each(LINES) AS bucket, json_each(bucket.value)", 6)
+            };
+            let n =
+                |lines: &str, p: &Param| count(&format!("SELECT count(*) FROM {}", from.replace("LINES", lines)), p);
+            n("?1", &s.params[0]) + n("CAST(unhex(?1) AS TEXT)", &s.params[wide])
         };
         stmts.iter().filter(|s| s.sql == sql).map(lines_of).collect()
     };
