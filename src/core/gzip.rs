@@ -325,7 +325,7 @@ pub fn count_lines(raw: &[u8]) -> Result<u64, String> {
     if raw.last().is_some_and(|b| *b != b'\n') {
         return Err("the last line is not terminated".into());
     }
-    Ok(raw.iter().filter(|b| **b == b'\n').count() as u64)
+    Ok(memchr::memchr_iter(b'\n', raw).count() as u64)
 }
 
 #[cfg(test)]
