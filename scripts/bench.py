@@ -29,26 +29,10 @@ from localworker import ROOT, LocalWorker, single_member_gunzip  # noqa: E402
 MIB = 1048576
 
 
-def workerd_pids(leader: int) -> list:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-            comm = stat[stat.index("(") + 1: stat.rindex(")")]
-            pgrp = int(stat[stat.rindex(")") + 2:].split()[2])
-        except (OSError, ValueError):
-            continue
-        if pgrp == leader and comm.startswith("workerd"):
-            pids.append(int(p.name))
-    return pids
-
-
 def rss(worker: LocalWorker, field: str) -> int:
     """VmRSS (now) or VmHWM (peak) of the worker's workerd processes, bytes."""
     total = 0
-    for pid in workerd_pids(worker.proc.pid):
+    for pid in worker.workerd_pids():
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 total += int(line.split()[1]) * 1024

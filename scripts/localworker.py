@@ -127,6 +127,22 @@ class LocalWorker:
                 time.sleep(0.3)
         raise RuntimeError(f"wrangler dev did not come up: {self.log_path.read_text()[-3000:]}")
 
+    def workerd_pids(self) -> list[int]:
+        """The workerd processes of this `wrangler dev` (its process group)."""
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                stat = (p / "stat").read_text()
+                comm = stat[stat.index("(") + 1: stat.rindex(")")]
+                pgrp = int(stat[stat.rindex(")") + 2:].split()[2])
+            except (OSError, ValueError):
+                continue
+            if pgrp == self.proc.pid and comm.startswith("workerd"):
+                pids.append(int(p.name))
+        return pids
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:
             return

@@ -62,12 +62,7 @@ def template(rows: int, phase: str) -> Path:
     return path
 
 
-def workerd_pids(w: LocalWorker) -> list[str]:
-    out = subprocess.run(["pgrep", "-s", str(os.getpgid(w.proc.pid)), "workerd"], capture_output=True, text=True)
-    return out.stdout.split()
-
-
-def cpu_seconds(pids: list[str]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -124,9 +119,9 @@ def main() -> int:
     w = LocalWorker(work, vars={"AUTO_CLEANUP": "false", "PARQUET": "true" if a.parquet else "false"})
     w.start()
     try:
-        pids = workerd_pids(w)
+        pids = w.workerd_pids()
         perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", str(work / "perf.data"),
-                                 "-p", ",".join(pids)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "-p", ",".join(map(str, pids))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         cpu, started = cpu_seconds(pids), time.time()
         if a.phase == "export":
