@@ -284,7 +284,7 @@ macro_rules! batch_lines {
 /// [`batch_lines`] as the materialised table `l`, for a statement that reads its lines more than
 /// once. The lines' text is materialised first (`raw`): `json_each` renders a line's `value`
 /// anew each time it is read, and the columns of `l` read it five times. Natively, over the
-/// bench's day, this took a restore's check from 16–19 to 13–16 µs per line.
+/// bench's day, this took a restore's check from 14–19 to 12–16 µs per line.
 macro_rules! materialised_lines {
     ($wide:literal) => {
         concat!(
@@ -1101,7 +1101,7 @@ macro_rules! plain_kv {
 /// The lines are materialised once, as their text alone: read straight from `json_each`, each
 /// of the 12 uses of a line would render it again. With no BLOB among them, a value is what
 /// `->>` reads (no `json_type` first). Natively, over the bench's day, both together took the
-/// insert from 15–18 to 7–8 µs per line.
+/// insert from 15–18 to 7.4 µs per line.
 pub const RESTORE_KEYED: &str = concat!(
     "INSERT INTO traffic_events (",
     all_columns!(name, ", "),
