@@ -51,7 +51,9 @@ fn a_day_comes_back_exactly_and_archiving_it_again_gives_the_same_bytes() {
             ('', '/empty', 'GET', 200, 1e300, 'h', NULL, NULL, -1, '{DATE}', 0, 1),
             (NULL, '/null 🚀', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
             (NULL, '/null 🚀', 'GET', 200, 5e-324, 'h', NULL, NULL, 2, '{DATE}', 0, 2),
-            (x'00ff', x'01', 'GET', 'x', 'y', 'h', x'', NULL, 3, '{DATE}', 'z1', 'z')"
+            (x'00ff', x'01', 'GET', 'x', 'y', 'h', x'', NULL, 3, '{DATE}', 'z1', 'z'),
+            ('0-blobs', x'2f', 'GET', 200, x'0aff', 'h', x'00', NULL, 4, '{DATE}', 0, NULL),
+            ('0-blob-lookalike', '{{\"$blob\":\"2F\"}}', 'GET', 200, '{{\"$blob\":\"00\"}}', 'h', NULL, NULL, 5, '{DATE}', 0, NULL)"
         ))
         .unwrap();
     let originals = rows_of(w.sql(), DATE);
@@ -70,7 +72,7 @@ fn a_day_comes_back_exactly_and_archiving_it_again_gives_the_same_bytes() {
     let r = st.restore.unwrap();
     assert_eq!(
         (r.inserted, r.already_present, r.conflicts, r.done),
-        (2_505, 0, 0, true)
+        (2_507, 0, 0, true)
     );
     let (status, ..) = w.metadata().unwrap();
     assert_eq!(status, "restored");

@@ -1112,8 +1112,9 @@ pub const RESTORE_KEYED: &str = concat!(
     " FROM l WHERE changes() = 1 ON CONFLICT (id) DO NOTHING"
 );
 
-/// [`RESTORE_KEYED`] for the other lines (NULL, BLOB and escaped ids, BLOB values) of date `?2`. A NULL-id
-/// line is inserted only while D1 holds fewer equal rows than the batch holds copies of it.
+/// [`RESTORE_KEYED`] for the other lines (NULL, BLOB and escaped ids, BLOB values) of date
+/// `?2`. A NULL-id line is inserted only while D1 holds fewer equal rows than the batch holds
+/// copies of it.
 pub const RESTORE_BATCH: &str = concat!(
     "INSERT INTO traffic_events (",
     all_columns!(name, ", "),
