@@ -28,7 +28,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use parquet::basic::{Compression, Encoding, GzipLevel};
+use parquet::basic::{Compression, Encoding, GzipLevel, Type as PhysicalType};
 use parquet::column::page::{CompressedPage, PageWriteSpec, PageWriter};
 use parquet::column::writer::{get_column_writer, ColumnCloseResult, ColumnWriter};
 use parquet::data_type::ByteArray;
@@ -38,7 +38,8 @@ use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedW
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::{ColumnPath, SchemaDescriptor, TypePtr};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use crate::core::sql::{self, COLUMNS};
 
 /// The table's columns in table order, then `_other_types`: the schema of files written before
 /// `_blobs` existed ([`check_footer`] accepts them).
@@ -157,62 +158,6 @@ fn props() -> WriterPropertiesPtr {
 // -------------------------------------------------------------------------------------------------
 // Decoding a line into typed values
 
-/// The columns' declared types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Declared {
-    Text,
-    Integer,
-    Real,
-}
-
-/// One line, each value still as its JSON text.
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(borrow)]
-    id: &'a RawValue,
-    #[serde(borrow)]
-    path: &'a RawValue,
-    #[serde(borrow)]
-    method: &'a RawValue,
-    #[serde(borrow)]
-    status: &'a RawValue,
-    #[serde(borrow)]
-    response_time: &'a RawValue,
-    #[serde(borrow)]
-    client_ip_hash: &'a RawValue,
-    #[serde(borrow)]
-    user_agent: &'a RawValue,
-    #[serde(borrow)]
-    country: &'a RawValue,
-    #[serde(borrow)]
-    timestamp: &'a RawValue,
-    #[serde(borrow)]
-    event_date: &'a RawValue,
-    #[serde(borrow)]
-    is_error: &'a RawValue,
-    #[serde(borrow)]
-    created_at: &'a RawValue,
-}
-
-impl<'a> Line<'a> {
-    fn values(&self) -> [&'a RawValue; 12] {
-        [
-            self.id,
-            self.path,
-            self.method,
-            self.status,
-            self.response_time,
-            self.client_ip_hash,
-            self.user_agent,
-            self.country,
-            self.timestamp,
-            self.event_date,
-            self.is_error,
-            self.created_at,
-        ]
-    }
-}
-
 /// A JSON value of a line, classified by the SQLite type it came from.
 enum Value {
     Null,
@@ -231,14 +176,21 @@ struct BlobObject<'a> {
     hex: &'a str,
 }
 
-fn classify(raw: &RawValue) -> Result<Value, ParquetError> {
-    let text = raw.get();
+fn classify(text: &str) -> Result<Value, ParquetError> {
     let bad = || ParquetError(format!("line value {text:.60} is not a value the archive writes"));
     Ok(match text.as_bytes().first() {
-        Some(b'n') => Value::Null,
+        _ if text == "null" => Value::Null,
         Some(b'"') => {
-            let s: std::borrow::Cow<'_, str> = serde_json::from_str(text).map_err(|_| bad())?;
-            Value::Text(ByteArray::from(s.as_bytes().to_vec()))
+            // Without an escape (or a character JSON must escape), the text between the quotes
+            // is the value's own UTF-8.
+            let plain = text[1..]
+                .strip_suffix('"')
+                .filter(|inner| !inner.bytes().any(|b| b == b'\\' || b == b'"' || b < 0x20));
+            let bytes = match plain {
+                Some(inner) => inner.as_bytes().to_vec(),
+                None => serde_json::from_str::<String>(text).map_err(|_| bad())?.into_bytes(),
+            };
+            Value::Text(ByteArray::from(bytes))
         }
         Some(b'{') => {
             let blob: BlobObject<'_> = serde_json::from_str(text).map_err(|_| bad())?;
@@ -259,6 +211,19 @@ enum Values {
     Text(Vec<ByteArray>),
     Integer(Vec<i64>),
     Real(Vec<f64>),
+}
+
+impl Values {
+    /// Whether `value` is of the column's type (NULL is, in every column).
+    fn takes(&self, value: &Value) -> bool {
+        matches!(
+            (self, value),
+            (_, Value::Null)
+                | (Values::Text(_), Value::Text(_))
+                | (Values::Integer(_), Value::Integer(_))
+                | (Values::Real(_), Value::Real(_))
+        )
+    }
 }
 
 /// The rows of a batch, column by column (`defs` only for optional columns), and their BLOBs.
@@ -304,33 +269,18 @@ impl Blobs {
     }
 }
 
-const DECLARED: [(Declared, bool); 13] = [
-    (Declared::Text, true),     // id
-    (Declared::Text, false),    // path
-    (Declared::Text, false),    // method
-    (Declared::Integer, false), // status
-    (Declared::Real, false),    // response_time
-    (Declared::Text, false),    // client_ip_hash
-    (Declared::Text, true),     // user_agent
-    (Declared::Text, true),     // country
-    (Declared::Integer, false), // timestamp
-    (Declared::Text, false),    // event_date
-    (Declared::Integer, false), // is_error
-    (Declared::Integer, true),  // created_at
-    (Declared::Text, true),     // _other_types
-];
-
 impl Batch {
-    fn new() -> Batch {
-        let columns = DECLARED
+    /// Buffers for the table's columns and `_other_types`, typed and nullable as `descr` says.
+    fn new(descr: &SchemaDescriptor) -> Batch {
+        let columns = descr.columns()[..=COLUMNS.len()]
             .iter()
-            .map(|(t, nullable)| {
-                let values = match t {
-                    Declared::Text => Values::Text(Vec::with_capacity(BATCH_ROWS)),
-                    Declared::Integer => Values::Integer(Vec::with_capacity(BATCH_ROWS)),
-                    Declared::Real => Values::Real(Vec::with_capacity(BATCH_ROWS)),
+            .map(|c| {
+                let values = match c.physical_type() {
+                    PhysicalType::INT64 => Values::Integer(Vec::with_capacity(BATCH_ROWS)),
+                    PhysicalType::DOUBLE => Values::Real(Vec::with_capacity(BATCH_ROWS)),
+                    _ => Values::Text(Vec::with_capacity(BATCH_ROWS)),
                 };
-                (values, nullable.then(|| Vec::with_capacity(BATCH_ROWS)))
+                (values, (c.max_def_level() > 0).then(|| Vec::with_capacity(BATCH_ROWS)))
             })
             .collect();
         Batch {
@@ -342,33 +292,29 @@ impl Batch {
 
     /// Appends one JSONL line (without its newline).
     fn push(&mut self, line: &[u8]) -> Result<(), ParquetError> {
-        let parsed: Line<'_> = serde_json::from_slice(line)
-            .map_err(|e| ParquetError(format!("a JSONL line does not have the table's columns: {e}")))?;
-        let mut other: Vec<(&str, &RawValue)> = Vec::new();
+        let values = std::str::from_utf8(line).ok().and_then(sql::cut).ok_or_else(|| {
+            ParquetError(format!(
+                "a JSONL line does not have the table's columns in order: {:.60}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        let mut other: Vec<(&str, &str)> = Vec::new();
         let mut blobs: Vec<(&str, ByteArray)> = Vec::new();
-        for (i, raw) in parsed.values().into_iter().enumerate() {
+        for (i, raw) in values.into_iter().enumerate() {
             let value = match classify(raw)? {
                 Value::Blob(bytes) => {
-                    blobs.push((crate::core::sql::COLUMNS[i], bytes));
+                    blobs.push((COLUMNS[i], bytes));
                     Value::Null
                 }
                 value => value,
             };
-            let (declared, nullable) = DECLARED[i];
-            let fits = matches!(
-                (&value, declared),
-                (Value::Null, _)
-                    | (Value::Text(_), Declared::Text)
-                    | (Value::Integer(_), Declared::Integer)
-                    | (Value::Real(_), Declared::Real)
-            );
-            let value = if fits {
+            let value = if self.columns[i].0.takes(&value) {
                 value
             } else {
-                other.push((crate::core::sql::COLUMNS[i], raw));
+                other.push((COLUMNS[i], raw));
                 Value::Null
             };
-            self.put(i, value, nullable)?;
+            self.put(i, value)?;
         }
         let other = (!other.is_empty()).then(|| {
             let mut json = String::from("{");
@@ -379,19 +325,20 @@ impl Batch {
                 json.push('"');
                 json.push_str(name);
                 json.push_str("\":");
-                json.push_str(raw.get());
+                json.push_str(raw);
             }
             json.push('}');
             Value::Text(ByteArray::from(json.into_bytes()))
         });
-        self.put(DECLARED.len() - 1, other.unwrap_or(Value::Null), true)?;
+        self.put(COLUMNS.len(), other.unwrap_or(Value::Null))?;
         self.blobs.push_row(blobs);
         self.rows += 1;
         Ok(())
     }
 
-    fn put(&mut self, column: usize, value: Value, nullable: bool) -> Result<(), ParquetError> {
+    fn put(&mut self, column: usize, value: Value) -> Result<(), ParquetError> {
         let (values, defs) = &mut self.columns[column];
+        let nullable = defs.is_some();
         let present = !matches!(value, Value::Null);
         if let Some(d) = defs {
             d.push(i16::from(present));
@@ -506,13 +453,14 @@ impl FileWriter {
         let schema = schema();
         let descr = Arc::new(SchemaDescriptor::new(schema.clone()));
         let file = SerializedFileWriter::new(FileBytes::default(), schema, props.clone())?;
+        let batch = Batch::new(&descr);
         Ok(FileWriter {
             file,
             props,
             descr,
             columns: Vec::new(),
             spare: Vec::new(),
-            batch: Batch::new(),
+            batch,
             group_rows: 0,
             rows: 0,
             row_groups: 0,
@@ -751,6 +699,28 @@ mod tests {
             [(Field::Str("id".into()), Field::Bytes(ByteArray::from(vec![0x00, 0xff])))]
         );
         assert_eq!(check_footer(&bytes, bytes.len() as u64, 3).unwrap().rows, 3);
+    }
+
+    #[test]
+    fn texts_come_out_as_their_strings_escaped_or_not() {
+        let texts = [
+            (r#""plain /搜索 🚀""#, "plain /搜索 🚀"),
+            (r#""q\"uote\\ \/ \u00e9\u0001\t""#, "q\"uote\\ / é\u{1}\t"),
+            (r#""""#, ""),
+        ];
+        let lines: Vec<String> = texts.iter().map(|(json, _)| line(json, "1")).collect();
+        let reader = SerializedFileReader::new(Bytes::from(encode(&lines))).unwrap();
+        let ids: Vec<Field> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap().get_column_iter().next().unwrap().1.clone())
+            .collect();
+        let want: Vec<Field> = texts.iter().map(|(_, s)| Field::Str(s.to_string())).collect();
+        assert_eq!(ids, want);
+        let mut w = FileWriter::new().unwrap();
+        for bad in ["\"a\u{1}\"", "\"a\"b\"", "\"a", "nil", "1x"] {
+            assert!(w.push_line(line(bad, "1").as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -862,8 +862,8 @@ impl<'a> Keyed<'a> {
 /// A line's JSON value of every column of [`COLUMNS`], if it has every column in order and
 /// nothing else. Keys are found outside strings: inside one, every `"` follows a backslash, so
 /// `,"` never occurs there, nor in a BLOB's `{"$blob":"HEX"}`; a value holding `,"` is no value
-/// of a column and the line is not cut.
-fn cut(line: &str) -> Option<[&str; COLUMNS.len()]> {
+/// of a column and the line is not cut. Cleaning and the Parquet writer read lines through it.
+pub fn cut(line: &str) -> Option<[&str; COLUMNS.len()]> {
     let mut rest = line.strip_prefix(r#"{"id":"#)?.strip_suffix('}')?;
     let mut values = [""; COLUMNS.len()];
     for (i, column) in COLUMNS.iter().enumerate().skip(1) {
