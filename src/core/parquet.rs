@@ -706,6 +706,7 @@ mod tests {
         let texts = [
             (r#""plain /搜索 🚀""#, "plain /搜索 🚀"),
             (r#""q\"uote\\ \/ \u00e9\u0001\t""#, "q\"uote\\ / é\u{1}\t"),
+            (r#""\u00e9\t\\""#, "é\t\\"),
             (r#""""#, ""),
         ];
         let lines: Vec<String> = texts.iter().map(|(json, _)| line(json, "1")).collect();
