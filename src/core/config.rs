@@ -185,48 +185,27 @@ macro_rules! config {
 }
 
 config! {
-    retention_days: u32 = "RETENTION_DAYS", "3", int(1, 3650, "1..=3650 days"),
-        "dates older than this many days (UTC) are archived";
-    prefix: String = "ARCHIVE_PREFIX", "traffic_events", Rule::Text,
-        "key prefix in the bucket";
-    part_size: u64 = "PART_SIZE_BYTES", "5242880", int(R2_MIN_PART_SIZE, MAX_PART_SIZE, "5 MiB (R2's minimum) ..= 32 MiB"),
-        "multipart part size; every part but the last has exactly this size";
-    page_rows: u32 = "PAGE_ROWS", "2000", int(1, 50_000, "1..=50000"),
-        "most rows per D1 query of the export scan";
-    page_bytes: u64 = "PAGE_BYTES", "1048576", int(65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB"),
-        "JSON bytes per D1 query of the export scan; pages shrink when rows are large, from the first page of every step";
-    step_rows: u64 = "STEP_ROWS", "200000", int(1, 10_000_000, "1..=10000000"),
-        "rows per export step (one alarm)";
-    step_bytes: u64 = "STEP_BYTES", "67108864", int(65_536, 1 << 30, "64 KiB ..= 1 GiB"),
-        "uncompressed bytes per export or verification step";
-    piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"),
-        "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";
-    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1500000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"),
-        "archived lines per DELETE or INSERT statement, in bytes of JSON";
-    clean_step_rows: u64 = "CLEAN_STEP_ROWS", "200000", int(1, 50_000_000, "1..=50000000"),
-        "rows deleted or restored per step";
-    max_attempts: u32 = "MAX_ATTEMPTS", "6", int(1, 100, "1..=100"),
-        "consecutive failures of a step (or export restarts) before the date is failed";
-    backoff_base_ms: u64 = "BACKOFF_BASE_MS", "2000", int(1, 3_600_000, "1 ms ..= 1 h"),
-        "first retry delay; it doubles per attempt";
-    backoff_max_ms: u64 = "BACKOFF_MAX_MS", "300000", int(1, 86_400_000, "1 ms ..= 1 day"),
-        "longest retry delay";
-    level: u8 = "COMPRESSION_LEVEL", "5", int(0, 9, "0..=9"),
-        "deflate level";
-    parquet: bool = "PARQUET", "false", Rule::Bool,
-        "also write each archive as Parquet files beside the JSONL (one per export step; steps stop at 100,000 rows then); fixed when an export starts";
-    auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool,
-        "false: archive, inspect, then POST /admin/trigger-cleanup";
-    max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"),
-        "dates with work of their own at once; the cron starts due dates only into free slots";
-    cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"),
-        "failed dates the daily cron resumes per run";
-    restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, 365, "1..=365 days"),
-        "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
-    test_hooks: bool = "TEST_HOOKS", "false", Rule::Bool,
-        "tests only: serves /admin/test/* and the naive benchmark, and lets FAULT_INJECT act; /admin/health reports it";
-    fault_inject: String = "FAULT_INJECT", "", Rule::Text,
-        "tests only (needs TEST_HOOKS): `d1:K:C,r2:K:C` fails C calls of a service from its K-th";
+    retention_days: u32 = "RETENTION_DAYS", "3", int(1, 3650, "1..=3650 days"), "dates older than this many days (UTC) are archived";
+    prefix: String = "ARCHIVE_PREFIX", "traffic_events", Rule::Text, "key prefix in the bucket";
+    part_size: u64 = "PART_SIZE_BYTES", "5242880", int(R2_MIN_PART_SIZE, MAX_PART_SIZE, "5 MiB (R2's minimum) ..= 32 MiB"), "multipart part size; every part but the last has exactly this size";
+    page_rows: u32 = "PAGE_ROWS", "2000", int(1, 50_000, "1..=50000"), "most rows per D1 query of the export scan";
+    page_bytes: u64 = "PAGE_BYTES", "1048576", int(65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB"), "JSON bytes per D1 query of the export scan; pages shrink when rows are large, from the first page of every step";
+    step_rows: u64 = "STEP_ROWS", "200000", int(1, 10_000_000, "1..=10000000"), "rows per export step (one alarm)";
+    step_bytes: u64 = "STEP_BYTES", "67108864", int(65_536, 1 << 30, "64 KiB ..= 1 GiB"), "uncompressed bytes per export or verification step";
+    piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"), "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";
+    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1500000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"), "archived lines per DELETE or INSERT statement, in bytes of JSON";
+    clean_step_rows: u64 = "CLEAN_STEP_ROWS", "200000", int(1, 50_000_000, "1..=50000000"), "rows deleted or restored per step";
+    max_attempts: u32 = "MAX_ATTEMPTS", "6", int(1, 100, "1..=100"), "consecutive failures of a step (or export restarts) before the date is failed";
+    backoff_base_ms: u64 = "BACKOFF_BASE_MS", "2000", int(1, 3_600_000, "1 ms ..= 1 h"), "first retry delay; it doubles per attempt";
+    backoff_max_ms: u64 = "BACKOFF_MAX_MS", "300000", int(1, 86_400_000, "1 ms ..= 1 day"), "longest retry delay";
+    level: u8 = "COMPRESSION_LEVEL", "5", int(0, 9, "0..=9"), "deflate level";
+    parquet: bool = "PARQUET", "false", Rule::Bool, "also write each archive as Parquet files beside the JSONL (one per export step; steps stop at 100,000 rows then); fixed when an export starts";
+    auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool, "false: archive, inspect, then POST /admin/trigger-cleanup";
+    max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"), "dates with work of their own at once; the cron starts due dates only into free slots";
+    cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"), "failed dates the daily cron resumes per run";
+    restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, 365, "1..=365 days"), "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
+    test_hooks: bool = "TEST_HOOKS", "false", Rule::Bool, "tests only: serves /admin/test/* and the naive benchmark, and lets FAULT_INJECT act; /admin/health reports it";
+    fault_inject: String = "FAULT_INJECT", "", Rule::Text, "tests only (needs TEST_HOOKS): `d1:K:C,r2:K:C` fails C calls of a service from its K-th";
 }
 
 impl Default for Config {

@@ -114,58 +114,25 @@ pub const COLUMNS: [&str; 12] = [
 /// the Worker as a number instead and [`crate::core::jsonl`] splices it into the line.
 pub const REAL_COLUMN: &str = "response_time";
 
-/// Expands `$each!("col")` for every column, joined by `$sep` (the columns before and after
-/// the REAL one can be named separately). Named in runs, so that [`keyed_columns`] can leave
-/// out the id and the date: the columns between the id and the REAL one, between the REAL one
-/// and the date, and after the date.
-macro_rules! after_id {
-    ($each:ident, $sep:literal) => {
-        concat!($each!("path"), $sep, $each!("method"), $sep, $each!("status"))
-    };
+/// Expands `$each!("col")` for every column of a set, joined by `$sep`. The sets, each in
+/// table order (a test checks them against [`COLUMNS`]):
+/// - `all`: every column;
+/// - `head` and `tail`: the columns before and after the REAL one;
+/// - `wire`: all but the REAL one and the date (what an export page selects as one text);
+/// - `keyed`: all but the id, the REAL one and the date (what [`DELETE_KEYED`] compares).
+#[rustfmt::skip]
+macro_rules! columns {
+    (all, $each:ident, $sep:literal) => { join!($each, $sep; "id", "path", "method", "status", "response_time", "client_ip_hash", "user_agent", "country", "timestamp", "event_date", "is_error", "created_at") };
+    (head, $each:ident, $sep:literal) => { join!($each, $sep; "id", "path", "method", "status") };
+    (tail, $each:ident, $sep:literal) => { join!($each, $sep; "client_ip_hash", "user_agent", "country", "timestamp", "event_date", "is_error", "created_at") };
+    (wire, $each:ident, $sep:literal) => { join!($each, $sep; "id", "path", "method", "status", "client_ip_hash", "user_agent", "country", "timestamp", "is_error", "created_at") };
+    (keyed, $each:ident, $sep:literal) => { join!($each, $sep; "path", "method", "status", "client_ip_hash", "user_agent", "country", "timestamp", "is_error", "created_at") };
 }
-macro_rules! before_date {
-    ($each:ident, $sep:literal) => {
-        concat!(
-            $each!("client_ip_hash"),
-            $sep,
-            $each!("user_agent"),
-            $sep,
-            $each!("country"),
-            $sep,
-            $each!("timestamp")
-        )
-    };
-}
-macro_rules! after_date {
-    ($each:ident, $sep:literal) => {
-        concat!($each!("is_error"), $sep, $each!("created_at"))
-    };
-}
-macro_rules! head_columns {
-    ($each:ident, $sep:literal) => {
-        concat!($each!("id"), $sep, after_id!($each, $sep))
-    };
-}
-macro_rules! tail_columns {
-    ($each:ident, $sep:literal) => {
-        concat!(
-            before_date!($each, $sep),
-            $sep,
-            $each!("event_date"),
-            $sep,
-            after_date!($each, $sep)
-        )
-    };
-}
-macro_rules! all_columns {
-    ($each:ident, $sep:literal) => {
-        concat!(
-            head_columns!($each, $sep),
-            $sep,
-            $each!("response_time"),
-            $sep,
-            tail_columns!($each, $sep)
-        )
+
+/// `$each!(c)` for every literal `c`, joined by `$sep`.
+macro_rules! join {
+    ($each:ident, $sep:literal; $first:literal $(, $c:literal)*) => {
+        concat!($each!($first) $(, $sep, $each!($c))*)
     };
 }
 
@@ -186,29 +153,15 @@ macro_rules! kv_of_t {
     () => {
         concat!(
             "json_object(",
-            head_columns!(encode_t, ", "),
+            columns!(head, encode_t, ", "),
             ", ",
-            tail_columns!(encode_t, ", "),
+            columns!(tail, encode_t, ", "),
             ")"
         )
     };
 }
 
-/// The columns [`DELETE_KEYED`] compares as one JSON array, in table order: all but the id (the
-/// key its line is found by), `event_date` (the statement's date) and the REAL column (apart).
-macro_rules! keyed_columns {
-    ($each:ident, $sep:literal) => {
-        concat!(
-            after_id!($each, $sep),
-            $sep,
-            before_date!($each, $sep),
-            $sep,
-            after_date!($each, $sep)
-        )
-    };
-}
-
-/// How many columns [`keyed_columns`] names: all but the id, `event_date` and the REAL column.
+/// How many columns `columns!(keyed, …)` names: all but the id, `event_date` and the REAL column.
 const KEYED_VALUES: usize = COLUMNS.len() - 3;
 
 /// A column's value (`$p` prefixes it) as the export wrote it in JSON: BLOBs as
@@ -235,10 +188,10 @@ macro_rules! value_t {
     };
 }
 
-/// Row `t`'s [`keyed_columns`] as the JSON array of the values the export wrote for them.
+/// Row `t`'s `columns!(keyed, …)` as the JSON array of the values the export wrote for them.
 macro_rules! keyed_values_of_t {
     () => {
-        concat!("json_array(", keyed_columns!(value_t, ", "), ")")
+        concat!("json_array(", columns!(keyed, value_t, ", "), ")")
     };
 }
 
@@ -346,9 +299,9 @@ macro_rules! same_row_exact {
             "(",
             same_row!(),
             " AND ",
-            head_columns!(reads_back_t, " AND "),
+            columns!(head, reads_back_t, " AND "),
             " AND ",
-            tail_columns!(reads_back_t, " AND "),
+            columns!(tail, reads_back_t, " AND "),
             ")"
         )
     };
@@ -381,11 +334,11 @@ macro_rules! decode_rt {
 macro_rules! decode_line {
     () => {
         concat!(
-            head_columns!(decode_kv, ", "),
+            columns!(head, decode_kv, ", "),
             ", ",
             decode_rt!(),
             ", ",
-            tail_columns!(decode_kv, ", ")
+            columns!(tail, decode_kv, ", ")
         )
     };
 }
@@ -423,9 +376,7 @@ macro_rules! export_select {
         concat!(
             "SELECT ",
             $key,
-            head_columns!(wire_value, ""),
-            before_date!(wire_value, ""),
-            after_date!(wire_value, ""),
+            columns!(wire, wire_value, ""),
             " AS line,",
             " CASE typeof(response_time) WHEN 'real' THEN response_time",
             " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
@@ -660,7 +611,7 @@ macro_rules! keyed_row {
 }
 
 /// True when row `t` equals its line in every column, with its type, for a [`keyed_row`]: its id
-/// is the key its line was found by, its date the statement's; the [`keyed_columns`] rendered
+/// is the key its line was found by, its date the statement's; the `columns!(keyed, …)` rendered
 /// as the export wrote them and compared with the line's values as text (`?1`, or `?7` for the
 /// lines [`keyed_statement`] sends as hex); a REAL compared exactly with the line's REAL (`?5`,
 /// only lines whose value was a REAL); any other value compared typed with the line's (`?6`,
@@ -716,7 +667,7 @@ pub const DELETE_KEYED: &str = concat!(delete_keyed!(), " ELSE 0 END");
 pub const DELETE_KEYED_REALS: &str = concat!(
     delete_keyed!(),
     " AND ",
-    keyed_columns!(reads_back_t, " AND "),
+    columns!(keyed, reads_back_t, " AND "),
     " ELSE 0 END"
 );
 
@@ -814,7 +765,7 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
 struct Keyed<'a> {
     id: &'a str,
     line: &'a str,
-    /// The values of the [`keyed_columns`], as the line wrote them.
+    /// The values of the `columns!(keyed, …)`, as the line wrote them.
     values: [&'a str; KEYED_VALUES],
     /// The REAL column's value.
     rt: &'a str,
@@ -853,7 +804,7 @@ impl<'a> Keyed<'a> {
         self.values.iter().chain([&self.rt]).any(|v| v.starts_with('{'))
     }
 
-    /// Whether the id and the [`keyed_columns`] are all [`is_narrow`].
+    /// Whether the id and the `columns!(keyed, …)` are all [`is_narrow`].
     fn is_narrow(&self) -> bool {
         std::iter::once(self.id).chain(self.values).all(is_narrow)
     }
@@ -903,7 +854,7 @@ fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>)
     (keyed, others)
 }
 
-/// The keyed statement for `lines`: `?1` the arrays of the lines' [`keyed_columns`], `?5` the
+/// The keyed statement for `lines`: `?1` the arrays of the lines' `columns!(keyed, …)`, `?5` the
 /// REAL values, `?6` the other values, all keyed by id in buckets; `?2` the date; `?3 ..= ?4`
 /// the ids; `?7` the arrays of the lines whose id or values hold a character past U+00FF, as
 /// the hex of their UTF-8 (SQLite reads it back with `CAST(unhex(?7) AS TEXT)`).
@@ -981,15 +932,7 @@ impl<'a> KeyedObject<'a> {
 
     /// Adds `id`: the JSON array of `values`.
     fn entry_array(&mut self, id: &'a str, values: &[&str]) {
-        let out = self.entry(id);
-        out.push('[');
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(v);
-        }
-        out.push(']');
+        push_json_array(self.entry(id), values);
     }
 
     fn finish(self) -> String {
@@ -1064,15 +1007,20 @@ fn is_narrow(s: &str) -> bool {
 /// Lines as one JSON array.
 pub fn json_array(lines: &[&str]) -> String {
     let mut out = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+    push_json_array(&mut out, lines);
+    out
+}
+
+/// Appends the JSON array of `values` (each already JSON) to `out`.
+fn push_json_array(out: &mut String, values: &[&str]) {
     out.push('[');
-    for (i, line) in lines.iter().enumerate() {
+    for (i, v) in values.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(line);
+        out.push_str(v);
     }
     out.push(']');
-    out
 }
 
 /// Rows of the date still in D1, whatever they are: the final check before `d1_cleaned = 1`.
@@ -1104,11 +1052,11 @@ macro_rules! plain_kv {
 /// insert from 15–18 to 7.4 µs per line.
 pub const RESTORE_KEYED: &str = concat!(
     "INSERT INTO traffic_events (",
-    all_columns!(name, ", "),
+    columns!(all, name, ", "),
     ") WITH l AS MATERIALIZED (SELECT value AS v FROM (",
     lines_source!("?2"),
     ")) SELECT ",
-    all_columns!(plain_kv, ", "),
+    columns!(all, plain_kv, ", "),
     " FROM l WHERE changes() = 1 ON CONFLICT (id) DO NOTHING"
 );
 
@@ -1117,7 +1065,7 @@ pub const RESTORE_KEYED: &str = concat!(
 /// copies of it.
 pub const RESTORE_BATCH: &str = concat!(
     "INSERT INTO traffic_events (",
-    all_columns!(name, ", "),
+    columns!(all, name, ", "),
     ") SELECT ",
     decode_line!(),
     " FROM ",
@@ -1330,6 +1278,21 @@ mod tests {
         format!(
             r#"{{"id":"{id}","path":"/p","method":"GET","status":200,"response_time":{rt},"client_ip_hash":"h","user_agent":{ua},"country":null,"timestamp":17,"event_date":"2026-11-20","is_error":0,"created_at":{{"$blob":"0A"}}}}"#
         )
+    }
+
+    #[test]
+    fn column_sets_are_the_table_in_order() {
+        let set = |names: &'static str| names.split(',').collect::<Vec<_>>();
+        let without = |skip: &[&str]| COLUMNS.into_iter().filter(|c| !skip.contains(c)).collect::<Vec<_>>();
+        let real = COLUMNS.iter().position(|c| *c == REAL_COLUMN).unwrap();
+        assert_eq!(set(columns!(all, name, ",")), without(&[]));
+        assert_eq!(set(columns!(head, name, ",")), COLUMNS[..real]);
+        assert_eq!(set(columns!(tail, name, ",")), COLUMNS[real + 1..]);
+        assert_eq!(set(columns!(wire, name, ",")), without(&[REAL_COLUMN, "event_date"]));
+        let keyed = set(columns!(keyed, name, ","));
+        assert_eq!(keyed, without(&["id", REAL_COLUMN, "event_date"]));
+        assert_eq!(keyed.len(), KEYED_VALUES);
+        assert_eq!(set(columns!(wire, name, ",")).len(), WIRE_VALUES - 1);
     }
 
     #[test]
