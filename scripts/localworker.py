@@ -32,6 +32,13 @@ def env() -> dict:
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
     e["CI"] = "true"
     e["WRANGLER_SEND_METRICS"] = "false"
+    # wrangler 4.164 traces every binding call of a local Worker (each D1 batch with its SQL
+    # text, each R2 read: about 2,000 spans for a 1M-row cleaning) into a SQLite store of its
+    # own, for its local explorer, on the same workerd thread as the Worker, D1 and R2, and the
+    # store grows with every run (40 MB after a soak). Cloudflare has no such collector beside
+    # a Worker, so the harness turns it off; set X_LOCAL_OBSERVABILITY=true to keep it. (Its
+    # cost at 1M rows was within this machine's noise: docs/benchmarks.md.)
+    e.setdefault("X_LOCAL_OBSERVABILITY", "false")
     return e
 
 
