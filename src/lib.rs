@@ -12,6 +12,9 @@
 //! - `shell` (wasm only): the Worker — Durable Object, alarm, cron, HTTP handlers, and the
 //!   adapters from `worker` types to the ports.
 
+// A panic in the Worker stops a date mid-step; the library says why instead of unwrapping.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod api;
 pub mod core;
 pub mod engine;

@@ -457,9 +457,9 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     let by_id = |sql: &str| -> Vec<usize> {
         // A statement's lines are in `?1` and, those with a character past U+00FF, as hex in the
         // last parameter (`?7` of a keyed statement, `?3` of the join).
-        let count = |sql: &str, p: &Param| match p {
-            Param::Text(t) => w.sql().query_row(sql, [t], |r| r.get::<_, usize>(0)).unwrap(),
-            other => panic!("{other:?}"),
+        let count = |sql: &str, p: &Param| {
+            let Param::Text(t) = p else { panic!("{p:?}") };
+            w.sql().query_row(sql, [t], |r| r.get::<_, usize>(0)).unwrap()
         };
         let lines_of = |s: &d1_archiver::core::sql::Statement| {
             let (from, wide) = if s.sql == DELETE_BATCH {

@@ -125,7 +125,7 @@ impl FromParsed for u64 {
     fn from_parsed(p: Parsed) -> Self {
         match p {
             Parsed::Int(v) => v,
-            _ => 0,
+            Parsed::Bool(_) | Parsed::Text(_) => 0,
         }
     }
 }
@@ -148,7 +148,7 @@ impl FromParsed for String {
     fn from_parsed(p: Parsed) -> Self {
         match p {
             Parsed::Text(t) => t,
-            _ => String::new(),
+            Parsed::Int(_) | Parsed::Bool(_) => String::new(),
         }
     }
 }

@@ -274,7 +274,10 @@ pub fn inflate_piece(piece: &[u8], want: Expect, out: &mut Vec<u8>) -> Result<()
     match status {
         TINFLStatus::NeedsMoreInput | TINFLStatus::Done => {}
         TINFLStatus::HasMoreOutput => return Err(format!("inflates to more than {raw_len} bytes")),
-        other => return Err(format!("corrupt deflate data ({other:?}) after {used} bytes")),
+        other @ (TINFLStatus::FailedCannotMakeProgress
+        | TINFLStatus::BadParam
+        | TINFLStatus::Adler32Mismatch
+        | TINFLStatus::Failed) => return Err(format!("corrupt deflate data ({other:?}) after {used} bytes")),
     }
     if status == TINFLStatus::Done {
         return Err("a final block inside the piece".into());

@@ -81,41 +81,33 @@ fn unexpected(what: &'static str, got: &Answer) -> StepError {
 }
 
 impl Answer {
+    /// The answer `pick` takes, or an error naming `what` was asked and what came instead.
+    fn take<T>(self, what: &'static str, pick: impl FnOnce(Answer) -> Result<T, Answer>) -> Result<T, StepError> {
+        pick(self).map_err(|other| unexpected(what, &other))
+    }
     pub fn rows(self) -> Result<ResultSet, StepError> {
-        match self {
-            Answer::Rows(rs) => Ok(rs),
-            other => Err(unexpected("query", &other)),
-        }
+        self.take("query", |a| if let Answer::Rows(rs) = a { Ok(rs) } else { Err(a) })
     }
     pub fn batch(self) -> Result<Vec<ResultSet>, StepError> {
-        match self {
-            Answer::Batch(b) => Ok(b),
-            other => Err(unexpected("batch", &other)),
-        }
+        self.take("batch", |a| if let Answer::Batch(b) = a { Ok(b) } else { Err(a) })
     }
     pub fn page(self) -> Result<(String, Meta), StepError> {
-        match self {
-            Answer::Page(w, m) => Ok((w, m)),
-            other => Err(unexpected("page", &other)),
-        }
+        self.take("page", |a| if let Answer::Page(w, m) = a { Ok((w, m)) } else { Err(a) })
     }
     pub fn text(self) -> Result<String, StepError> {
-        match self {
-            Answer::UploadId(s) | Answer::Etag(s) => Ok(s),
-            other => Err(unexpected("r2 id", &other)),
-        }
+        self.take("r2 id", |a| {
+            if let Answer::UploadId(s) | Answer::Etag(s) = a {
+                Ok(s)
+            } else {
+                Err(a)
+            }
+        })
     }
     pub fn size(self) -> Result<Option<u64>, StepError> {
-        match self {
-            Answer::Size(s) => Ok(s),
-            other => Err(unexpected("r2.head", &other)),
-        }
+        self.take("r2.head", |a| if let Answer::Size(s) = a { Ok(s) } else { Err(a) })
     }
     pub fn bytes(self) -> Result<Option<Vec<u8>>, StepError> {
-        match self {
-            Answer::Bytes(b) => Ok(b),
-            other => Err(unexpected("r2.get", &other)),
-        }
+        self.take("r2.get", |a| if let Answer::Bytes(b) = a { Ok(b) } else { Err(a) })
     }
 }
 

@@ -278,7 +278,13 @@ impl Batch {
                 let values = match c.physical_type() {
                     PhysicalType::INT64 => Values::Integer(Vec::with_capacity(BATCH_ROWS)),
                     PhysicalType::DOUBLE => Values::Real(Vec::with_capacity(BATCH_ROWS)),
-                    _ => Values::Text(Vec::with_capacity(BATCH_ROWS)),
+                    // BYTE_ARRAY; the table's schema holds no other physical type.
+                    PhysicalType::BYTE_ARRAY
+                    | PhysicalType::BOOLEAN
+                    | PhysicalType::INT32
+                    | PhysicalType::INT96
+                    | PhysicalType::FLOAT
+                    | PhysicalType::FIXED_LEN_BYTE_ARRAY => Values::Text(Vec::with_capacity(BATCH_ROWS)),
                 };
                 (values, (c.max_def_level() > 0).then(|| Vec::with_capacity(BATCH_ROWS)))
             })
@@ -306,7 +312,7 @@ impl Batch {
                     blobs.push((COLUMNS[i], bytes));
                     Value::Null
                 }
-                value => value,
+                value @ (Value::Null | Value::Text(_) | Value::Integer(_) | Value::Real(_)) => value,
             };
             let value = if self.columns[i].0.takes(&value) {
                 value

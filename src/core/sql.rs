@@ -1399,9 +1399,9 @@ mod tests {
         let text_params: Vec<&str> = stmt
             .params
             .iter()
-            .map(|p| match p {
-                Param::Text(t) => t.as_str(),
-                other => panic!("{other:?}"),
+            .map(|p| {
+                let Param::Text(t) = p else { panic!("{p:?}") };
+                t.as_str()
             })
             .collect();
         let values = |ua: &str| format!(r#"["/p","GET",200,"h",{ua},null,17,0,{{"$blob":"0A"}}]"#);
@@ -1450,9 +1450,11 @@ mod tests {
         let (keyed, others) = split_keyed(&text, "2026-11-20");
         assert!(others.is_empty());
         let stmt = keyed_statement(DELETE_KEYED, &keyed, "2026-11-20");
-        let text_of = |i: usize| match &stmt.params[i] {
-            Param::Text(t) => t.clone(),
-            other => panic!("{other:?}"),
+        let text_of = |i: usize| {
+            let Param::Text(t) = &stmt.params[i] else {
+                panic!("{:?}", stmt.params[i])
+            };
+            t.clone()
         };
         let values = |ua: &str| format!(r#"["/p","GET",200,"h",{ua},null,17,0,{{"$blob":"0A"}}]"#);
         assert_eq!(

@@ -438,6 +438,26 @@ impl Phase {
             Phase::Failed(_) => "failed",
         }
     }
+
+    /// The work running now, if any (a failed date's work is stopped, not running).
+    pub fn working(&self) -> Option<&Work> {
+        match self {
+            Phase::Working(w) => Some(w),
+            Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) | Phase::Failed(_) => {
+                None
+            }
+        }
+    }
+
+    /// [`Phase::working`], to change.
+    pub fn working_mut(&mut self) -> Option<&mut Work> {
+        match self {
+            Phase::Working(w) => Some(w),
+            Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) | Phase::Failed(_) => {
+                None
+            }
+        }
+    }
 }
 
 impl Work {
@@ -445,7 +465,11 @@ impl Work {
     pub fn name(&self) -> &'static str {
         match self {
             Work::Cleaning(p) if p.purpose == Purpose::Release => "releasing",
-            other => other.into(),
+            other @ (Work::Exporting(_)
+            | Work::Completing(_)
+            | Work::Verifying(_)
+            | Work::Cleaning(_)
+            | Work::Restoring(_)) => other.into(),
         }
     }
 }
@@ -581,7 +605,12 @@ pub mod v1 {
             .collect();
         let (phase, error) = match old.phase {
             PhaseV1::Failed(f) => (*f.at, Some(f.error)),
-            other => (other, None),
+            other @ (PhaseV1::Idle
+            | PhaseV1::Exporting(_)
+            | PhaseV1::Finalizing(_)
+            | PhaseV1::Uploaded(_)
+            | PhaseV1::Cleaning(_)
+            | PhaseV1::Cleaned(_)) => (other, None),
         };
         rec.last_error = error;
         rec.phase = match phase {

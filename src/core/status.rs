@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::core::index::key_json;
 use crate::core::io::Effect;
 use crate::core::sql::{self, Key, Statement};
-use crate::core::state::{Generation, ParquetFile, Phase, Record, RestoreCounts, Stats, Work};
+use crate::core::state::{Failure, Generation, ParquetFile, Phase, Record, RestoreCounts, Stats, Work};
 
 /// RFC 3339 in UTC, for humans and `jq`.
 pub fn iso(ms: i64) -> String {
@@ -157,9 +157,8 @@ fn object_state(g: &Generation) -> &'static str {
 /// The work a record is in, whether running or failed.
 fn work_of(rec: &Record) -> Option<&Work> {
     match &rec.phase {
-        Phase::Working(w) => Some(w),
-        Phase::Failed(f) => Some(&f.work),
-        _ => None,
+        Phase::Working(w) | Phase::Failed(Failure { work: w, .. }) => Some(w),
+        Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) => None,
     }
 }
 
@@ -170,7 +169,9 @@ pub fn status(rec: &Record) -> Status {
         phase: rec.phase.name().to_string(),
         failed_in: match &rec.phase {
             Phase::Failed(f) => Some(f.work.name().to_string()),
-            _ => None,
+            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) => {
+                None
+            }
         },
         generation: newest.map_or(0, |g| g.number),
         object_key: newest.map(|g| g.key.clone()),
@@ -185,7 +186,7 @@ pub fn status(rec: &Record) -> Status {
         rows_deleted: newest.map_or(0, |g| g.rows_deleted),
         rows_pending: match rec.phase {
             Phase::Cleaned { rows_pending } => Some(rows_pending),
-            _ => None,
+            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
         },
         restore: None,
         attempts: rec.attempts,
@@ -305,7 +306,9 @@ fn key_text(k: &Option<Key>) -> Value {
         Some(Key::Text(t)) => Value::from(t.as_str()),
         other => match key_json(other) {
             Value::Null => Value::Null,
-            v => Value::from(v.to_string()),
+            v @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_) | Value::Object(_)) => {
+                Value::from(v.to_string())
+            }
         },
     }
 }
@@ -314,15 +317,21 @@ fn key_text(k: &Option<Key>) -> Value {
 /// `archive_objects` rows of `rec`, as a D1 batch.
 pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
     let newest = rec.generations.last();
-    let error = match &rec.phase {
-        Phase::Failed(f) => Some(f.error.clone()),
-        _ if rec.attempts > 0 || rec.metadata_stale => rec.last_error.clone(),
-        _ => None,
+    let error = if let Phase::Failed(f) = &rec.phase {
+        Some(f.error.clone())
+    } else if rec.attempts > 0 || rec.metadata_stale {
+        rec.last_error.clone()
+    } else {
+        None
     };
     let restore = match &rec.phase {
         Phase::Restored(h) => Some((h.counts.inserted, h.until_ms)),
         Phase::Working(Work::Restoring(r)) => Some((r.counts.inserted, r.hold_until_ms)),
-        _ => None,
+        Phase::Idle
+        | Phase::Working(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_))
+        | Phase::Uploaded { .. }
+        | Phase::Cleaned { .. }
+        | Phase::Failed(_) => None,
     };
     let generation = work_of(rec).map_or(newest.map_or(0, |g| g.number), |w| match w {
         Work::Exporting(ex) => ex.generation,
@@ -332,7 +341,7 @@ pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
     });
     let rows_pending = match rec.phase {
         Phase::Cleaned { rows_pending } => Some(rows_pending),
-        _ => None,
+        Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
     };
     let date_row = json!({
         "r2_path": newest.map(|g| g.key.clone()),
@@ -389,13 +398,9 @@ fn object_row(rec: &Record, g: &Generation, state: &str, now_ms: i64) -> Value {
 /// One `archive_objects` row per Parquet file of the verified generations (and of the one
 /// being verified), in its generation's state.
 fn parquet_rows(rec: &Record, now_ms: i64) -> Vec<Value> {
-    let verifying = match &rec.phase {
-        Phase::Working(Work::Verifying(v))
-        | Phase::Failed(crate::core::state::Failure {
-            work: Work::Verifying(v),
-            ..
-        }) => Some((&v.archive, "verifying")),
-        _ => None,
+    let verifying = match work_of(rec) {
+        Some(Work::Verifying(v)) => Some((&v.archive, "verifying")),
+        Some(Work::Exporting(_) | Work::Completing(_) | Work::Cleaning(_) | Work::Restoring(_)) | None => None,
     };
     let gens = rec.generations.iter().map(|g| (g, object_state(g))).chain(verifying);
     gens.flat_map(|(g, state)| {

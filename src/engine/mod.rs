@@ -189,9 +189,8 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
     /// fails, the record keeps it and its alarm comes back for it.
     async fn collect(&self, record: Record, cfg: &Config) -> Result<Record, EngineError> {
         let started = self.host.now_ms();
-        let step = match handle_alarm(&record, Vec::new(), started, cfg) {
-            Alarm::Run(step @ Step::Collect { .. }) => step,
-            _ => return Ok(record),
+        let Alarm::Run(step @ Step::Collect { .. }) = handle_alarm(&record, Vec::new(), started, cfg) else {
+            return Ok(record);
         };
         let (outcome, report) = self.drive(step, started).await;
         if !matches!(outcome, Outcome::Collected) {

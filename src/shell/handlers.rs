@@ -130,10 +130,10 @@ async fn relay(env: &Env, request: DoRequest) -> Result<Response, ApiError> {
 }
 
 async fn objects(env: &Env, day: Day) -> Result<Vec<ArchiveObject>, ApiError> {
-    match ask(env, &DoRequest::Objects { date: day.to_string() }).await? {
-        DoReply::Objects { objects } => Ok(objects),
-        _ => Err(ApiError::unavailable("the date's object answered something else")),
-    }
+    let DoReply::Objects { objects } = ask(env, &DoRequest::Objects { date: day.to_string() }).await? else {
+        return Err(ApiError::unavailable("the date's object answered something else"));
+    };
+    Ok(objects)
 }
 
 fn no_archive(day: Day, what: String) -> ApiError {

@@ -44,7 +44,7 @@ pub(super) async fn sql(env: &Env, text: &str) -> Result<Value, ApiError> {
                 .map(|v| match v {
                     Value::String(s) => JsValue::from_str(s),
                     Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(0.0)),
-                    _ => JsValue::NULL,
+                    Value::Null | Value::Bool(_) | Value::Array(_) | Value::Object(_) => JsValue::NULL,
                 })
                 .collect();
             (sql, params)

@@ -70,7 +70,9 @@ pub fn wire(rs: &ResultSet) -> String {
             Value::Null => {}
             Value::String(s) => wire.push_str(s),
             // JavaScript writes a double as its shortest decimal, as serde_json does.
-            other => wire.push_str(&other.to_string()),
+            other @ (Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_)) => {
+                wire.push_str(&other.to_string())
+            }
         }
     }
     wire

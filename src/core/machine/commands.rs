@@ -378,7 +378,10 @@ fn restore(
                 "{date} already has restored rows; release them first (POST /admin/release?date={date}), then restore again"
             )))
         }
-        other => {
+        other @ (Phase::Working(
+            Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_),
+        )
+        | Phase::Failed(_)) => {
             return Err(refuse(format!(
                 "{date} is {}; a restore can start only when the date is idle or cleaned. Watch GET /admin/archive-status?date={date}",
                 other.name()
@@ -448,7 +451,11 @@ fn release(mut rec: Record) -> Planning {
             rec.phase = Phase::Working(Work::Cleaning(p));
             Plan::Save(rec, Reply::Resumed)
         }
-        other => {
+        other @ (Phase::Idle
+        | Phase::Working(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_))
+        | Phase::Uploaded { .. }
+        | Phase::Cleaned { .. }
+        | Phase::Failed(_)) => {
             let name = other.name();
             return Err(refuse(format!(
                 "{date} has no restored rows to release (it is {name}); start a restore with POST /admin/restore?date={date}"

@@ -360,10 +360,12 @@ impl ExportJob {
                 self.up = Up::SinglePut;
                 Ok(())
             }
-            other => Err(StepError::BadResult(sql::BadResult {
-                statement: "export",
-                detail: format!("unexpected answer {other:?}"),
-            })),
+            other @ (Answer::Rows(_) | Answer::Batch(_) | Answer::Size(_) | Answer::Bytes(_)) => {
+                Err(StepError::BadResult(sql::BadResult {
+                    statement: "export",
+                    detail: format!("unexpected answer {other:?}"),
+                }))
+            }
         }
     }
 
@@ -394,7 +396,8 @@ impl ExportJob {
             finished: self.scan_done,
             parquet: match self.pq {
                 Pq::Done(file) => file,
-                _ => None,
+                // The scan stopped before the end of the date: the file goes on next step.
+                Pq::Off | Pq::Writing { .. } | Pq::Ready { .. } => None,
             },
             io: self.io,
         }

@@ -413,7 +413,13 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::Passed(p) => {
             let tally = match &rec.phase {
                 Phase::Working(Work::Restoring(_)) => Tally::Restore,
-                _ => Tally::Clean,
+                // A pass read back for a cleaning or a release (or one that lost to a command).
+                Phase::Idle
+                | Phase::Working(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_))
+                | Phase::Uploaded { .. }
+                | Phase::Cleaned { .. }
+                | Phase::Restored(_)
+                | Phase::Failed(_) => Tally::Clean,
             };
             note_io(&mut rec, &p.io, tally);
             fold_pass(&mut rec, &p, now)
@@ -627,8 +633,8 @@ fn fold_verify(rec: &mut Record, v: Verified, now_ms: i64) {
 /// Folds a pass step (cleaning, release or restore); returns the action's name and its rows.
 fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
     let rows: u64 = p.changed.iter().map(|(_, r)| r).sum();
-    match &mut rec.phase {
-        Phase::Working(Work::Cleaning(pass)) => {
+    match rec.phase.working_mut() {
+        Some(Work::Cleaning(pass)) => {
             pass.current = p.current;
             pass.piece = p.piece;
             pass.rows += rows;
@@ -643,7 +649,7 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
             }
             ("clean", rows)
         }
-        Phase::Working(Work::Restoring(r)) => {
+        Some(Work::Restoring(r)) => {
             r.current = p.current;
             r.piece = p.piece;
             r.counts.merge(&p.counts, CONFLICT_IDS_KEPT);
@@ -658,7 +664,8 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
             }
             ("restore", rows)
         }
-        _ => ("stale", 0),
+        // The pass lost to a command: nothing to fold.
+        Some(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_)) | None => ("stale", 0),
     }
 }
 
@@ -718,12 +725,12 @@ fn handle_failure(mut rec: Record, err: &StepError, now_ms: i64, cfg: &Config) -
 }
 
 fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Carry) {
-    let (generation, restarts, upload) = match &rec.phase {
-        Phase::Working(Work::Exporting(ex)) => (ex.generation, ex.restarts, multipart_of(ex)),
-        Phase::Working(Work::Completing(w)) => (w.generation, w.restarts, None),
-        Phase::Working(Work::Verifying(v)) => (v.archive.number, v.restarts, None),
+    let (generation, restarts, upload) = match rec.phase.working() {
+        Some(Work::Exporting(ex)) => (ex.generation, ex.restarts, multipart_of(ex)),
+        Some(Work::Completing(w)) => (w.generation, w.restarts, None),
+        Some(Work::Verifying(v)) => (v.archive.number, v.restarts, None),
         // Only the steps that write the archive restart; anywhere else this is a plain retry.
-        _ => return (retry(rec, message, cfg), Carry::Keep),
+        Some(Work::Cleaning(_) | Work::Restoring(_)) | None => return (retry(rec, message, cfg), Carry::Keep),
     };
     if restarts + 1 > cfg.max_attempts {
         let message = format!("{message} (gave up after {restarts} restarts)");
@@ -734,11 +741,11 @@ fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Ca
     }
     // The abandoned run's Parquet files go before the new run writes any (garbage is collected
     // before the next step): its keys are the same.
-    let parquet = match &rec.phase {
-        Phase::Working(Work::Exporting(ex)) => ex.parquet_keys(),
-        Phase::Working(Work::Completing(w)) => w.parquet_keys(),
-        Phase::Working(Work::Verifying(v)) => v.archive.parquet_keys(),
-        _ => Vec::new(),
+    let parquet = match rec.phase.working() {
+        Some(Work::Exporting(ex)) => ex.parquet_keys(),
+        Some(Work::Completing(w)) => w.parquet_keys(),
+        Some(Work::Verifying(v)) => v.archive.parquet_keys(),
+        Some(Work::Cleaning(_) | Work::Restoring(_)) | None => Vec::new(),
     };
     rec.garbage
         .extend(parquet.into_iter().map(|key| Garbage::Delete { key }));
@@ -774,7 +781,11 @@ fn stop(mut rec: Record, error: String) -> Record {
     rec.phase = match std::mem::replace(&mut rec.phase, Phase::Idle) {
         Phase::Working(work) => Phase::Failed(Failure { work, error }),
         // A failure outside work (none exists today) leaves the phase as it was.
-        other => other,
+        other @ (Phase::Idle
+        | Phase::Uploaded { .. }
+        | Phase::Cleaned { .. }
+        | Phase::Restored(_)
+        | Phase::Failed(_)) => other,
     };
     rec
 }
@@ -809,8 +820,8 @@ fn writes_of(rec: &Record) -> Vec<Garbage> {
         upload_id: id.to_string(),
     };
     let files = |keys: Vec<String>| keys.into_iter().map(|key| Garbage::Delete { key });
-    match &rec.phase {
-        Phase::Working(Work::Exporting(ex)) => {
+    match rec.phase.working() {
+        Some(Work::Exporting(ex)) => {
             let mut w = object(&ex.key);
             if let Upload::Multipart { upload_id, .. } = &ex.upload {
                 w.push(upload(&ex.key, upload_id));
@@ -818,7 +829,7 @@ fn writes_of(rec: &Record) -> Vec<Garbage> {
             w.extend(files(ex.parquet_keys()));
             w
         }
-        Phase::Working(Work::Completing(c)) => {
+        Some(Work::Completing(c)) => {
             let mut w = object(&c.key);
             if let Finished::Multipart { upload_id, .. } = &c.upload {
                 w.push(upload(&c.key, upload_id));
@@ -826,12 +837,13 @@ fn writes_of(rec: &Record) -> Vec<Garbage> {
             w.extend(files(c.parquet_keys()));
             w
         }
-        Phase::Working(Work::Verifying(v)) => {
+        Some(Work::Verifying(v)) => {
             let mut w = object(&v.archive.key);
             w.extend(files(v.archive.parquet_keys()));
             w
         }
-        _ => Vec::new(),
+        // Cleaning and restoring write no object.
+        Some(Work::Cleaning(_) | Work::Restoring(_)) | None => Vec::new(),
     }
 }
 
