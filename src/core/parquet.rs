@@ -278,7 +278,7 @@ impl Batch {
                 let values = match c.physical_type() {
                     PhysicalType::INT64 => Values::Integer(Vec::with_capacity(BATCH_ROWS)),
                     PhysicalType::DOUBLE => Values::Real(Vec::with_capacity(BATCH_ROWS)),
-                    // BYTE_ARRAY; the table's schema holds no other physical type.
+                    // `SCHEMA` has INT64, DOUBLE and BYTE_ARRAY columns only.
                     PhysicalType::BYTE_ARRAY
                     | PhysicalType::BOOLEAN
                     | PhysicalType::INT32

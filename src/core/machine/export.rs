@@ -396,7 +396,7 @@ impl ExportJob {
             finished: self.scan_done,
             parquet: match self.pq {
                 Pq::Done(file) => file,
-                // The scan stopped before the end of the date: the file goes on next step.
+                // Parquet off, or this step did not end and upload the file.
                 Pq::Off | Pq::Writing { .. } | Pq::Ready { .. } => None,
             },
             io: self.io,
