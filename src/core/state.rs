@@ -439,6 +439,14 @@ impl Phase {
         }
     }
 
+    /// The rows of the date a finished cleaning pass counted still in D1 (only when `Cleaned`).
+    pub fn rows_pending(&self) -> Option<u64> {
+        match self {
+            Phase::Cleaned { rows_pending } => Some(*rows_pending),
+            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
+        }
+    }
+
     /// The work running now, if any (a failed date's work is stopped, not running).
     pub fn working(&self) -> Option<&Work> {
         match self {

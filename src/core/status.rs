@@ -184,10 +184,7 @@ pub fn status(rec: &Record) -> Status {
         parquet_files: newest.map(|g| g.parquet.len() as u64).filter(|n| *n > 0),
         pieces_verified: newest.map_or(0, |g| g.pieces.len() as u64),
         rows_deleted: newest.map_or(0, |g| g.rows_deleted),
-        rows_pending: match rec.phase {
-            Phase::Cleaned { rows_pending } => Some(rows_pending),
-            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
-        },
+        rows_pending: rec.phase.rows_pending(),
         restore: None,
         attempts: rec.attempts,
         last_error: rec.last_error.clone(),
@@ -339,10 +336,7 @@ pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
         Work::Verifying(v) => v.archive.number,
         Work::Cleaning(_) | Work::Restoring(_) => newest.map_or(0, |g| g.number),
     });
-    let rows_pending = match rec.phase {
-        Phase::Cleaned { rows_pending } => Some(rows_pending),
-        Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
-    };
+    let rows_pending = rec.phase.rows_pending();
     let date_row = json!({
         "r2_path": newest.map(|g| g.key.clone()),
         "record_count": newest.map(|g| g.rows),
