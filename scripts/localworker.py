@@ -3,18 +3,23 @@
 Used by the end-to-end tests and by scripts/demo, bench and soak.
 
 Not a mock: D1 is SQLite inside workerd, R2 and Durable Objects (with alarms) are workerd's.
-The harness only starts and stops processes, seeds data, and speaks HTTP on 127.0.0.1.
+The harness only starts and stops processes, seeds data (or copies a state it seeded the same way
+before), and speaks HTTP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "node_modules" / ".bin"
 TOKEN = "e2e-token-0123456789"
+# Seeds up to this many rows are kept as templates (see `LocalWorker._set_up`); larger ones
+# (the bench's and the soak's days) would cost more to copy than they save.
+TEMPLATE_MAX_ROWS = 100_000
 
 
 def env() -> dict:
@@ -58,6 +66,39 @@ def single_member_gunzip(blob: bytes) -> bytes:
     return out
 
 
+class _Templates:
+    """The local state each set-up (a fresh state migrated, then seeded) produced, kept for this
+    process, so that the next Worker with the same set-up starts from a copy instead of paying
+    wrangler's start-up again (about 5 s a command, and most end-to-end tests set up a Worker of
+    their own). Each template was made by wrangler's own commands the first time; all are removed
+    at exit."""
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self.states: dict[tuple, Path] = {}
+
+    def get(self, key: tuple) -> Path | None:
+        return self.states.get(key)
+
+    def keep(self, key: tuple, state: Path) -> None:
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="localworker-templates-"))
+            atexit.register(shutil.rmtree, self.root, True)
+        copy = self.root / str(len(self.states))
+        shutil.copytree(state, copy)
+        self.states[key] = copy
+
+
+TEMPLATES = _Templates()
+
+
+def migrations_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "migrations").glob("*.sql")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 COLUMNS = ["id", "path", "method", "status", "response_time", "client_ip_hash", "user_agent",
            "country", "timestamp", "event_date", "is_error", "created_at"]
 
@@ -72,6 +113,9 @@ class LocalWorker:
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "wrangler.log"
+        # The set-up steps that made this state from nothing (`_set_up`); None once anything
+        # else touched it, or when it was there before.
+        self.history: tuple | None = None if self.persist.exists() else ()
         self._write_config()
 
     # -- set-up -------------------------------------------------------------------------------
@@ -96,6 +140,7 @@ class LocalWorker:
             dev_vars.write_text(f"ADMIN_TOKEN={self.token}\n")
 
     def wrangler(self, *args: str, timeout: int = 300) -> str:
+        self.history = None  # whatever the command does, the state is no longer a set-up's
         cmd = [str(BIN / "wrangler"), *args, "--config", str(self.config_dir / "wrangler.toml")]
         r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
@@ -103,18 +148,42 @@ class LocalWorker:
         return r.stdout
 
     def migrate(self) -> None:
-        self.wrangler("d1", "migrations", "apply", "DB", "--local", "--persist-to", str(self.persist))
+        self._set_up(("migrate", migrations_digest()), lambda: self.wrangler(
+            "d1", "migrations", "apply", "DB", "--local", "--persist-to", str(self.persist)))
 
     def seed(self, date: str, count: int) -> None:
-        subprocess.run([str(ROOT / "scripts" / "prepare-data"), "--count", str(count), "--date", date,
-                        "--persist-to", str(self.persist)], env=env(), check=True, capture_output=True,
-                       stdin=subprocess.DEVNULL, timeout=600)
+        migrated = self.history is not None and any(step[0] == "migrate" for step in self.history)
+
+        def run() -> None:
+            subprocess.run([str(ROOT / "scripts" / "prepare-data"), "--count", str(count), "--date", date,
+                            "--persist-to", str(self.persist), *(["--migrated"] if migrated else [])],
+                           env=env(), check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+
+        if count > TEMPLATE_MAX_ROWS:
+            self.history = None
+        self._set_up(("seed", date, count), run)
 
     def execute(self, sql: str) -> None:
         self.wrangler("d1", "execute", "DB", "--local", "--persist-to", str(self.persist), "--command", sql)
 
+    def _set_up(self, step: tuple, run) -> None:
+        """Runs a set-up step, or, when a state made by the same steps from nothing is kept,
+        copies it instead."""
+        if self.history is None:
+            run()
+            return
+        key = self.history + (step,)  # `run` may clear `history`: it is set again below
+        if (kept := TEMPLATES.get(key)) is not None:
+            shutil.rmtree(self.persist, ignore_errors=True)
+            shutil.copytree(kept, self.persist)
+        else:
+            run()
+            TEMPLATES.keep(key, self.persist)
+        self.history = key
+
     # -- processes ----------------------------------------------------------------------------
     def start(self) -> "LocalWorker":
+        self.history = None
         self.port = free_port()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -243,6 +312,7 @@ class LocalWorker:
 
     # -- D1's SQLite file, read directly (exact integers, no JavaScript in between) ------------
     def sqlite_file(self) -> Path:
+        self.history = None  # the caller may write to it
         files = [p for p in (self.persist / "v3" / "d1").rglob("*.sqlite") if p.name != "metadata.sqlite"]
         assert len(files) == 1, files
         return files[0]
