@@ -176,6 +176,36 @@ fn assert_nothing_lost(w: &World, originals: &[Value], label: &str) {
     );
 }
 
+/// The oracle every test above leans on sees a loss: a row gone from D1 that no archive holds,
+/// and a row changed after its export and then deleted (the archive holds only its old version).
+/// Asked twice, it answers the same (the second time from the lines it remembers).
+#[test]
+fn the_loss_oracle_sees_what_is_in_neither_d1_nor_an_archive() {
+    let w = world(no_cleanup(), 2_000);
+    let originals = rows_of(w.sql(), DATE);
+    w.run();
+    assert_eq!(w.status().phase, "uploaded");
+    assert_nothing_lost(&w, &originals, "archived, nothing deleted");
+    let ids = first_ids(&w, 2);
+    w.sql()
+        .execute("UPDATE traffic_events SET path = '/changed' WHERE id = ?1", [&ids[1]])
+        .unwrap();
+    let changed = rows_where(&w, "/changed");
+    w.sql()
+        .execute("DELETE FROM traffic_events WHERE event_date = ?1", [DATE])
+        .unwrap();
+    assert_nothing_lost(&w, &originals, "every original row is archived");
+    insert(&w, Some("never-archived"), "/new", Some(now_s(&w) - 3_600));
+    let new_row = rows_where(&w, "/new");
+    w.sql()
+        .execute("DELETE FROM traffic_events WHERE id = 'never-archived'", [])
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(lost(&w, &new_row), new_row, "a row no archive holds");
+        assert_eq!(lost(&w, &changed), changed, "a row changed after its export");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Reset deletes the only copy
 
