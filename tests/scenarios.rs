@@ -176,7 +176,7 @@ fn assert_nothing_lost(w: &World, originals: &[Value], label: &str) {
     );
 }
 
-/// The oracle every test above leans on sees a loss: a row gone from D1 that no archive holds,
+/// The oracle the tests below lean on sees a loss: a row gone from D1 that no archive holds,
 /// and a row changed after its export and then deleted (the archive holds only its old version).
 /// Asked twice, it answers the same (the second time from the lines it remembers).
 #[test]
