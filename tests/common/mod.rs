@@ -745,16 +745,10 @@ pub fn lost(w: &World, originals: &[Value]) -> Vec<Value> {
 /// (what [`lost`] compares), remembered by the object's bytes: the crash suites ask for the same
 /// few objects after every step that deleted, and reading them again was most of their time.
 fn archived_texts(bytes: &[u8]) -> Rc<[String]> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    /// By digest: the object's bytes (compared on a hit) and its lines.
-    type Read = HashMap<u64, (Vec<u8>, Rc<[String]>)>;
     thread_local! {
-        static READ: RefCell<Read> = RefCell::default();
+        static READ: RefCell<HashMap<Vec<u8>, Rc<[String]>>> = RefCell::default();
     }
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    let digest = h.finish();
-    if let Some(texts) = READ.with_borrow(|r| r.get(&digest).filter(|(b, _)| b == bytes).map(|(_, t)| t.clone())) {
+    if let Some(texts) = READ.with_borrow(|r| r.get(bytes).cloned()) {
         return texts;
     }
     let texts: Rc<[String]> = lines_of(bytes).iter().map(Value::to_string).collect();
@@ -763,7 +757,7 @@ fn archived_texts(bytes: &[u8]) -> Rc<[String]> {
         if r.len() >= 8 {
             r.clear();
         }
-        r.insert(digest, (bytes.to_vec(), texts.clone()));
+        r.insert(bytes.to_vec(), texts.clone());
     });
     texts
 }
