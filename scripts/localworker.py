@@ -47,7 +47,21 @@ def env() -> dict:
     # a Worker, so the harness turns it off; set X_LOCAL_OBSERVABILITY=true to keep it. (Its
     # cost at 1M rows was within this machine's noise: docs/benchmarks.md.)
     e.setdefault("X_LOCAL_OBSERVABILITY", "false")
+    # A `wrangler dev` stopped by SIGKILL (the crash tests, a timed-out stop) leaves miniflare's
+    # temporary folders behind; they go to a folder of this process's, removed at its exit.
+    e["TMPDIR"] = str(_scratch())
     return e
+
+
+_SCRATCH: Path | None = None
+
+
+def _scratch() -> Path:
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="localworker-tmp-"))
+        atexit.register(shutil.rmtree, _SCRATCH, True)
+    return _SCRATCH
 
 
 def free_port() -> int:
