@@ -48,6 +48,25 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
         .map(|(d, _)| d.as_str())
         .collect();
     assert_eq!(started, [date(4), date(5)], "{plan:?}");
+    // Health names the dates waiting for their cleanup as notices, and the two due dates
+    // nothing has archived yet as reasons.
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    let waiting: Vec<bool> = (1..=3)
+        .map(|d| {
+            h.notices
+                .iter()
+                .any(|n| n.contains(&date(d)) && n.contains("trigger-cleanup"))
+        })
+        .collect();
+    assert_eq!(waiting, [true; 3], "{h:?}");
+    let overdue: Vec<bool> = (4..=5)
+        .map(|d| {
+            h.reasons
+                .iter()
+                .any(|r| r.contains(&date(d)) && r.contains("past its due time"))
+        })
+        .collect();
+    assert_eq!((overdue, h.reasons.len()), (vec![true; 2], 2), "{h:?}");
 }
 
 #[test]

@@ -60,6 +60,9 @@ impl ErrorKind {
 pub struct ApiError {
     pub error: ErrorKind,
     pub message: String,
+    /// For `method_not_allowed`: the methods the route answers (the `Allow` header).
+    #[serde(skip)]
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -67,6 +70,15 @@ impl ApiError {
         ApiError {
             error,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// The same error, naming the methods the route answers.
+    pub fn allow(self, methods: &[&str]) -> ApiError {
+        ApiError {
+            allow: Some(methods.join(", ")),
+            ..self
         }
     }
 
@@ -89,7 +101,7 @@ impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let kind = match r.kind {
             RefusalKind::Conflict => ErrorKind::Conflict,
-            RefusalKind::NotFound => ErrorKind::NotFound,
+            RefusalKind::NoArchive => ErrorKind::NoArchive,
         };
         ApiError::new(kind, r.reason)
     }

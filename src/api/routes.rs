@@ -5,7 +5,7 @@
 
 use chrono::DateTime;
 
-use crate::core::config::Config;
+use crate::core::config::{Config, MAX_HOLD_DAYS};
 use crate::core::date::{DateError, Day};
 use crate::core::machine::Command;
 use crate::engine::events::Window;
@@ -68,11 +68,10 @@ pub enum Route {
     TestSql,
 }
 
-impl Route {
-    /// Whether the route needs the admin token.
-    pub fn needs_token(&self) -> bool {
-        !matches!(self, Route::Console)
-    }
+/// Whether `path` is served without the admin token: only the console's page (it asks for the
+/// token itself). Everything else under `/admin` needs it, checked before anything is parsed.
+pub fn is_public(path: &str) -> bool {
+    matches!(path.trim_end_matches('/'), "/admin" | "/admin/console")
 }
 
 /// A parsed request: method, path and query pairs.
@@ -86,6 +85,27 @@ pub struct Request<'a> {
 impl Request<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Refuses a parameter the route does not take (a misspelt `generation` must not restore
+    /// every generation) and one given twice.
+    fn check_names(&self, path: &str, takes: &[&str]) -> Result<(), ApiError> {
+        for (i, (name, _)) in self.query.iter().enumerate() {
+            if !takes.contains(&name.as_str()) {
+                let expected = match takes {
+                    [] => "no parameters".to_string(),
+                    _ => takes.join(", "),
+                };
+                return Err(bad(format!(
+                    "{path} does not take `{}`; it takes {expected} (see README.md)",
+                    truncate(name)
+                )));
+            }
+            if self.query[..i].iter().any(|(k, _)| k == name) {
+                return Err(bad(format!("`{}` is given twice; send it once", truncate(name))));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,16 +130,31 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
     }
     let day = || date_param(req.get("date"), today);
     let generation = || number_param("generation", req.get("generation"));
-    let (methods, route): (&[&str], Result<Route, ApiError>) = match path {
-        "/admin" | "/admin/console" => (&["GET"], Ok(Route::Console)),
-        "/admin/trigger-archive" => (&["POST", "GET"], day().and_then(|d| trigger(d, req, today, cfg))),
-        "/admin/trigger-cleanup" => (&["POST", "GET"], day().map(|d| Route::Command(d, Command::Cleanup))),
-        "/admin/reset" => (&["POST"], day().map(|d| Route::Command(d, Command::Reset))),
-        "/admin/release" => (&["POST"], day().map(|d| Route::Command(d, Command::Release))),
-        "/admin/restore" => (&["POST"], day().and_then(|d| restore(d, req, today, now_ms))),
-        "/admin/archive-status" => (&["GET"], day().map(Route::Status)),
+    const DATE: &[&str] = &["date"];
+    // Each route: the methods it answers, the parameters it takes, and the route itself.
+    let (methods, takes, route): (&[&str], &[&str], Result<Route, ApiError>) = match path {
+        "/admin" | "/admin/console" => (&["GET"], &[], Ok(Route::Console)),
+        "/admin/trigger-archive" => (
+            &["POST", "GET"],
+            &["date", "force"],
+            day().and_then(|d| trigger(d, req, today, cfg)),
+        ),
+        "/admin/trigger-cleanup" => (
+            &["POST", "GET"],
+            DATE,
+            day().map(|d| Route::Command(d, Command::Cleanup)),
+        ),
+        "/admin/reset" => (&["POST"], DATE, day().map(|d| Route::Command(d, Command::Reset))),
+        "/admin/release" => (&["POST"], DATE, day().map(|d| Route::Command(d, Command::Release))),
+        "/admin/restore" => (
+            &["POST"],
+            &["date", "generation", "hold_until"],
+            day().and_then(|d| restore(d, req, today, now_ms, cfg)),
+        ),
+        "/admin/archive-status" => (&["GET"], DATE, day().map(Route::Status)),
         "/admin/archive" => (
             &["GET"],
+            &["date", "generation", "format", "file"],
             day().and_then(|day| {
                 Ok(Route::Archive {
                     day,
@@ -128,18 +163,25 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
                 })
             }),
         ),
-        "/admin/events" => (&["GET"], day().and_then(|d| events(d, req))),
-        "/admin/dates" => (&["GET"], Ok(Route::Dates)),
-        "/admin/health" => (&["GET"], Ok(Route::Health)),
+        "/admin/events" => (
+            &["GET"],
+            &["date", "generation", "from", "to", "id_from", "id_to", "limit"],
+            day().and_then(|d| events(d, req)),
+        ),
+        "/admin/dates" => (&["GET"], &[], Ok(Route::Dates)),
+        // HEAD for uptime monitors: the status code alone.
+        "/admin/health" => (&["GET", "HEAD"], &[], Ok(Route::Health)),
         _ if cfg.test_hooks => test_hook(path, req, today),
-        _ => (&[], Err(unknown())),
+        _ => return Err(unknown()),
     };
-    if !methods.is_empty() && !methods.contains(&req.method) {
+    if !methods.contains(&req.method) {
         return Err(ApiError::new(
             ErrorKind::MethodNotAllowed,
             format!("use {} for this route", methods.join(" or ")),
-        ));
+        )
+        .allow(methods));
     }
+    req.check_names(path, takes)?;
     route
 }
 
@@ -151,7 +193,16 @@ fn unknown() -> ApiError {
 }
 
 fn trigger(day: Day, req: &Request<'_>, today: Day, cfg: &Config) -> Result<Route, ApiError> {
-    let force = matches!(req.get("force"), Some("1" | "true" | "yes"));
+    let force = match req.get("force") {
+        None | Some("0" | "false" | "no") => false,
+        Some("1" | "true" | "yes") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "`force` must be 1 (or true, yes) or 0 (or false, no), got {:?}",
+                truncate(other)
+            )))
+        }
+    };
     if !day.is_past_retention(today, cfg.retention_days) && !force {
         return Err(ApiError::new(
             ErrorKind::InsideRetention,
@@ -165,7 +216,7 @@ fn trigger(day: Day, req: &Request<'_>, today: Day, cfg: &Config) -> Result<Rout
     Ok(Route::Command(day, Command::Trigger))
 }
 
-fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route, ApiError> {
+fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result<Route, ApiError> {
     let generation = number_param("generation", req.get("generation"))?;
     let hold_until_ms = match req.get("hold_until") {
         None => None,
@@ -179,6 +230,13 @@ fn restore(day: Day, req: &Request<'_>, today: Day, now_ms: i64) -> Result<Route
             if until < today {
                 return Err(bad(format!(
                     "`hold_until` {until} is in the past; send today ({today}) or a later date"
+                )));
+            }
+            let latest = today.plus_days(MAX_HOLD_DAYS);
+            if until > latest {
+                return Err(bad(format!(
+                    "`hold_until` {until} is more than {MAX_HOLD_DAYS} days away; send {latest} or earlier (without it, the hold lasts RESTORE_HOLD_DAYS = {} days)",
+                    cfg.restore_hold_days
                 )));
             }
             Some(until.plus_days(1).start_ms().max(now_ms))
@@ -199,6 +257,15 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
     if let (Some(f), Some(t)) = (from_ms, to_ms) {
         if t <= f {
             return Err(bad("`to` must be after `from` (the window is from ≤ timestamp < to)"));
+        }
+    }
+    if let (Some(from), Some(to)) = (req.get("id_from"), req.get("id_to")) {
+        if from > to {
+            return Err(bad(format!(
+                "`id_from` {:?} sorts after `id_to` {:?} (ids compare as text); swap them",
+                truncate(from),
+                truncate(to)
+            )));
         }
     }
     let limit = match req.get("limit") {
@@ -223,10 +290,16 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
     }))
 }
 
-fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> (&'r [&'r str], Result<Route, ApiError>) {
+type Parsed<'r> = (&'r [&'r str], &'r [&'r str], Result<Route, ApiError>);
+
+fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> Parsed<'r> {
     let text = |name: &str| req.get(name).unwrap_or_default().to_string();
     match path {
-        "/admin/bench/naive" => (&["POST", "GET"], date_param(req.get("date"), today).map(Route::Naive)),
+        "/admin/bench/naive" => (
+            &["POST", "GET"],
+            &["date"],
+            date_param(req.get("date"), today).map(Route::Naive),
+        ),
         "/admin/test/upload" => {
             let op = match req.get("op") {
                 Some("abort") => Ok(UploadOp::Abort),
@@ -238,11 +311,11 @@ fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> (&'r [&'r str], R
                 upload_id: text("upload_id"),
                 op,
             });
-            (&["POST", "GET"], route)
+            (&["POST", "GET"], &["op", "key", "upload_id"], route)
         }
-        "/admin/test/list" => (&["GET"], Ok(Route::TestList { prefix: text("prefix") })),
-        "/admin/test/sql" => (&["POST"], Ok(Route::TestSql)),
-        _ => (&[], Err(unknown())),
+        "/admin/test/list" => (&["GET"], &["prefix"], Ok(Route::TestList { prefix: text("prefix") })),
+        "/admin/test/sql" => (&["POST"], &[], Ok(Route::TestSql)),
+        _ => (&[], &[], Err(unknown())),
     }
 }
 
@@ -291,18 +364,32 @@ pub fn number_param(name: &'static str, value: Option<&str>) -> Result<Option<u3
 }
 
 /// A time as RFC 3339 (`2026-09-14T14:00:00Z`) or unix milliseconds (`1789394400000`).
+///
+/// A `+` of an offset typed unencoded arrives as a space (query strings decode `+` so), and is
+/// read as the `+` it was. A whole number under 10^11 (before March 1973 in milliseconds) is
+/// refused as the unix seconds it almost surely is.
 pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(v) = value else { return Ok(None) };
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
+    if let Ok(n) = v.parse::<i64>() {
+        if n.unsigned_abs() < 100_000_000_000 {
+            return Err(bad(format!(
+                "`{name}` {n} looks like unix seconds; send unix milliseconds ({n}000) or RFC 3339 (e.g. 2026-09-14T14:00:00Z)"
+            )));
+        }
+        return Ok(Some(n));
     }
+    let offset_plus = match v.len().checked_sub(6).map(|at| v.split_at(at)) {
+        Some((time, offset)) if offset.starts_with(' ') => Some(format!("{time}+{}", &offset[1..])),
+        _ => None,
+    };
     DateTime::parse_from_rfc3339(v)
+        .or_else(|e| offset_plus.as_deref().map_or(Err(e), DateTime::parse_from_rfc3339))
         .map(|t| Some(t.timestamp_millis()))
         .map_err(|_| {
             bad(format!(
-            "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z) or unix milliseconds (e.g. 1789394400000), got {:?}",
-            truncate(v)
-        ))
+                "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z, with a `+` offset sent as %2B) or unix milliseconds (e.g. 1789394400000), got {:?}",
+                truncate(v)
+            ))
         })
 }
 
@@ -342,7 +429,8 @@ mod tests {
         let cfg = Config::default();
         let err = |m: &str, u: &str| parse(m, u, &cfg).unwrap_err().error;
         assert_eq!(parse("GET", "/admin/", &cfg).unwrap(), Route::Console);
-        assert!(!Route::Console.needs_token());
+        assert!(is_public("/admin/") && is_public("/admin/console"));
+        assert!(!is_public("/admin/health") && !is_public("/admin/consoles"));
         assert_eq!(err("GET", "/admin/archive-status"), ErrorKind::MissingDate);
         assert_eq!(err("GET", "/admin/archive-status?date=2025-02-30"), ErrorKind::BadDate);
         assert_eq!(
@@ -377,6 +465,45 @@ mod tests {
     }
 
     #[test]
+    fn unknown_and_repeated_parameters_are_refused_before_anything_runs() {
+        let cfg = Config::default();
+        let err = |m: &str, u: &str| parse(m, u, &cfg).unwrap_err();
+        // A misspelt `generation` must not restore every generation.
+        let e = err("POST", "/admin/restore?date=2026-11-20&generaton=2");
+        assert_eq!(e.error, ErrorKind::BadParameter);
+        assert!(
+            e.message.contains("`generaton`") && e.message.contains("date, generation, hold_until"),
+            "{}",
+            e.message
+        );
+        assert!(err("GET", "/admin/events?date=2026-11-20&form=1789394400000")
+            .message
+            .contains("`form`"));
+        assert!(err("GET", "/admin/archive?date=2026-11-20&formt=parquet")
+            .message
+            .contains("`formt`"));
+        assert!(err("GET", "/admin/health?verbose=1").message.contains("no parameters"));
+        assert!(err("GET", "/admin/archive-status?date=2026-11-20&date=2026-11-21")
+            .message
+            .contains("given twice"));
+        for force in ["on", "TRUE", ""] {
+            let e = err("POST", &format!("/admin/trigger-archive?date=2026-11-25&force={force}"));
+            assert!(e.message.contains("`force` must be"), "{force}: {}", e.message);
+        }
+        assert_eq!(
+            err("POST", "/admin/trigger-archive?date=2026-11-25&force=no").error,
+            ErrorKind::InsideRetention
+        );
+        // A wrong method names the right ones, for the `Allow` header too.
+        let e = err("GET", "/admin/reset?date=2026-11-20");
+        assert_eq!(
+            (e.error, e.allow.as_deref()),
+            (ErrorKind::MethodNotAllowed, Some("POST"))
+        );
+        assert_eq!(parse("HEAD", "/admin/health", &cfg).unwrap(), Route::Health);
+    }
+
+    #[test]
     fn restore_and_events_parameters() {
         let cfg = Config::default();
         let r = parse(
@@ -400,7 +527,7 @@ mod tests {
         assert!(err("/admin/events?date=2026-11-20&from=yesterday")
             .message
             .contains("RFC 3339"));
-        assert!(err("/admin/events?date=2026-11-20&from=2&to=1")
+        assert!(err("/admin/events?date=2026-11-20&from=1795183200002&to=1795183200001")
             .message
             .contains("after"));
         assert!(err("/admin/events?date=2026-11-20&limit=0")
@@ -412,6 +539,25 @@ mod tests {
                 .message
                 .contains("past")
         );
+        let far = parse("POST", "/admin/restore?date=2026-11-20&hold_until=9999-12-31", &cfg).unwrap_err();
+        assert!(far.message.contains("send 2027-11-26 or earlier"), "{}", far.message);
+        assert!(parse("POST", "/admin/restore?date=2026-11-20&hold_until=2027-11-26", &cfg).is_ok());
+        // Seconds where milliseconds belong, an id range backwards.
+        let secs = err("/admin/events?date=2026-11-20&from=1795183200");
+        assert!(secs.message.contains("looks like unix seconds"), "{}", secs.message);
+        assert!(err("/admin/events?date=2026-11-20&id_from=b&id_to=a")
+            .message
+            .contains("swap them"));
+        // `+02:00` typed unencoded arrives as ` 02:00`: read as the offset it was.
+        let Route::Events(q) = parse(
+            "GET",
+            "/admin/events?date=2026-11-20&from=2026-11-20T16:00:00 02:00",
+            &cfg,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(q.window.from_ms, Some(1_795_183_200_000));
         let Route::Events(q) = parse(
             "GET",
             "/admin/events?date=2026-11-20&from=2026-11-20T14:00:00Z&to=1795185000000&limit=5",

@@ -32,6 +32,8 @@ pub const PIECE_MAX_RAW: u64 = 4 * 1024 * 1024;
 /// The first page of a scan, before any row size is known: a probe of one row (a row can be up
 /// to 2 MB in D1), after which pages grow at most fourfold while they stay under `PAGE_BYTES`.
 pub const FIRST_PAGE_ROWS: u32 = 1;
+/// The longest hold of restored rows: `RESTORE_HOLD_DAYS` and a restore's `hold_until`.
+pub const MAX_HOLD_DAYS: u32 = 365;
 
 /// One Worker var: how it is spelled, what it defaults to, what it may be, what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +205,7 @@ config! {
     auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool, "false: archive, inspect, then POST /admin/trigger-cleanup";
     max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"), "dates with work of their own at once; the cron starts due dates only into free slots";
     cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"), "failed dates the daily cron resumes per run";
-    restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, 365, "1..=365 days"), "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
+    restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, MAX_HOLD_DAYS as u64, "1..=365 days"), "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
     test_hooks: bool = "TEST_HOOKS", "false", Rule::Bool, "tests only: serves /admin/test/* and the naive benchmark, and lets FAULT_INJECT act; /admin/health reports it";
     fault_inject: String = "FAULT_INJECT", "", Rule::Text, "tests only (needs TEST_HOOKS): `d1:K:C,r2:K:C` fails C calls of a service from its K-th";
 }

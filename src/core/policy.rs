@@ -85,7 +85,11 @@ pub fn dates_to_poke(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub ok: bool,
+    /// What makes it unhealthy, each with what to do.
     pub reasons: Vec<String>,
+    /// Old rows in D1 that an operator asked for (held restores, archives waiting for a manual
+    /// cleanup): said, but healthy.
+    pub notices: Vec<String>,
     pub last_cron_run: Option<String>,
     pub today: String,
     pub test_hooks: bool,
@@ -96,25 +100,61 @@ pub struct Health {
 pub struct HealthInputs {
     /// Failed dates and their errors.
     pub failed: Vec<(String, String)>,
-    /// The oldest date with rows in D1 that is more than a day past due.
-    pub overdue: Option<String>,
+    /// Dates with rows in D1 more than a day past due, oldest first (the first [`OVERDUE_SHOWN`]).
+    pub overdue: Vec<String>,
+    /// Where the dates `archive_metadata` knows stand.
+    pub states: Vec<DateState>,
     pub last_cron_ms: Option<i64>,
     pub first_seen_ms: Option<i64>,
 }
 
-/// The oldest date that should be gone from D1 by now: a day past its first archivable day.
-pub fn overdue_before(today: Day, cfg: &Config) -> Day {
-    Day::last_archivable(today, cfg.retention_days).minus_days(1)
+/// How many overdue dates health looks at and names.
+pub const OVERDUE_SHOWN: usize = 10;
+
+/// The newest date whose rows should be gone from D1 by now: archivable for more than a day.
+pub fn last_overdue(today: Day, cfg: &Config) -> Day {
+    Day::last_archivable(today, cfg.retention_days).minus_days(2)
 }
 
-/// Healthy unless a date failed, D1 holds rows a day past due, the cron has not run for two
-/// days, or test hooks are on.
+/// Why a date more than a day past due still has rows in D1, and whether that is unhealthy.
+fn overdue(date: &str, state: Option<&DateState>, now_ms: i64, cfg: &Config) -> Option<Result<String, String>> {
+    let (status, hold_until, rows_pending) = match state {
+        Some(s) => (s.status.as_str(), s.hold_until, s.rows_pending.unwrap_or(0)),
+        None => ("", None, 0),
+    };
+    Some(match status {
+        // Said with its error already.
+        "failed" => return None,
+        "restoring" => Ok(format!("{date}: a restore asked for by an operator is running")),
+        "releasing" => Ok(format!("{date}: a release asked for by an operator is running")),
+        "restored" if hold_until.is_none_or(|h| h > now_ms) => Ok(format!(
+            "{date}: restored rows are held in D1{}; POST /admin/release?date={date} cleans them earlier",
+            hold_until.map(|h| format!(" until {}", iso(h))).unwrap_or_default()
+        )),
+        "uploaded" if !cfg.auto_cleanup => Ok(format!(
+            "{date}: archived and verified, waiting for POST /admin/trigger-cleanup?date={date} (AUTO_CLEANUP=false)"
+        )),
+        "cleaned" if rows_pending > 0 => Err(format!(
+            "D1 still holds {rows_pending} rows of {date} that did not match its archive's lines: changed after the export (the next cron archives them as a new generation), or values D1 cannot carry unchanged (README.md, Known limits; they stay until changed or deleted); GET /admin/events?date={date} and GET /admin/archive-status?date={date}"
+        )),
+        _ => Err(format!(
+            "D1 still holds rows of {date}, more than a day past its due time; check the cron and GET /admin/archive-status?date={date}"
+        )),
+    })
+}
+
+/// Healthy unless a date failed, D1 holds rows a day past due that nobody asked to keep, the
+/// cron has not run for two days, or test hooks are on.
 pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     let mut reasons: Vec<String> = inputs.failed.iter().map(|(d, e)| format!("{d} failed: {e}")).collect();
-    if let Some(d) = &inputs.overdue {
-        reasons.push(format!(
-            "D1 still holds rows of {d}, more than a day past its due time; check the cron and GET /admin/archive-status?date={d}"
-        ));
+    let mut notices = Vec::new();
+    for date in inputs.overdue.iter().take(OVERDUE_SHOWN) {
+        let state = inputs.states.iter().find(|s| &s.date == date);
+        match overdue(date, state, now_ms, cfg) {
+            Some(Ok(notice)) => notices.push(notice),
+            Some(Err(reason)) => reasons.push(reason),
+            None => {}
+        }
     }
     let since = inputs.last_cron_ms.or(inputs.first_seen_ms).unwrap_or(now_ms);
     if now_ms - since > 2 * 86_400_000 {
@@ -130,6 +170,7 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     Health {
         ok: reasons.is_empty(),
         reasons,
+        notices,
         last_cron_run: inputs.last_cron_ms.map(iso),
         today: Day::from_unix_ms(now_ms).to_string(),
         test_hooks: cfg.test_hooks,
@@ -201,7 +242,8 @@ mod tests {
         assert!(h.ok, "{h:?}");
         let inputs = HealthInputs {
             failed: vec![("2026-11-01".into(), "boom".into())],
-            overdue: Some("2026-10-01".into()),
+            overdue: vec!["2026-10-01".into()],
+            states: vec![],
             last_cron_ms: Some(now - 3 * 86_400_000),
             first_seen_ms: None,
         };
@@ -215,5 +257,59 @@ mod tests {
         );
         assert_eq!(h.reasons.len(), 4, "{h:?}");
         assert!(!h.ok && h.test_hooks);
+    }
+
+    #[test]
+    fn old_rows_an_operator_asked_for_are_notices_and_the_rest_say_why_they_stay() {
+        let cfg = Config {
+            auto_cleanup: false,
+            ..Config::default()
+        };
+        let now = 10 * 86_400_000;
+        let with = |date: &str, status: &str, hold_until: Option<i64>, rows_pending: Option<u64>| DateState {
+            date: date.into(),
+            status: status.into(),
+            hold_until,
+            rows_pending,
+        };
+        let states = vec![
+            with("2026-10-01", "restored", Some(now + 86_400_000), None),
+            with("2026-10-02", "uploaded", None, None),
+            with("2026-10-03", "restoring", None, None),
+            with("2026-10-04", "cleaned", None, Some(3)),
+            with("2026-10-05", "failed", None, None),
+            with("2026-10-06", "restored", Some(now - 1), None),
+            with("2026-10-07", "cleaned", None, Some(0)),
+        ];
+        let overdue: Vec<String> = (1..=8).map(|d| format!("2026-10-{d:02}")).collect();
+        let inputs = HealthInputs {
+            failed: vec![("2026-10-05".into(), "boom".into())],
+            overdue,
+            states,
+            last_cron_ms: Some(now),
+            first_seen_ms: None,
+        };
+        let h = health(&inputs, now, &cfg);
+        let has = |list: &[String], date: &str, words: &str| list.iter().any(|t| t.contains(date) && t.contains(words));
+        assert!(has(&h.notices, "2026-10-01", "held in D1 until"), "{h:?}");
+        assert!(has(&h.notices, "2026-10-02", "trigger-cleanup"), "{h:?}");
+        assert!(has(&h.notices, "2026-10-03", "restore asked for"), "{h:?}");
+        assert!(
+            has(&h.reasons, "2026-10-04", "3 rows of 2026-10-04 that did not match"),
+            "{h:?}"
+        );
+        assert_eq!(
+            h.reasons.iter().filter(|r| r.contains("2026-10-05")).count(),
+            1,
+            "{h:?}"
+        );
+        // A hold that has ended, a cleaned date with rows again, a date never started: overdue.
+        for d in ["2026-10-06", "2026-10-07", "2026-10-08"] {
+            assert!(has(&h.reasons, d, "past its due time"), "{d}: {h:?}");
+        }
+        assert_eq!((h.notices.len(), h.reasons.len(), h.ok), (3, 5, false));
+        // With AUTO_CLEANUP on, an uploaded date a day past due is late like any other.
+        let h = health(&inputs, now, &Config::default());
+        assert!(has(&h.reasons, "2026-10-02", "past its due time"), "{h:?}");
     }
 }

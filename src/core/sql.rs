@@ -1219,13 +1219,6 @@ pub fn list_objects(date: &str) -> Statement {
     Statement::new(LIST_OBJECTS, vec![Param::Text(date.into())])
 }
 
-/// The oldest date before `?1` that still has rows: overdue if any.
-pub const OLDEST_BEFORE: &str = "SELECT min(event_date) FROM traffic_events WHERE event_date < ?1";
-
-pub fn oldest_before(day: &str) -> Statement {
-    Statement::new(OLDEST_BEFORE, vec![Param::Text(day.into())])
-}
-
 /// Failed dates with their errors.
 pub const FAILED_DATES: &str =
     "SELECT date, error_message FROM archive_metadata WHERE status = 'failed' ORDER BY date LIMIT ?1";

@@ -77,18 +77,16 @@ pub async fn beat<D: Database>(db: &D, now_ms: i64) -> Result<(), PortError> {
 pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<Health, PortError> {
     let failed: Vec<(String, Option<String>)> =
         decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
-    let before = policy::overdue_before(Day::from_unix_ms(now_ms), cfg);
-    let overdue: Vec<(Option<String>,)> = decode_rows(
-        "oldest_before",
-        &db.run(&sql::oldest_before(&before.to_string())).await?,
-    )
-    .map_err(bad)?;
+    let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
+    let overdue = due_dates(db, last, policy::OVERDUE_SHOWN).await?;
+    let states = date_states(db).await?;
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
     let inputs = HealthInputs {
         failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
-        overdue: overdue.into_iter().next().and_then(|(d,)| d),
+        overdue,
+        states,
         last_cron_ms: at("cron"),
         first_seen_ms: at("first_seen"),
     };

@@ -27,8 +27,7 @@ pub(super) async fn handle(req: Request, env: &Env) -> Result<Response, ApiError
         .url()
         .map_err(|_| ApiError::new(ErrorKind::BadParameter, "unparseable URL"))?;
     let path = url.path().to_string();
-    let console = matches!(path.trim_end_matches('/'), "/admin" | "/admin/console");
-    if path.starts_with("/admin") && !console {
+    if path.starts_with("/admin") && !routes::is_public(&path) {
         let token = env
             .secret("ADMIN_TOKEN")
             .or_else(|_| env.var("ADMIN_TOKEN"))

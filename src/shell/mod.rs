@@ -95,7 +95,13 @@ pub(crate) fn now_ms() -> i64 {
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
     match handlers::handle(req, &env).await {
         Ok(resp) => Ok(resp),
-        Err(e) => json(e.status(), &e).or_else(|_| Response::error(e.message.clone(), e.status())),
+        Err(e) => {
+            let mut resp = json(e.status(), &e).or_else(|_| Response::error(e.message.clone(), e.status()))?;
+            if let Some(methods) = &e.allow {
+                resp.headers_mut().set("allow", methods)?;
+            }
+            Ok(resp)
+        }
     }
 }
 

@@ -45,6 +45,13 @@ BAD = [
     ("GET", "/admin/nope", 404, "not_found"),
     ("GET", "/", 404, "not_found"),
     ("GET", f"/admin/archive?date={DATE}", 404, "no_archive"),
+    # A parameter the route does not take, or given twice, is refused before anything runs: a
+    # misspelt `generation` must not restore every generation.
+    ("POST", f"/admin/trigger-archive?date={DATE}&forse=1", 400, "bad_parameter"),
+    ("POST", f"/admin/restore?date={DATE}&generaton=2", 400, "bad_parameter"),
+    ("POST", f"/admin/trigger-archive?date={DATE}&date={DATE}", 400, "bad_parameter"),
+    ("POST", f"/admin/trigger-archive?date={day(1)}&force=on", 400, "bad_parameter"),
+    ("GET", f"/admin/events?date={DATE}&from=1789394400", 400, "bad_parameter"),
 ]
 
 
@@ -56,6 +63,13 @@ def test_bad_input_is_a_4xx_json_error_and_changes_nothing(worker, method, path,
     assert len(body["message"]) > 20
     assert (worker.count(DATE), worker.query("SELECT count(*) FROM archive_metadata")[0][0]) == before
     assert worker.status(DATE)["phase"] == "idle"
+
+
+def test_a_wrong_method_names_the_right_ones_and_head_serves_health(worker):
+    code, headers, _ = worker.request("GET", f"/admin/reset?date={DATE}")
+    assert code == 405 and headers["Allow"] == "POST", headers
+    code, _, body = worker.request("HEAD", "/admin/health")
+    assert code == 503 and body == b""
 
 
 def test_health_is_503_while_an_old_date_waits_in_d1(worker):

@@ -1,6 +1,7 @@
 """The operator console in a real headless Chromium (Debian's, driven by Playwright), against the
 real Worker on local workerd: a wrong token refused, log in, archive and clean a date, follow it
-to cleaned, trigger and reset a date, see a failed date's advice, a phone-width screen."""
+to cleaned, trigger and reset a date, see a failed date's advice, a date inside retention
+archived only when asked twice, a phone-width screen."""
 
 import os
 import shutil
@@ -129,6 +130,29 @@ def test_a_failed_date_shows_its_advice_and_refusals_show_the_message(page, work
     # A refused action shows the API's message.
     act(page, DONE, "release")
     page.wait_for_selector("#toast:has-text('no restored rows')")
+
+
+def test_a_date_inside_retention_is_archived_only_when_asked_twice_and_esc_never_confirms(page, worker):
+    recent = day(1)
+    # A date archived early by hand (it has no rows: it ends cleaned at once) has a row.
+    worker.archive(recent, until={"cleaned", "uploaded"}, force=True)
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "trigger-archive" in r.url else None)
+    page.reload()
+    page.wait_for_selector(f'tr[data-date="{recent}"]')
+    act(page, recent, "trigger")
+    # The API refused (inside retention); the page asks again, saying why. A confirmed dialog
+    # came just before: Esc must not reuse its answer.
+    page.wait_for_selector("#confirm[open]:has-text('retention window')")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#confirm:not([open])", state="attached")
+    page.wait_for_timeout(500)
+    assert len(sent) == 1 and "force" not in sent[0], sent
+    act(page, recent, "trigger")
+    page.wait_for_selector("#confirm[open]:has-text('retention window')")
+    page.locator("#confirmOk").click()
+    page.wait_for_selector(f"#toast:has-text('Archive {recent}')")
+    assert len(sent) == 3 and sent[2].endswith("&force=1"), sent
 
 
 def test_phone_width(page):

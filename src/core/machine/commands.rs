@@ -86,8 +86,8 @@ impl Command {
 pub enum RefusalKind {
     /// Not in this phase (HTTP 409).
     Conflict,
-    /// What it names does not exist (HTTP 404).
-    NotFound,
+    /// The archive or generation it names does not exist (HTTP 404, like a missing object).
+    NoArchive,
 }
 
 /// A command that would be wrong now: nothing was changed; `reason` says what to do instead.
@@ -407,7 +407,7 @@ fn restore(
 fn restorable(rec: &Record, generation: Option<u32>) -> Result<Vec<u32>, Refusal> {
     let date = &rec.date;
     let not_found = |reason: String| Refusal {
-        kind: RefusalKind::NotFound,
+        kind: RefusalKind::NoArchive,
         reason,
     };
     match generation {

@@ -1,6 +1,9 @@
 //! Adapters from the Workers platform to the ports: D1, R2, Durable Object storage, the host.
 //!
-//! Not logic: each method is one platform call plus a translation of its errors.
+//! Not logic: no decision about a date is made here. A method is one platform call, or the few
+//! a port's contract needs (the record saved only if its revision is unchanged, the carry
+//! split into chunks for storage's value limit, a zero-length range read as a `head`), plus
+//! the translation of values and errors between JavaScript and Rust.
 
 mod d1;
 mod host;
