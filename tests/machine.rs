@@ -236,6 +236,7 @@ fn pass(purpose: Purpose) -> Pass {
         id: 1,
         batch_bytes: 1000,
         rows: 0,
+        restored_by: None,
     }
 }
 
@@ -282,6 +283,7 @@ fn phases() -> Vec<(&'static str, Record)> {
                 generations: vec![1],
                 until_ms: NOW + 10,
                 counts: RestoreCounts::default(),
+                restore_id: Some(1),
             })),
         ),
         (

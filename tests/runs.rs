@@ -453,7 +453,7 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
         piece: 0,
         batch: 0,
     };
-    let stmts = delete_batch(&text, DATE, &id, 1);
+    let stmts = delete_batch(&text, DATE, &id, 1, None);
     let by_id = |sql: &str| -> Vec<usize> {
         // A statement's lines are in `?1` and, those with a character past U+00FF, as hex in the
         // last parameter (`?7` of a keyed statement, `?3` of the join).

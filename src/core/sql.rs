@@ -671,6 +671,39 @@ pub const DELETE_KEYED_REALS: &str = concat!(
     " ELSE 0 END"
 );
 
+/// The restore's rowid mark `$pass`, or past every rowid when there is none.
+macro_rules! mark_rowid {
+    ($pass:literal) => {
+        concat!(
+            "coalesce((SELECT rows FROM archive_ledger WHERE pass = ",
+            $pass,
+            " AND piece = 0 AND batch = 0), 9223372036854775807)"
+        )
+    };
+}
+
+/// [`DELETE_BATCH`], with `$nulls` narrowing the NULL-id rows it may take.
+macro_rules! delete_batch {
+    ($nulls:expr) => {
+        concat!(
+            "DELETE FROM traffic_events WHERE changes() = 1 AND rowid IN (",
+            "SELECT t.rowid FROM ",
+            batch_lines!("?3", ""),
+            " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
+            same_row_exact!(),
+            " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
+            " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
+            " FROM ",
+            batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
+            " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL",
+            $nulls,
+            " AND ",
+            same_row_exact!(),
+            " WHERE l.id IS NULL) AS p WHERE p.n = p.k)"
+        )
+    };
+}
+
 /// Deletes the rows of date `?2` equal in every column to a line of `?1` and `?3` (see
 /// [`lines_params`]), if the statement before it left `changes()` at 1: the lines
 /// [`DELETE_KEYED`] cannot take (NULL, BLOB and escaped ids). Five rows read per row deleted.
@@ -678,20 +711,24 @@ pub const DELETE_KEYED_REALS: &str = concat!(
 /// Rows with an id are found through the primary key (one row per line at most). Rows with a
 /// NULL id can repeat exactly; the k-th copy of a line in the batch takes the k-th equal row
 /// by rowid, so as many rows go as the archive holds lines, never more.
-pub const DELETE_BATCH: &str = concat!(
-    "DELETE FROM traffic_events WHERE changes() = 1 AND rowid IN (",
-    "SELECT t.rowid FROM ",
-    batch_lines!("?3", ""),
-    " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
-    same_row_exact!(),
-    " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
-    " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
-    " FROM ",
-    batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
-    " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL AND ",
-    same_row_exact!(),
-    " WHERE l.id IS NULL) AS p WHERE p.n = p.k)"
-);
+pub const DELETE_BATCH: &str = delete_batch!("");
+
+/// [`DELETE_BATCH`] for a release: a NULL-id row goes only if its rowid is past the restore's
+/// mark `?4` ([`ROWID_MARK`]), i.e. the restore inserted it (or it came after). A NULL-id row
+/// equal to an archived line may be one the app wrote after the cleaning, which no archive
+/// holds; only the restore's own copies are the archive's. Without the mark, none goes.
+pub const DELETE_BATCH_RESTORED: &str = delete_batch!(concat!(" AND t.rowid > ", mark_rowid!("?4")));
+
+/// Writes a restore's rowid mark `?1` (see [`rowid_mark`]) for date `?2` at `?3`, unless it is
+/// there: the largest rowid of `traffic_events` before the restore's first insert (in the
+/// first batch's transaction). Every row the restore inserts has a larger one.
+pub const ROWID_MARK: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
+SELECT ?1, 0, 0, coalesce((SELECT max(rowid) FROM traffic_events), 0), ?2, ?3 WHERE true ON CONFLICT DO NOTHING";
+
+/// The `archive_ledger` pass under which restore `id` of `date` keeps its rowid mark.
+pub fn rowid_mark(date: &str, id: u32) -> String {
+    format!("{date}#restore-{id}#rowid")
+}
 
 /// Opens batch `(?1, ?2, ?3)` of a pass in `archive_ledger` with `rows` = -1, unless the batch
 /// is there already. `changes()` is then 1 for a batch that never ran and 0 for one that did,
@@ -739,7 +776,9 @@ impl BatchId<'_> {
 /// reads back as the row's value ([`DELETE_KEYED_REALS`], and the check in [`DELETE_BATCH`]);
 /// otherwise it stays in D1, exact (and pending). With no line, the batch still runs (and
 /// closes its ledger row) with an empty delete.
-pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
+///
+/// `mark`: for a release, the restore's rowid mark ([`DELETE_BATCH_RESTORED`]).
+pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mark: Option<&str>) -> Vec<Statement> {
     let (keyed, others) = split_keyed(lines, date);
     let (reals, plain): (Vec<_>, Vec<_>) = keyed.into_iter().partition(|k| k.values.iter().any(|v| is_real(v)));
     let mut deletes: Vec<Statement> = plain
@@ -753,10 +792,15 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> V
         .collect();
     if !others.is_empty() || deletes.is_empty() {
         let [narrow, wide] = lines_params(&others);
-        deletes.push(Statement::new(
-            DELETE_BATCH,
-            vec![narrow, Param::Text(date.into()), wide],
-        ));
+        let mut params = vec![narrow, Param::Text(date.into()), wide];
+        let sql = match mark {
+            None => DELETE_BATCH,
+            Some(mark) => {
+                params.push(Param::Text(mark.into()));
+                DELETE_BATCH_RESTORED
+            }
+        };
+        deletes.push(Statement::new(sql, params));
     }
     ledgered(deletes, Vec::new(), date, id, now_ms)
 }
@@ -1061,8 +1105,12 @@ pub const RESTORE_KEYED: &str = concat!(
 );
 
 /// [`RESTORE_KEYED`] for the other lines (NULL, BLOB and escaped ids, BLOB values) of date
-/// `?2`. A NULL-id line is inserted only while D1 holds fewer equal rows than the batch holds
-/// copies of it.
+/// `?2`.
+///
+/// NULL-id rows can repeat exactly, so a NULL-id line counts as present while D1 held, before
+/// the restore (up to its rowid mark `?4`, [`ROWID_MARK`]), more equal rows than the batch
+/// holds earlier copies of it; once the restore has inserted a copy of it (past the mark), an
+/// earlier batch found too few, and every copy goes in.
 pub const RESTORE_BATCH: &str = concat!(
     "INSERT INTO traffic_events (",
     columns!(all, name, ", "),
@@ -1072,9 +1120,16 @@ pub const RESTORE_BATCH: &str = concat!(
     batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
     " AS l WHERE changes() = 1",
     " AND (l.id IS NOT NULL OR (SELECT count(*) FROM traffic_events AS t",
-    " WHERE t.event_date = ?2 AND t.id IS NULL AND ",
+    " WHERE t.event_date = ?2 AND t.id IS NULL AND t.rowid <= ",
+    mark_rowid!("?4"),
+    " AND ",
     same_row!(),
-    ") <= l.k)",
+    ") <= l.k OR EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2 AND t.id IS NULL",
+    " AND t.rowid > ",
+    mark_rowid!("?4"),
+    " AND ",
+    same_row!(),
+    "))",
     " ON CONFLICT (id) DO NOTHING"
 );
 
@@ -1098,7 +1153,9 @@ pub const RESTORE_CHECK: &str = concat!(
 
 /// The D1 batch (one transaction) that restores `lines`: open the ledger row, the inserts with
 /// the ledger's count between them, close it, check every line, read the ledger.
-pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> Vec<Statement> {
+///
+/// Before it, the restore's rowid mark `mark` ([`ROWID_MARK`]) is written if the pass has none.
+pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mark: &str) -> Vec<Statement> {
     let (keyed, mut others) = split_keyed(lines, date);
     let (keyed, blobs): (Vec<Keyed<'_>>, Vec<Keyed<'_>>) = keyed.into_iter().partition(|k| !k.has_blob());
     others.extend(blobs.iter().map(|k| k.line));
@@ -1110,11 +1167,15 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64) -> 
     }
     if !others.is_empty() {
         let [narrow, wide] = lines_params(&others);
-        inserts.push(Statement::new(RESTORE_BATCH, vec![narrow, date_p(), wide]));
+        inserts.push(Statement::new(
+            RESTORE_BATCH,
+            vec![narrow, date_p(), wide, Param::Text(mark.into())],
+        ));
     }
     let [narrow, wide] = lines_params(&lines.split_terminator('\n').collect::<Vec<_>>());
     let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide]);
-    ledgered(inserts, vec![check], date, id, now_ms)
+    let write_mark = Statement::new(ROWID_MARK, vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)]);
+    [vec![write_mark], ledgered(inserts, vec![check], date, id, now_ms)].concat()
 }
 
 /// The result of a restore batch's check, among the batch's results: the one before the
@@ -1511,13 +1572,14 @@ mod tests {
         text.push_str(&(line("x", "2.5", "null").replace(r#""id":"x""#, r#""id":null"#) + "\n"));
         let sqls = |stmts: Vec<Statement>| stmts.iter().map(|s| s.sql).collect::<Vec<_>>();
         let (delete, restore) = (
-            sqls(delete_batch(&text, "2026-11-20", &id, 9)),
+            sqls(delete_batch(&text, "2026-11-20", &id, 9, None)),
             // Lines with a BLOB value are restored by the general statement.
             sqls(restore_batch(
                 &text.replace(r#"{"$blob":"0A"}"#, "5"),
                 "2026-11-20",
                 &id,
                 9,
+                "m",
             )),
         );
         use LEDGER_ADD as ADD;
@@ -1537,6 +1599,7 @@ mod tests {
         assert_eq!(
             restore,
             [
+                ROWID_MARK,
                 LEDGER_OPEN,
                 RESTORE_KEYED,
                 ADD,
@@ -1547,10 +1610,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            sqls(restore_batch(&text, "2026-11-20", &id, 9)),
-            [LEDGER_OPEN, RESTORE_BATCH, LEDGER_CLOSE, RESTORE_CHECK, LEDGER_ROWS]
+            sqls(restore_batch(&text, "2026-11-20", &id, 9, "m")),
+            [
+                ROWID_MARK,
+                LEDGER_OPEN,
+                RESTORE_BATCH,
+                LEDGER_CLOSE,
+                RESTORE_CHECK,
+                LEDGER_ROWS
+            ]
         );
-        let first = &delete_batch(&text, "2026-11-20", &id, 9)[1];
+        // A release takes NULL-id rows only past the restore's mark.
+        let release = delete_batch(&text, "2026-11-20", &id, 9, Some("m"));
+        assert_eq!(release[5].sql, DELETE_BATCH_RESTORED);
+        assert_eq!(release[5].params[3], Param::Text("m".into()));
+        let first = &delete_batch(&text, "2026-11-20", &id, 9, None)[1];
         assert_eq!(
             first.params[2..4],
             [
@@ -1595,13 +1669,13 @@ mod tests {
             (plain.clone(), DELETE_KEYED),
         ];
         for (text, sql) in &cases {
-            let stmts = delete_batch(&format!("{text}\n"), "2026-11-20", &id, 9);
+            let stmts = delete_batch(&format!("{text}\n"), "2026-11-20", &id, 9, None);
             let sqls: Vec<_> = stmts.iter().map(|s| s.sql).collect();
             assert_eq!(sqls, [LEDGER_OPEN, sql, LEDGER_CLOSE, LEDGER_ROWS], "{text}");
         }
         // Together: one statement of each kind.
         let all: String = cases.iter().map(|(text, _)| format!("{text}\n")).collect();
-        let sqls: Vec<_> = delete_batch(&all, "2026-11-20", &id, 9)
+        let sqls: Vec<_> = delete_batch(&all, "2026-11-20", &id, 9, None)
             .iter()
             .map(|s| s.sql)
             .filter(|sql| ![LEDGER_OPEN, LEDGER_ADD, LEDGER_CLOSE, LEDGER_ROWS].contains(sql))

@@ -278,6 +278,12 @@ pub struct Pass {
     pub batch_bytes: u64,
     /// Rows deleted by this pass so far.
     pub rows: u64,
+    /// For a release: the restore whose rows it deletes. A NULL-id row goes only if that
+    /// restore inserted it (after its rowid mark, [`crate::core::sql::ROWID_MARK`]); `None`
+    /// (a record saved before the mark existed): no NULL-id row goes, it stays in D1 and is
+    /// archived again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_by: Option<u32>,
 }
 
 /// A restore: like a pass, but inserting.
@@ -326,6 +332,9 @@ pub struct Hold {
     pub generations: Vec<u32>,
     pub until_ms: i64,
     pub counts: RestoreCounts,
+    /// The restore's pass id, for its release ([`Pass::restored_by`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_id: Option<u32>,
 }
 
 /// Measurements of the current run, for the status page and the benchmark.

@@ -120,8 +120,9 @@ enum Plan {
     Unchanged(Record, Reply),
     /// Save this record.
     Save(Record, Reply),
-    /// Move into a pass over these generations (saved before the pass's first statement).
-    Pass(Record, Purpose, Vec<u32>, Reply),
+    /// Move into a pass over these generations (saved before the pass's first statement); for
+    /// a release, the restore whose rows it deletes.
+    Pass(Record, Purpose, Vec<u32>, Option<u32>, Reply),
 }
 
 type Planning = Result<Plan, Refusal>;
@@ -163,10 +164,10 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
                 transition: settle(rec, before, action, now_ms, cfg),
             }
         }
-        Plan::Pass(rec, purpose, generations, reply) => Decision {
+        Plan::Pass(rec, purpose, generations, restored_by, reply) => Decision {
             reply,
             save: true,
-            transition: start_pass(rec, purpose, generations, now_ms, cfg, (before, action)),
+            transition: start_pass(rec, (purpose, generations, restored_by), now_ms, cfg, (before, action)),
         },
     })
 }
@@ -222,7 +223,7 @@ fn cleanup(mut rec: Record) -> Planning {
     let date = rec.date.clone();
     let phase = std::mem::replace(&mut rec.phase, Phase::Idle);
     Ok(match phase {
-        Phase::Uploaded { generation } => Plan::Pass(rec, Purpose::Clean, vec![generation], Reply::Started),
+        Phase::Uploaded { generation } => Plan::Pass(rec, Purpose::Clean, vec![generation], None, Reply::Started),
         Phase::Failed(Failure {
             work: Work::Cleaning(p),
             ..
@@ -433,13 +434,19 @@ fn restorable(rec: &Record, generation: Option<u32>) -> Result<Vec<u32>, Refusal
 fn release(mut rec: Record) -> Planning {
     let date = rec.date.clone();
     Ok(match std::mem::replace(&mut rec.phase, Phase::Idle) {
-        Phase::Restored(hold) => Plan::Pass(rec, Purpose::Release, hold.generations, Reply::ReleaseStarted),
+        Phase::Restored(hold) => Plan::Pass(
+            rec,
+            Purpose::Release,
+            hold.generations,
+            hold.restore_id,
+            Reply::ReleaseStarted,
+        ),
         // Stopping a restore: what was restored so far is cleaned against its archive.
         Phase::Working(Work::Restoring(r))
         | Phase::Failed(Failure {
             work: Work::Restoring(r),
             ..
-        }) => Plan::Pass(rec, Purpose::Release, r.generations, Reply::ReleaseStarted),
+        }) => Plan::Pass(rec, Purpose::Release, r.generations, Some(r.id), Reply::ReleaseStarted),
         Phase::Working(Work::Cleaning(p)) if p.purpose == Purpose::Release => {
             rec.phase = Phase::Working(Work::Cleaning(p));
             Plan::Unchanged(rec, Reply::AlreadyRunning)

@@ -235,24 +235,16 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
             let names = ("uploaded", "start-clean");
             return Alarm::Advance(Box::new(start_pass(
                 rec.clone(),
-                Purpose::Clean,
-                vec![g],
+                (Purpose::Clean, vec![g], None),
                 now_ms,
                 cfg,
                 names,
             )));
         }
         Phase::Restored(hold) if now_ms >= hold.until_ms => {
-            let gens = hold.generations.clone();
+            let pass = (Purpose::Release, hold.generations.clone(), hold.restore_id);
             let names = ("restored", "hold-ended");
-            return Alarm::Advance(Box::new(start_pass(
-                rec.clone(),
-                Purpose::Release,
-                gens,
-                now_ms,
-                cfg,
-                names,
-            )));
+            return Alarm::Advance(Box::new(start_pass(rec.clone(), pass, now_ms, cfg, names)));
         }
         Phase::Idle | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Restored(_) | Phase::Failed(_) => {
             return Alarm::Sleep
@@ -290,6 +282,10 @@ struct Position {
     id: u32,
     batch_bytes: u64,
     purpose: &'static str,
+    /// The restore whose rowid mark bounds the NULL-id rows: its own for a restore, the
+    /// restored one for a release (0 when unknown: no pass has that id, so no mark and no
+    /// NULL-id row deleted), none for a cleaning.
+    mark: Option<u32>,
 }
 
 fn pass_position(p: &Pass) -> Position {
@@ -303,6 +299,10 @@ fn pass_position(p: &Pass) -> Position {
             Purpose::Clean => "clean",
             Purpose::Release => "release",
         },
+        mark: match p.purpose {
+            Purpose::Clean => None,
+            Purpose::Release => Some(p.restored_by.unwrap_or(0)),
+        },
     }
 }
 
@@ -314,6 +314,7 @@ fn restore_position(r: &Restore) -> Position {
         id: r.id,
         batch_bytes: r.batch_bytes,
         purpose: "restore",
+        mark: Some(r.id),
     }
 }
 
@@ -338,6 +339,7 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config)
         batch_bytes: at.batch_bytes,
         budget_rows: cfg.clean_step_rows,
         now_ms,
+        rowid_mark: at.mark.map(|id| crate::core::sql::rowid_mark(&rec.date, id)),
     };
     Step::Pass(Box::new(PassJob::new(kind, &rec.date, sources, start)))
 }
@@ -345,8 +347,7 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config)
 /// The move into a pass, saved before the pass sends its first statement.
 pub(super) fn start_pass(
     mut rec: Record,
-    purpose: Purpose,
-    generations: Vec<u32>,
+    (purpose, generations, restored_by): (Purpose, Vec<u32>, Option<u32>),
     now_ms: i64,
     cfg: &Config,
     (before, action): (&'static str, &'static str),
@@ -368,6 +369,7 @@ pub(super) fn start_pass(
         id: rec.passes,
         batch_bytes: cfg.clean_batch_bytes,
         rows: 0,
+        restored_by,
     }));
     rec.attempts = 0;
     settle(rec, before, action, now_ms, cfg)
@@ -658,6 +660,7 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
                     generations: r.generations.clone(),
                     until_ms: r.hold_until_ms,
                     counts: r.counts.clone(),
+                    restore_id: Some(r.id),
                 };
                 rec.stats.restored_at_ms = Some(now_ms);
                 rec.phase = Phase::Restored(hold);

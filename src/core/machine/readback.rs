@@ -353,6 +353,7 @@ pub struct PassJob {
     batch_bytes: usize,
     budget_rows: u64,
     now_ms: i64,
+    rowid_mark: Option<String>,
     stage: PassStage,
     buf: Vec<u8>,
     rows_seen: u64,
@@ -386,13 +387,16 @@ pub struct Passed {
 }
 
 /// Where a pass starts this step, and how much it may do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PassStart {
     pub current: usize,
     pub piece: usize,
     pub batch_bytes: u64,
     pub budget_rows: u64,
     pub now_ms: i64,
+    /// The restore's rowid mark ([`sql::rowid_mark`]): a restore writes it, a release deletes
+    /// NULL-id rows only past it; `None` for a cleaning.
+    pub rowid_mark: Option<String>,
 }
 
 impl PassJob {
@@ -411,6 +415,7 @@ impl PassJob {
             batch_bytes: at.batch_bytes as usize,
             budget_rows: at.budget_rows,
             now_ms: at.now_ms,
+            rowid_mark: at.rowid_mark,
             stage: PassStage::Read,
             buf: Vec::with_capacity(largest),
             rows_seen: 0,
@@ -500,9 +505,10 @@ impl PassJob {
         // word at a time, where the lossy decoder goes byte by byte.
         let raw = &self.buf[from..to];
         let lines = std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
+        let mark = self.rowid_mark.as_deref();
         match self.kind {
-            Kind::Delete => sql::delete_batch(&lines, &self.date, &id, self.now_ms),
-            Kind::Restore => sql::restore_batch(&lines, &self.date, &id, self.now_ms),
+            Kind::Delete => sql::delete_batch(&lines, &self.date, &id, self.now_ms, mark),
+            Kind::Restore => sql::restore_batch(&lines, &self.date, &id, self.now_ms, mark.unwrap_or_default()),
         }
     }
 
