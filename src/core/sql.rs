@@ -372,7 +372,7 @@ macro_rules! wire_value {
 /// equal to the date (a BLOB or a number never equals a TEXT), so [`page_rows`] puts the date
 /// in its place.
 macro_rules! export_select {
-    ($key:literal) => {
+    ($key:expr) => {
         concat!(
             "SELECT ",
             $key,
@@ -409,6 +409,77 @@ pub const EXPORT_AFTER_ID: &str = concat!(
     " WHERE event_date = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
 );
 
+/// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again, byte
+/// for byte): see [`exact_cursor`].
+pub const EXPORT_AFTER_BYTES: &str = concat!(
+    export_select!("''"),
+    " WHERE event_date = ?1 AND id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3"
+);
+
+/// The hex of the last id of the page of `LIMIT ?3` (`?2` for the first ids) after the cursor,
+/// for [`exact_cursor`].
+macro_rules! last_id_hex {
+    ($after:literal, $limit:literal) => {
+        concat!(
+            "SELECT hex(max(id)) FROM (SELECT id FROM traffic_events WHERE event_date = ?1 AND ",
+            $after,
+            " ORDER BY id LIMIT ",
+            $limit,
+            ")"
+        )
+    };
+}
+pub const LAST_ID_HEX_FIRST: &str = last_id_hex!("id >= ''", "?2");
+pub const LAST_ID_HEX_AFTER: &str = last_id_hex!("id > ?2", "?3");
+pub const LAST_ID_HEX_BYTES: &str = last_id_hex!("id > CAST(?2 AS TEXT)", "?3");
+
+/// Whether the cursor after a page is not the id D1 holds: JavaScript reads text as UTF-8 and
+/// turns bytes that are not into U+FFFD, so the next page would start before the row again (a
+/// scan of one-row pages would never get past it) or skip rows.
+pub fn cursor_is_lossy(cursor: &Cursor) -> bool {
+    matches!(cursor, Cursor::After { id: Key::Text(t) } if t.contains('\u{FFFD}'))
+}
+
+/// The statement that reads the bytes of the last id of the page of `rows` rows that started
+/// at `before` (the cursor before it), when [`cursor_is_lossy`]; its answer becomes the cursor
+/// through [`cursor_of_hex`]. `None` where the page cannot have been of ids.
+pub fn exact_cursor(date: &str, before: &Cursor, rows: u32) -> Option<Statement> {
+    let (date, rows) = (Param::Text(date.into()), Param::Int(i64::from(rows)));
+    Some(match before {
+        Cursor::Start | Cursor::NullIds { .. } => return None,
+        Cursor::FirstId => Statement::new(LAST_ID_HEX_FIRST, vec![date, rows]),
+        Cursor::After { id } => Statement::new(LAST_ID_HEX_AFTER, vec![date, id.param(), rows]),
+        Cursor::AfterBytes { hex } => Statement::new(
+            LAST_ID_HEX_BYTES,
+            vec![date, Param::Blob(hex::decode(hex).unwrap_or_default()), rows],
+        ),
+    })
+}
+
+/// The cursor from the answer of [`exact_cursor`]'s statement (one value, on the wire), which
+/// must be the id JavaScript gave as `lossy`. Were it another (rows of the date inserted or
+/// deleted before the page's end in between), the step fails and is retried.
+pub fn cursor_of_hex(wire: &str, lossy: &str) -> Result<Cursor, BadResult> {
+    let bytes = hex::decode(wire).map_err(|e| bad("exact_cursor", format!("{e}: {wire:.60}")))?;
+    // Decoders may disagree on how many U+FFFD a run of bad bytes becomes, not on where.
+    let runs = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            if !(c == '\u{FFFD}' && out.ends_with('\u{FFFD}')) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    if bytes.is_empty() || runs(&String::from_utf8_lossy(&bytes)) != runs(lossy) {
+        return Err(bad(
+            "exact_cursor",
+            format!("the page's last id {lossy:.60} is no longer where the page ended; the rows changed meanwhile, the step is retried"),
+        ));
+    }
+    Ok(Cursor::AfterBytes { hex: wire.to_string() })
+}
+
 /// Where the scan stands: the segment and the last key read in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
@@ -421,6 +492,9 @@ pub enum Cursor {
     FirstId,
     /// After this id.
     After { id: Key },
+    /// After the text id with these bytes (hex): one that JavaScript cannot give back byte for
+    /// byte ([`cursor_is_lossy`]).
+    AfterBytes { hex: String },
 }
 
 /// A primary key value: text, or BLOB bytes (kept as hex in the persisted state).
@@ -449,6 +523,11 @@ pub fn export_page(date: &str, cursor: &Cursor, limit: u32) -> Statement {
         Cursor::NullIds { rowid } => Statement::new(EXPORT_NULL_IDS, vec![date, Param::Int(*rowid), limit]),
         Cursor::FirstId => Statement::new(EXPORT_FIRST_IDS, vec![date, limit]),
         Cursor::After { id } => Statement::new(EXPORT_AFTER_ID, vec![date, id.param(), limit]),
+        // The hex was written by SQLite's own hex().
+        Cursor::AfterBytes { hex } => Statement::new(
+            EXPORT_AFTER_BYTES,
+            vec![date, Param::Blob(hex::decode(hex).unwrap_or_default()), limit],
+        ),
     }
 }
 
@@ -1557,6 +1636,42 @@ mod tests {
             r#"{"1":{"x1":1,"y1":3},"2":{"z2":2},"":{"":4},"é":{"café":5},"🚀":{"🚀":6}}"#
         );
         assert_eq!(KeyedObject::default().finish(), "{}");
+    }
+
+    #[test]
+    fn a_cursor_javascript_changed_is_read_again_as_bytes() {
+        let lossy = Cursor::After {
+            id: Key::Text("u\u{FFFD}z".into()),
+        };
+        assert!(cursor_is_lossy(&lossy));
+        assert!(!cursor_is_lossy(&Cursor::After {
+            id: Key::Text("u\u{e9}".into())
+        }));
+        let after = Cursor::After {
+            id: Key::Text("a".into()),
+        };
+        let stmt = exact_cursor("2026-11-20", &after, 7).unwrap();
+        assert_eq!((stmt.sql, &stmt.params[2]), (LAST_ID_HEX_AFTER, &Param::Int(7)));
+        assert_eq!(
+            exact_cursor("2026-11-20", &Cursor::FirstId, 7).unwrap().sql,
+            LAST_ID_HEX_FIRST
+        );
+        assert!(exact_cursor("2026-11-20", &Cursor::NullIds { rowid: 3 }, 7).is_none());
+        // `u`, two bytes that are not UTF-8, `z`: however many U+FFFD a decoder makes of them.
+        for lossy in ["u\u{FFFD}z", "u\u{FFFD}\u{FFFD}z"] {
+            assert_eq!(
+                cursor_of_hex("75FF807A", lossy).unwrap(),
+                Cursor::AfterBytes { hex: "75FF807A".into() }
+            );
+        }
+        // Another id where the page ended: the rows moved, the step is retried.
+        assert!(cursor_of_hex("76FF", "u\u{FFFD}").is_err());
+        assert!(cursor_of_hex("", "").is_err());
+        let next = export_page("2026-11-20", &Cursor::AfterBytes { hex: "75FF".into() }, 5);
+        assert_eq!(
+            (next.sql, &next.params[1]),
+            (EXPORT_AFTER_BYTES, &Param::Blob(vec![0x75, 0xFF]))
+        );
     }
 
     #[test]

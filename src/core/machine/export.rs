@@ -180,6 +180,9 @@ pub struct ExportJob {
     up: Up,
     stage: Stage,
     cursor: Cursor,
+    /// The statement in flight reads the exact bytes of the cursor's id, which JavaScript gave
+    /// as this text ([`sql::exact_cursor`]).
+    resolving: Option<String>,
     limit: u32,
     row_bytes: u64,
     rows: u64,
@@ -243,6 +246,7 @@ impl ExportJob {
             up,
             stage: Stage::Fetch(sql::export_page(date, &ex.cursor, limit)),
             cursor: ex.cursor.clone(),
+            resolving: None,
             limit,
             row_bytes: ex.row_bytes,
             rows: 0,
@@ -406,10 +410,20 @@ impl ExportJob {
     // -- pages --------------------------------------------------------------------------------
 
     fn take_page(&mut self, wire: String) -> Result<(), StepError> {
-        self.wire = wire;
         self.lines.clear();
         self.info.clear();
         self.written = 0;
+        if let Some(lossy) = self.resolving.take() {
+            // Not a page: the last page's last id, byte for byte.
+            self.cursor = sql::cursor_of_hex(&wire, &lossy)?;
+            self.stage = Stage::Write {
+                next: self.next_page(),
+                prefetched: false,
+            };
+            return Ok(());
+        }
+        self.wire = wire;
+        let before = self.cursor.clone();
         let null_segment = matches!(self.cursor, Cursor::Start | Cursor::NullIds { .. });
         let base = self.wire.as_ptr() as usize;
         let mut last = None;
@@ -440,18 +454,31 @@ impl ExportJob {
             (true, false) => self.scan_done = true,
             _ => {}
         }
-        let budget_left = self.rows < self.limits.step_rows && self.raw < self.limits.step_bytes;
-        let next = (!self.scan_done && budget_left).then(|| {
-            self.limit = self
-                .limits
-                .page_limit(self.row_bytes, Some(self.limit), self.limits.step_rows - self.rows);
-            sql::export_page(&self.date, &self.cursor, self.limit)
-        });
+        // A cursor JavaScript changed is made exact before any page (or the next step) uses it.
+        let exact = (!self.scan_done && sql::cursor_is_lossy(&self.cursor))
+            .then(|| sql::exact_cursor(&self.date, &before, n as u32))
+            .flatten();
+        self.resolving = match (&exact, &self.cursor) {
+            (Some(_), Cursor::After { id: Key::Text(t) }) => Some(t.clone()),
+            _ => None,
+        };
+        let next = exact.or_else(|| self.next_page());
         self.stage = Stage::Write {
             next,
             prefetched: false,
         };
         Ok(())
+    }
+
+    /// The next page's statement, while the scan and the step's budget last.
+    fn next_page(&mut self) -> Option<Statement> {
+        let budget_left = self.rows < self.limits.step_rows && self.raw < self.limits.step_bytes;
+        (!self.scan_done && budget_left).then(|| {
+            self.limit = self
+                .limits
+                .page_limit(self.row_bytes, Some(self.limit), self.limits.step_rows - self.rows);
+            sql::export_page(&self.date, &self.cursor, self.limit)
+        })
     }
 
     /// The current page's lines into the Parquet file.
