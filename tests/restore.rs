@@ -290,3 +290,40 @@ fn a_release_never_deletes_a_null_id_row_that_no_archive_holds() {
         "two rows: one in D1, one in the archive"
     );
 }
+
+#[test]
+fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
+    let w = archived_world(50);
+    let id: String = w
+        .sql()
+        .query_row("SELECT id FROM traffic_events ORDER BY id LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    // Changed after the first export, before its cleaning: it stays, and generation 2 archives
+    // the new version.
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("uploaded");
+    w.sql()
+        .execute("UPDATE traffic_events SET path = '/v2' WHERE id = ?1", [&id])
+        .unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(w.status().rows_pending, Some(1));
+    w.run();
+    assert_eq!((w.record().generations.len(), count_date(w.sql(), DATE)), (2, 0));
+    w.command(RESTORE).unwrap();
+    w.drive_until("restored");
+    let r = w.status().restore.unwrap();
+    let path: String = w
+        .sql()
+        .query_row("SELECT path FROM traffic_events WHERE id = ?1", [&id], |r| r.get(0))
+        .unwrap();
+    assert_eq!(path, "/v2", "the newer version is the one restored");
+    assert_eq!(
+        (r.generations.clone(), r.inserted, r.conflicts, r.superseded),
+        (vec![2, 1], 50, 0, 1),
+        "{r:?}"
+    );
+    // The release takes the newer version back with its own line; the older line matches nothing.
+    w.command(Command::Release).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(count_date(w.sql(), DATE), 0);
+}

@@ -72,7 +72,7 @@ pub enum StepError {
     #[error("archive object {key} is missing; nothing more was deleted or restored from it. {advice}")]
     ArchiveMissing { key: String, advice: &'static str },
     /// Restored rows are not all in D1 after their batch: something deleted them meanwhile.
-    #[error("after restoring batch {batch} of piece {piece} of {key}, D1 holds {identical} rows identical to its {lines} lines ({conflicts} conflicts); rows were removed while restoring. The step is retried")]
+    #[error("after restoring batch {batch} of piece {piece} of {key}, D1 holds {identical} rows identical to its {lines} lines ({conflicts} conflicts, {superseded} superseded); rows were removed while restoring. The step is retried")]
     RestoreShort {
         key: String,
         piece: usize,
@@ -80,6 +80,7 @@ pub enum StepError {
         lines: u64,
         identical: u64,
         conflicts: u64,
+        superseded: u64,
     },
     /// The day would need more than R2's 10,000 parts.
     #[error("the archive needs more than {max} parts of {part_size} bytes; raise PART_SIZE_BYTES and reset the date")]

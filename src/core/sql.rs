@@ -1214,20 +1214,25 @@ pub const RESTORE_BATCH: &str = concat!(
 
 /// Checks restored lines (`?1` and `?3`, see [`lines_params`]) of date `?2` in one pass over
 /// them: how many have an equal row in D1, how many have their id taken by a different row
-/// (conflicts), and those ids as a JSON array in the archive's order (by id). A line with no row at all counts as neither (the
-/// caller then knows rows went missing).
+/// that was there before the restore (conflicts, up to its rowid mark `?4`), those ids as a
+/// JSON array in the archive's order (by id), and how many have it taken by a row from after
+/// the mark (superseded: a newer version, restored from a newer generation, which a restore
+/// walks first). A line with no row at all counts as none (the caller then knows rows went
+/// missing).
 pub const RESTORE_CHECK: &str = concat!(
     materialised_lines!("?3"),
     " SELECT coalesce(sum(c.same), 0), coalesce(sum(c.conflict), 0),",
-    " json_group_array(json(c.idj) ORDER BY c.id) FILTER (WHERE c.conflict) FROM (",
-    "SELECT m.id AS id, m.idj AS idj, m.same AS same, 1 - m.same AS conflict FROM (SELECT l.id AS id, l.idj AS idj, ",
+    " json_group_array(json(c.idj) ORDER BY c.id) FILTER (WHERE c.conflict), coalesce(sum(c.newer), 0) FROM (",
+    "SELECT m.id AS id, m.idj AS idj, m.same AS same, (1 - m.same) * (1 - m.newer) AS conflict,",
+    " (1 - m.same) * m.newer AS newer FROM (SELECT l.id AS id, l.idj AS idj, ",
     same_row!(),
-    " AS same",
-    " FROM l JOIN traffic_events AS t ON t.id = l.id) AS m",
+    " AS same, t.rowid > ",
+    mark_rowid!("?4"),
+    " AS newer FROM l JOIN traffic_events AS t ON t.id = l.id) AS m",
     " UNION ALL SELECT l.id, l.idj, EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2 AND t.id IS NULL",
     " AND ",
     same_row!(),
-    "), 0 FROM l WHERE l.id IS NULL) AS c"
+    "), 0, 0 FROM l WHERE l.id IS NULL) AS c"
 );
 
 /// The D1 batch (one transaction) that restores `lines`: open the ledger row, the inserts with
@@ -1252,7 +1257,7 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mar
         ));
     }
     let [narrow, wide] = lines_params(&lines.split_terminator('\n').collect::<Vec<_>>());
-    let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide]);
+    let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide, Param::Text(mark.into())]);
     let write_mark = Statement::new(ROWID_MARK, vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)]);
     [vec![write_mark], ledgered(inserts, vec![check], date, id, now_ms)].concat()
 }

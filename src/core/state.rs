@@ -308,8 +308,12 @@ pub struct RestoreCounts {
     pub inserted: u64,
     /// Lines whose identical row was already in D1.
     pub present: u64,
-    /// Lines whose id D1 holds with different content (never overwritten).
+    /// Lines whose id D1 held before the restore with different content (never overwritten).
     pub conflicts: u64,
+    /// Lines of an older generation whose id the restore had already filled from a newer one
+    /// (the row changed between the two exports; the newer version is the one restored).
+    #[serde(default)]
+    pub superseded: u64,
     /// The first conflicting ids, as JSON values.
     pub conflict_ids: Vec<serde_json::Value>,
 }
@@ -321,6 +325,7 @@ impl RestoreCounts {
         self.inserted += other.inserted;
         self.present += other.present;
         self.conflicts += other.conflicts;
+        self.superseded += other.superseded;
         let room = keep_ids.saturating_sub(self.conflict_ids.len());
         self.conflict_ids.extend(other.conflict_ids.iter().take(room).cloned());
     }

@@ -68,6 +68,10 @@ pub struct RestoreView {
     pub already_present: u64,
     pub conflicts: u64,
     pub first_conflicting_ids: Vec<Value>,
+    /// Lines of an older generation whose row came back from a newer one (generations are
+    /// restored newest first).
+    #[serde(default)]
+    pub superseded: u64,
     pub hold_until: String,
     pub done: bool,
 }
@@ -258,6 +262,7 @@ fn restore_view(rec: &Record, gens: &[u32], counts: &RestoreCounts, until_ms: i6
         already_present: counts.present,
         conflicts: counts.conflicts,
         first_conflicting_ids: counts.conflict_ids.clone(),
+        superseded: counts.superseded,
         hold_until: iso(until_ms),
         done,
     }

@@ -404,7 +404,7 @@ fn restore(
     Ok(Plan::Save(rec, Reply::RestoreStarted))
 }
 
-/// The generations a restore walks, oldest first.
+/// The generations a restore walks, newest first.
 fn restorable(rec: &Record, generation: Option<u32>) -> Result<Vec<u32>, Refusal> {
     let date = &rec.date;
     let not_found = |reason: String| Refusal {
@@ -422,7 +422,15 @@ fn restorable(rec: &Record, generation: Option<u32>) -> Result<Vec<u32>, Refusal
             Some(_) => Ok(vec![n]),
         },
         None => {
-            let gens: Vec<u32> = rec.generations.iter().filter(|g| !g.legacy).map(|g| g.number).collect();
+            // Newest first: a row changed between two exports comes back as its newer version,
+            // and its older line counts as superseded, not as a conflict.
+            let gens: Vec<u32> = rec
+                .generations
+                .iter()
+                .rev()
+                .filter(|g| !g.legacy)
+                .map(|g| g.number)
+                .collect();
             if gens.is_empty() {
                 return Err(not_found(format!("{date} has no archive that can be restored")));
             }

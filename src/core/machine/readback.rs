@@ -634,7 +634,8 @@ impl PassJob {
         Ok(())
     }
 
-    /// After a restore batch, every line must have an identical row in D1 or be a conflict.
+    /// After a restore batch, every line must have an identical row in D1, or its id a
+    /// different row (a conflict, or a newer version restored first).
     fn check_restored(
         &mut self,
         k: usize,
@@ -647,9 +648,10 @@ impl PassJob {
             .and_then(|rs| rs.rows.first())
             .cloned()
             .unwrap_or_default();
-        let (identical, conflicts, ids): (u64, u64, Option<String>) = sql::decode_row("restore_check", &row)?;
+        let (identical, conflicts, ids, superseded): (u64, u64, Option<String>, u64) =
+            sql::decode_row("restore_check", &row)?;
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
-        if identical + conflicts != lines {
+        if identical + conflicts + superseded != lines {
             return Err(StepError::RestoreShort {
                 key: self.sources[self.current].key.clone(),
                 piece: self.piece,
@@ -657,12 +659,14 @@ impl PassJob {
                 lines,
                 identical,
                 conflicts,
+                superseded,
             });
         }
         let c = &mut self.piece_counts;
         c.inserted += inserted;
         c.present += identical.saturating_sub(inserted);
         c.conflicts += conflicts;
+        c.superseded += superseded;
         let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
         c.conflict_ids.extend(ids.into_iter().take(room));
