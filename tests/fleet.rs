@@ -51,22 +51,13 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
     // Health names the dates waiting for their cleanup as notices, and the two due dates
     // nothing has archived yet as reasons.
     let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
-    let waiting: Vec<bool> = (1..=3)
-        .map(|d| {
-            h.notices
-                .iter()
-                .any(|n| n.contains(&date(d)) && n.contains("trigger-cleanup"))
-        })
-        .collect();
-    assert_eq!(waiting, [true; 3], "{h:?}");
-    let overdue: Vec<bool> = (4..=5)
-        .map(|d| {
-            h.reasons
-                .iter()
-                .any(|r| r.contains(&date(d)) && r.contains("past its due time"))
-        })
-        .collect();
-    assert_eq!((overdue, h.reasons.len()), (vec![true; 2], 2), "{h:?}");
+    let named = |texts: &[String], days: std::ops::RangeInclusive<u32>, words: &str| {
+        days.map(|d| texts.iter().any(|t| t.contains(&date(d)) && t.contains(words)))
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(named(&h.notices, 1..=3, "trigger-cleanup"), [true; 3], "{h:?}");
+    assert_eq!(named(&h.reasons, 4..=5, "past its due time"), [true; 2], "{h:?}");
+    assert_eq!(h.reasons.len(), 2, "{h:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::{Command, Reply};
 use d1_archiver::core::sql::COLUMNS;
+use d1_archiver::core::status::RestoreView;
 use d1_archiver::engine::EngineError;
 
 const RESTORE: Command = Command::Restore {
@@ -245,16 +246,24 @@ fn null_ids(w: &World) -> u64 {
         .unwrap()
 }
 
-#[test]
-fn identical_null_id_rows_spread_over_batches_all_come_back() {
-    // 40 rows of about 3 KB: more than one batch of the small config's 40 KB.
+/// A world whose `archived` NULL-id rows were archived and cleaned, then `again` written once
+/// more by the app, then restored; and what the restore did.
+fn null_ids_restored(archived: usize, again: usize) -> (World, RestoreView) {
     let w = World::new(small_config());
-    null_id_rows(&w, 40);
+    null_id_rows(&w, archived);
     w.run();
     assert_eq!(count_date(w.sql(), DATE), 0);
+    null_id_rows(&w, again);
     w.command(RESTORE).unwrap();
     w.drive_until("restored");
     let r = w.status().restore.unwrap();
+    (w, r)
+}
+
+#[test]
+fn identical_null_id_rows_spread_over_batches_all_come_back() {
+    // 40 rows of about 3 KB: more than one batch of the small config's 40 KB.
+    let (w, r) = null_ids_restored(40, 0);
     assert_eq!((null_ids(&w), r.inserted, r.already_present), (40, 40, 0), "{r:?}");
     w.command(Command::Release).unwrap();
     w.drive(|_, _| {});
@@ -263,15 +272,8 @@ fn identical_null_id_rows_spread_over_batches_all_come_back() {
 
 #[test]
 fn a_release_never_deletes_a_null_id_row_that_no_archive_holds() {
-    let w = World::new(small_config());
-    null_id_rows(&w, 1);
-    w.run();
-    assert_eq!(count_date(w.sql(), DATE), 0);
     // After the cleaning, the app writes the same row again: no archive holds this one.
-    null_id_rows(&w, 1);
-    w.command(RESTORE).unwrap();
-    w.drive_until("restored");
-    let r = w.status().restore.unwrap();
+    let (w, r) = null_ids_restored(1, 1);
     // It stands for the archived line (as an equal row with an id would), so nothing goes in,
     assert_eq!((r.inserted, r.already_present), (0, 1), "{r:?}");
     // and the release, which deletes only NULL-id rows the restore inserted, leaves it.
