@@ -388,33 +388,26 @@ macro_rules! export_select {
 // ---------------------------------------------------------------------------------------------
 // Export: the keyset scan
 
+/// An export page: [`export_select`] with `key`, over the date's rows that `rest` (the cursor's
+/// condition, order and limit) picks.
+macro_rules! export_page {
+    ($key:literal, $rest:literal) => {
+        concat!(export_select!($key), " WHERE event_date = ?1 AND ", $rest)
+    };
+}
+
 /// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
 /// rowid: the first segment of the scan. `?2` is the last rowid read (0 before the first).
-pub const EXPORT_NULL_IDS: &str = concat!(
-    export_select!("rowid"),
-    " WHERE event_date = ?1 AND id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3"
-);
-
+pub const EXPORT_NULL_IDS: &str = export_page!("rowid", "id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3");
 /// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids (which
 /// sort after all text). Seeks through `idx_traffic_events_date_id`.
-pub const EXPORT_FIRST_IDS: &str = concat!(
-    export_select!("''"),
-    " WHERE event_date = ?1 AND id >= '' ORDER BY id LIMIT ?2"
-);
-
+pub const EXPORT_FIRST_IDS: &str = export_page!("''", "id >= '' ORDER BY id LIMIT ?2");
 /// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
 /// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
-pub const EXPORT_AFTER_ID: &str = concat!(
-    export_select!("''"),
-    " WHERE event_date = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-);
-
+pub const EXPORT_AFTER_ID: &str = export_page!("''", "id > ?2 ORDER BY id LIMIT ?3");
 /// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again, byte
 /// for byte): see [`exact_cursor`].
-pub const EXPORT_AFTER_BYTES: &str = concat!(
-    export_select!("''"),
-    " WHERE event_date = ?1 AND id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3"
-);
+pub const EXPORT_AFTER_BYTES: &str = export_page!("''", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3");
 
 /// The hex of the last id of the page of `LIMIT ?3` (`?2` for the first ids) after the cursor,
 /// for [`exact_cursor`].
