@@ -177,6 +177,21 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     }
 }
 
+/// Health when the Worker's vars do not parse (`error` names the var): unhealthy, and nothing
+/// read from D1, since every rule above depends on the config.
+pub fn misconfigured(error: &str, now_ms: i64) -> Health {
+    Health {
+        ok: false,
+        reasons: vec![format!(
+            "the Worker's configuration is invalid, so nothing is archived: {error}"
+        )],
+        notices: Vec::new(),
+        last_cron_run: None,
+        today: Day::from_unix_ms(now_ms).to_string(),
+        test_hooks: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +272,13 @@ mod tests {
         );
         assert_eq!(h.reasons.len(), 4, "{h:?}");
         assert!(!h.ok && h.test_hooks);
+        let err = Config::from_vars(|n| (n == "RETENTION_DAYS").then(|| "seven".to_string())).unwrap_err();
+        let h = misconfigured(&err.to_string(), now);
+        assert!(
+            !h.ok && h.reasons.len() == 1 && h.reasons[0].contains("RETENTION_DAYS"),
+            "{h:?}"
+        );
+        assert_eq!(h.today, "1970-01-11");
     }
 
     #[test]

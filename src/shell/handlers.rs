@@ -12,6 +12,7 @@ use crate::api::routes::{self, ArchiveFormat, EventsQuery, Route};
 use crate::api::{authorize, ApiError, ErrorKind};
 use crate::core::config::Config;
 use crate::core::date::Day;
+use crate::core::policy;
 use crate::core::status::ArchiveObject;
 use crate::engine::events::EventReader;
 use crate::engine::fleet;
@@ -36,7 +37,6 @@ pub(super) async fn handle(req: Request, env: &Env) -> Result<Response, ApiError
         let header = req.headers().get("authorization").ok().flatten();
         authorize(token.as_deref(), header.as_deref())?;
     }
-    let cfg = config(env)?;
     let query: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -49,8 +49,23 @@ pub(super) async fn handle(req: Request, env: &Env) -> Result<Response, ApiError
         query_len: url.query().map_or(0, str::len),
     };
     let now = now_ms();
-    let route = routes::route(&parsed, Day::from_unix_ms(now), now, &cfg)?;
+    let today = Day::from_unix_ms(now);
+    let cfg = match config(env) {
+        Ok(cfg) => cfg,
+        Err(e) => return misconfigured(e, routes::route(&parsed, today, now, &Config::default()), now),
+    };
+    let route = routes::route(&parsed, today, now, &cfg)?;
     dispatch(route, req, env, &cfg, now).await
+}
+
+/// A var that does not parse: the console still loads (its calls then show the error) and
+/// health answers 503 in its own shape, naming the var; every other route is the error itself.
+fn misconfigured(error: ApiError, route: Result<Route, ApiError>, now: i64) -> Result<Response, ApiError> {
+    match route {
+        Ok(Route::Console) => Response::from_html(CONSOLE).map_err(ApiError::unavailable),
+        Ok(Route::Health) => json(503, &policy::misconfigured(&error.message, now)),
+        _ => Err(error),
+    }
 }
 
 /// Answers one parsed route: the fleet's reads here, a date's commands in its Durable Object.
@@ -64,9 +79,10 @@ async fn dispatch(route: Route, mut req: Request, env: &Env, cfg: &Config, now: 
                 .map_err(ApiError::unavailable)?,
         ),
         Route::Health => {
-            let h = fleet::health(&db(env)?, cfg, now)
-                .await
-                .map_err(ApiError::unavailable)?;
+            let h = match db(env) {
+                Ok(db) => fleet::health(&db, cfg, now).await.map_err(ApiError::unavailable)?,
+                Err(e) => policy::misconfigured(&e.message, now),
+            };
             json(if h.ok { 200 } else { 503 }, &h)
         }
         Route::Archive {

@@ -85,3 +85,20 @@ def test_no_token_configured_is_503_with_instructions(tmp_path):
         code, body = w.api("GET", f"/admin/archive-status?date={DATE}", token="anything")
         assert code == 503
         assert "wrangler secret put ADMIN_TOKEN" in body["message"]
+
+
+def test_a_bad_var_is_named_by_health_and_every_route_and_the_console_still_loads(tmp_path):
+    w = make_worker(tmp_path, vars={"RETENTION_DAYS": "seven"})
+    with running(w):
+        code, body = w.api("GET", "/admin/health")
+        assert code == 503 and body["ok"] is False, body
+        assert any("RETENTION_DAYS" in r and "seven" in r for r in body["reasons"]), body
+        assert w.request("HEAD", "/admin/health")[0] == 503
+        code, body = w.api("GET", "/admin/dates")
+        assert code == 500 and body["error"] == "bad_config" and "RETENTION_DAYS" in body["message"], body
+        code, body = w.api("POST", f"/admin/trigger-archive?date={DATE}")
+        assert code == 500 and body["error"] == "bad_config", body
+        code, _, page = w.request("GET", "/admin/console", token=None)
+        assert code == 200 and b"<html" in page.lower()
+        code, body = w.api("GET", "/admin/health", token="wrong")
+        assert code == 401, body
