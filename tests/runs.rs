@@ -505,3 +505,84 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
     );
     assert_eq!(count_date(w.sql(), DATE), 7, "the second run deleted nothing");
 }
+
+/// A Parquet writer error stops the export (a bug, so no retry). Its advice works as written:
+/// with PARQUET=false, a reset and a trigger archive the date without Parquet, and no file of
+/// the stopped export is left or listed.
+#[test]
+fn a_parquet_failure_is_mended_as_its_advice_says() {
+    use d1_archiver::core::error::StepError;
+    use d1_archiver::core::machine::Reply;
+    use d1_archiver::core::parquet::ParquetError;
+    use d1_archiver::core::state::{Failure, Phase};
+    let w = World::new(Config {
+        parquet: true,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, 3_000, 5, now_s(&w));
+    let expected = rows_of(w.sql(), DATE);
+    w.command(Command::Trigger).unwrap();
+    for _ in 0..2 {
+        w.advance_to_wake();
+        w.step().unwrap();
+    }
+    assert!(!w.parquet_keys().is_empty());
+    // The export fails as a Parquet writer error leaves it.
+    let error = StepError::Parquet(ParquetError("a writer error".into())).to_string();
+    let mut rec = w.record();
+    let Phase::Working(work) = rec.phase.clone() else {
+        panic!("{:?}", rec.phase)
+    };
+    rec.phase = Phase::Failed(Failure {
+        work,
+        error: error.clone(),
+    });
+    let carry = w.store.inner.saved.borrow().as_ref().unwrap().1.clone();
+    *w.store.inner.saved.borrow_mut() = Some((serde_json::to_string(&rec).unwrap(), carry));
+    assert!(
+        error.contains("PARQUET=false") && error.contains("/admin/reset"),
+        "{error}"
+    );
+    let w = World {
+        cfg: Config {
+            parquet: false,
+            ..w.cfg.clone()
+        },
+        ..w
+    };
+    assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::WasReset);
+    assert_eq!(w.command(Command::Trigger).unwrap().reply, Reply::Started);
+    w.drive(|_, _| {});
+    assert_eq!(cleaned_with_pending(&w, 0).parquet_files, None);
+    assert!(w.parquet_keys().is_empty() && w.listed_parquet().is_empty());
+    assert_lines(archived(&w), &expected);
+}
+
+/// However many Parquet files a day has, a verification step reads back at most
+/// `PARQUET_FOOTERS_PER_STEP` footers; the next steps go on from where it stopped.
+#[test]
+fn verification_reads_a_bounded_number_of_parquet_footers_per_step() {
+    use d1_archiver::core::machine::PARQUET_FOOTERS_PER_STEP;
+    use d1_archiver::core::state::{Phase, Work};
+    let w = World::new(Config {
+        parquet: true,
+        step_rows: 100,
+        page_rows: 100,
+        ..small_config()
+    });
+    let files = PARQUET_FOOTERS_PER_STEP as u64 * 2 + 3;
+    seed(w.sql(), DATE, files * 100, 5, now_s(&w));
+    let expected = rows_of(w.sql(), DATE);
+    w.command(Command::Trigger).unwrap();
+    let mut checked = Vec::new();
+    w.drive(|w, _| {
+        if let Phase::Working(Work::Verifying(v)) = w.record().phase {
+            checked.push(v.parquet_checked);
+        }
+    });
+    assert_eq!(w.parquet_keys().len() as u64, files);
+    let n = PARQUET_FOOTERS_PER_STEP;
+    assert_eq!(checked, [0, n, 2 * n], "three steps: 64, 64, then 3 and the pieces");
+    assert_eq!(cleaned_with_pending(&w, 0).parquet_files, Some(files));
+    assert_lines(w.parquet_rows(), &expected);
+}

@@ -378,13 +378,14 @@ pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>
         }
         return Ok(Some(n));
     }
-    let offset_plus = match v.len().checked_sub(6).map(|at| v.split_at(at)) {
+    let offset_plus = match v.len().checked_sub(6).and_then(|at| v.split_at_checked(at)) {
         Some((time, offset)) if offset.starts_with(' ') => Some(format!("{time}+{}", &offset[1..])),
         _ => None,
     };
     DateTime::parse_from_rfc3339(v)
         .or_else(|e| offset_plus.as_deref().map_or(Err(e), DateTime::parse_from_rfc3339))
-        .map(|t| Some(t.timestamp_millis()))
+        // Rounded up: rows hold whole milliseconds, and `from` is inclusive, `to` exclusive.
+        .map(|t| Some(t.timestamp_millis() + i64::from(t.timestamp_subsec_nanos() % 1_000_000 != 0)))
         .map_err(|_| {
             bad(format!(
                 "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z, with a `+` offset sent as %2B) or unix milliseconds (e.g. 1789394400000), got {:?}",
@@ -542,6 +543,13 @@ mod tests {
         let far = parse("POST", "/admin/restore?date=2026-11-20&hold_until=9999-12-31", &cfg).unwrap_err();
         assert!(far.message.contains("send 2027-11-26 or earlier"), "{}", far.message);
         assert!(parse("POST", "/admin/restore?date=2026-11-20&hold_until=2027-11-26", &cfg).is_ok());
+        // A character of several bytes where an offset would start; a time finer than rows.
+        assert!(time_param("from", Some("é12345")).is_err());
+        assert!(time_param("from", Some("2026-11-20T16:00:00é2:00")).is_err());
+        let t = |v: &str| time_param("from", Some(v)).unwrap().unwrap();
+        assert_eq!(t("2026-11-20T16:00:00.0005Z"), t("2026-11-20T16:00:00.001Z"));
+        assert_eq!(t("2026-11-20T16:00:00.001Z"), t("2026-11-20T16:00:00Z") + 1);
+        assert_eq!(t("1969-12-31T23:59:59.9995Z"), 0);
         // Seconds where milliseconds belong, an id range backwards.
         let secs = err("/admin/events?date=2026-11-20&from=1795183200");
         assert!(secs.message.contains("looks like unix seconds"), "{}", secs.message);

@@ -89,7 +89,7 @@ pub enum StepError {
     #[error("{0}")]
     Malformed(MalformedRow),
     /// A step's Parquet file could not be written from its lines (a bug).
-    #[error("writing the Parquet file failed: {0}. The JSONL archive is unaffected: set PARQUET=false and POST /admin/trigger-archive to archive without Parquet, and report this error")]
+    #[error("writing the Parquet file failed: {0}. Every row is still in D1. To archive without Parquet: set PARQUET=false, POST /admin/reset for this date (discards this unfinished export; a trigger alone would resume it with Parquet on), then POST /admin/trigger-archive; and report this error")]
     Parquet(crate::core::parquet::ParquetError),
     /// A Parquet file read back from R2 is not the file that was written. Verification comes
     /// before any DELETE, so every row is still in D1.

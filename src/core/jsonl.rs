@@ -12,6 +12,7 @@
 //! The reading side is small: [`LineKeys`] reads the two values the events route filters on.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::core::sql::{COLUMNS, REAL_COLUMN, WIRE_VALUES};
 
@@ -74,27 +75,31 @@ fn write_real(real: &str, out: &mut Vec<u8>) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The id and the timestamp of an archived line, for the events route's filters. Other
-/// columns are skipped without being kept.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LineKeys {
-    pub id: serde_json::Value,
-    pub timestamp: serde_json::Value,
+/// The id and the timestamp of an archived line, for the events route's filters: kept as their
+/// JSON text, so a value no Rust number holds (a REAL of `9.0e+999`, SQLite's infinity) in
+/// any column leaves the others readable. Other columns are skipped without being kept.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LineKeys<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    timestamp: &'a RawValue,
 }
 
-impl LineKeys {
-    pub fn read(line: &[u8]) -> Option<LineKeys> {
+impl<'a> LineKeys<'a> {
+    pub fn read(line: &'a [u8]) -> Option<LineKeys<'a>> {
         serde_json::from_slice(line).ok()
     }
 
     /// The timestamp when it is an integer (what the index's min/max cover).
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.timestamp.as_i64()
+        self.timestamp.get().parse().ok()
     }
 
     /// The id when it is text (NULL and BLOB ids never fall in an id range).
-    pub fn text_id(&self) -> Option<&str> {
-        self.id.as_str()
+    pub fn text_id(&self) -> Option<String> {
+        let raw = self.id.get();
+        raw.starts_with('"').then(|| serde_json::from_str(raw).ok()).flatten()
     }
 }
 
@@ -178,9 +183,16 @@ mod tests {
 
     #[test]
     fn line_keys() {
-        let k = LineKeys::read(b"{\"id\":\"a\",\"x\":[1],\"timestamp\":17}").unwrap();
-        assert_eq!((k.text_id(), k.timestamp_ms()), (Some("a"), Some(17)));
+        let k = LineKeys::read(b"{\"id\":\"a\\u00e9\",\"x\":[1],\"timestamp\":17}").unwrap();
+        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("a\u{e9}"), Some(17)));
         let k = LineKeys::read(b"{\"id\":null,\"timestamp\":\"late\"}").unwrap();
+        assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
+        // SQLite's infinity, in the timestamp or in another column: the rest is still read.
+        let k = LineKeys::read(b"{\"id\":\"b\",\"timestamp\":9.0e+999}").unwrap();
+        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("b"), None));
+        let k = LineKeys::read(b"{\"id\":\"c\",\"response_time\":-9.0e+999,\"timestamp\":5}").unwrap();
+        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("c"), Some(5)));
+        let k = LineKeys::read(b"{\"id\":{\"$blob\":\"0A\"},\"timestamp\":1.5}").unwrap();
         assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
     }
 }

@@ -41,7 +41,8 @@ impl Window {
             (false, _) => true,
             (true, None) => false,
             (true, Some(id)) => {
-                self.id_from.as_deref().is_none_or(|f| id >= f) && self.id_to.as_deref().is_none_or(|e| id <= e)
+                self.id_from.as_deref().is_none_or(|f| id.as_str() >= f)
+                    && self.id_to.as_deref().is_none_or(|e| id.as_str() <= e)
             }
         };
         time_ok && id_ok

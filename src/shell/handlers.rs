@@ -14,10 +14,11 @@ use crate::core::config::Config;
 use crate::core::date::Day;
 use crate::core::policy;
 use crate::core::status::ArchiveObject;
-use crate::engine::events::EventReader;
+use crate::engine::events::{EventReader, EventsError};
 use crate::engine::fleet;
+use crate::ports::Host;
 
-use super::adapters::{D1, R2};
+use super::adapters::{WorkerHost, D1, R2};
 use super::{binding, config, json, now_ms};
 
 /// The operator console: one self-contained page (see `console.html`).
@@ -208,7 +209,14 @@ fn parquet_file(day: Day, object: &ArchiveObject, file: Option<u32>) -> Result<&
     match (file, files.len()) {
         (_, 0) => Err(no_archive(
             day,
-            format!("generation {n} of {day} has no Parquet files (it was exported with PARQUET=false)"),
+            format!(
+                "generation {n} of {day} has no Parquet files ({})",
+                if object.rows == 0 {
+                    "it holds no rows"
+                } else {
+                    "it was exported with PARQUET=false"
+                }
+            ),
         )),
         (None, 1) => Ok(&files[0].key),
         (None, count) => Err(ApiError::new(
@@ -238,24 +246,33 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
             }
             vec![o]
         }
-        None => all.into_iter().filter(|o| !o.legacy).collect(),
+        None => {
+            let legacy = all.iter().filter(|o| o.legacy).count();
+            let readable: Vec<ArchiveObject> = all.into_iter().filter(|o| !o.legacy).collect();
+            if readable.is_empty() && legacy > 0 {
+                return Err(ApiError::new(ErrorKind::Conflict, format!("{} has only generations written by state version 1, without per-piece checksums; download them whole with GET /admin/archive?date={}&generation=N", q.day, q.day)));
+            }
+            readable
+        }
     };
     if chosen.is_empty() {
         return Err(no_archive(q.day, format!("{} has no archive to read", q.day)));
     }
-    let reader = EventReader::new(&chosen, q.window);
+    let date = q.day.to_string();
+    let mut reader = EventReader::new(&chosen, q.window);
     let (pieces, bytes) = reader.planned();
     let total = (reader.pieces_total, reader.object_bytes);
     let r2 = R2(env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?);
-    let body = stream::unfold((Some(reader), r2), |(reader, r2)| async move {
-        let mut reader = reader?;
-        match reader.next(&r2).await {
-            Ok(Some(chunk)) => Some((Ok::<Vec<u8>, worker::Error>(chunk), (Some(reader), r2))),
-            Ok(None) => None,
-            // The lines sent so far are whole and checked; the stream ends with an error.
-            Err(e) => Some((Err(worker::Error::RustError(e.to_string())), (None, r2))),
-        }
-    });
+    // The first chunk is read before answering, so a window whose first piece is damaged (or
+    // whose read fails) gets an error status with its message, not a 200 cut short.
+    let first = reader.next(&r2).await.map_err(|e| match e {
+        EventsError::Port(p) => ApiError::unavailable(p),
+        EventsError::Damaged { key, piece, detail } => ApiError::new(
+            ErrorKind::CorruptState,
+            format!("piece {piece} of {key} could not be read back as indexed ({detail}); no line was sent. The archive is damaged: GET /admin/archive-status?date={date} lists the date's archives"),
+        ),
+    })?;
+    let body = lines_body(first, reader, r2, date);
     let mut resp = Response::from_stream(body).map_err(ApiError::unavailable)?;
     let h = resp.headers_mut();
     for (name, value) in [
@@ -267,4 +284,35 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
         h.set(name, &value).map_err(ApiError::unavailable)?;
     }
     Ok(resp)
+}
+
+/// The response body of an events read: `first`, then the reader's chunks. A failure after the
+/// status went out cuts the body short (the client sees an incomplete read; the lines sent are
+/// whole and checked), and the log says why.
+fn lines_body(
+    first: Option<Vec<u8>>,
+    reader: EventReader,
+    r2: R2,
+    date: String,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, worker::Error>> {
+    stream::unfold((first, Some(reader), r2), move |(first, reader, r2)| {
+        let date = date.clone();
+        async move {
+            if let Some(chunk) = first {
+                return Some((Ok::<Vec<u8>, worker::Error>(chunk), (None, reader, r2)));
+            }
+            let mut reader = reader?;
+            match reader.next(&r2).await {
+                Ok(Some(chunk)) => Some((Ok(chunk), (None, Some(reader), r2))),
+                Ok(None) => None,
+                Err(e) => {
+                    WorkerHost.log(
+                        &serde_json::json!({ "archiver": "d1-archiver", "date": date, "action": "events", "error": e.to_string() })
+                            .to_string(),
+                    );
+                    Some((Err(worker::Error::RustError(e.to_string())), (None, None, r2)))
+                }
+            }
+        }
+    })
 }

@@ -4,10 +4,17 @@ Rows with any created_at are archived and the date is truly empty; a reset durin
 nothing; a damaged object deletes nothing and says what to do; test hooks need TEST_HOOKS; dates
 waiting on an operator take no running slot."""
 
+import http.client
+import json
+import os
+import subprocess
 import time
+import urllib.request
+
+import pytest
 
 from conftest import day, make_worker, running
-from localworker import COLUMNS
+from localworker import COLUMNS, ROOT
 
 INSERT = ("INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, "
           "timestamp, event_date, is_error, created_at) VALUES ")
@@ -129,6 +136,38 @@ def test_a_damaged_object_deletes_nothing_and_says_what_to_do(tmp_path):
         assert w.count(date) >= 30_000 - st["rows_deleted"]
         code, health = w.api("GET", "/admin/health")
         assert code == 503 and any(date in r for r in health["reasons"])
+
+
+def test_events_never_serve_a_damaged_piece_and_say_so(tmp_path):
+    date = day(23)
+    w = make_worker(tmp_path, vars={"AUTO_CLEANUP": "false", "PIECE_BYTES": "262144"})
+    w.seed(date, 20_000)
+    with running(w):
+        st = w.archive(date, until={"uploaded"})
+        assert st["pieces"] >= 3, st
+        w.flip_byte(st["object_key"], at=0.97, mask=0x20)
+        # A window in the last piece only: the damage is found before answering.
+        code, body = w.api("GET", f"/admin/events?date={date}&from={date}T23:50:00Z")
+        assert code == 500 and body["error"] == "corrupt_state", body
+        assert "could not be read back" in body["message"] and "no line was sent" in body["message"], body
+        # The whole day: the earlier pieces go out, whole and checked, then the body is cut short.
+        req = urllib.request.Request(f"http://127.0.0.1:{w.port}/admin/events?date={date}",
+                                     headers={"Authorization": f"Bearer {w.token}"})
+        got = bytearray()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            with urllib.request.urlopen(req, timeout=60) as r:
+                assert r.status == 200
+                for chunk in iter(lambda: r.read(65536), b""):
+                    got += chunk
+        lines = bytes(got).split(b"\n")
+        whole = [json.loads(line) for line in lines[:-1]]
+        assert 0 < len(whole) < 20_000 and all(set(COLUMNS) <= set(row) for row in whole)
+        # scripts/query says so, and writes whole lines only.
+        env = {**os.environ, "ADMIN_TOKEN": w.token, "ARCHIVER_URL": f"http://127.0.0.1:{w.port}"}
+        out = subprocess.run([str(ROOT / "scripts" / "query"), "--date", date], env=env, capture_output=True, timeout=60)
+        assert out.returncode != 0 and b"the read stopped after" in out.stderr, out.stderr
+        assert out.stdout.endswith(b"\n") and len(out.stdout.splitlines()) == len(whole)
+        assert all(json.loads(line)["id"] for line in out.stdout.splitlines())
 
 
 def test_test_hooks_need_test_hooks_and_health_reports_them(tmp_path):

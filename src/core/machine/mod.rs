@@ -29,7 +29,9 @@ mod readback;
 pub use commands::{handle_command, Command, Decision, Refusal, RefusalKind, Reply};
 pub use complete::CompleteJob;
 pub use export::{ExportJob, Exported, Limits, StepUpload};
-pub use readback::{Kind, PassJob, PassStart, Passed, Source, Verified, VerifyJob, CONFLICT_IDS_KEPT};
+pub use readback::{
+    Kind, PassJob, PassStart, Passed, Source, Verified, VerifyJob, CONFLICT_IDS_KEPT, PARQUET_FOOTERS_PER_STEP,
+};
 
 use crate::core::config::{Config, R2_MAX_PARTS};
 use crate::core::date::{index_key, object_key};

@@ -46,8 +46,13 @@ enum VerifyStage {
     Done,
 }
 
+/// Parquet footers one verification step reads back at most: two or three R2 calls each, so a
+/// step's calls stay bounded however many files a day has (about 11 a million rows).
+pub const PARQUET_FOOTERS_PER_STEP: usize = 64;
+
 /// One verification step: checks the Parquet files' footers from `parquet_checked` (there are
-/// none with Parquet off), then the object's header, pieces from `next`, and its tail.
+/// none with Parquet off; [`PARQUET_FOOTERS_PER_STEP`] at most), then the object's header,
+/// pieces from `next`, and its tail.
 pub struct VerifyJob {
     archive: Generation,
     parquet_checked: usize,
@@ -56,6 +61,8 @@ pub struct VerifyJob {
     raw_len: u64,
     budget: u64,
     spent: u64,
+    /// Parquet footers this step may still read.
+    footers_left: usize,
     stage: VerifyStage,
     buf: Vec<u8>,
     io: IoStats,
@@ -99,6 +106,7 @@ impl VerifyJob {
             raw_len,
             budget,
             spent: 0,
+            footers_left: PARQUET_FOOTERS_PER_STEP,
             stage: if parquet_checked < archive.parquet.len() {
                 VerifyStage::ParquetSize
             } else if next == 0 {
@@ -114,6 +122,7 @@ impl VerifyJob {
     pub fn poll(&mut self) -> Poll<'_> {
         let key = &self.archive.key;
         match self.stage {
+            VerifyStage::ParquetSize if self.footers_left == 0 => Poll::Done,
             VerifyStage::ParquetSize => Poll::Io(Io::Head {
                 key: &self.archive.parquet[self.parquet_checked].key,
             }),
@@ -241,6 +250,7 @@ impl VerifyJob {
                 }
                 parquet::check_footer(&tail, file.bytes, file.rows).map_err(|e| mismatch(e.to_string()))?;
                 self.parquet_checked += 1;
+                self.footers_left -= 1;
                 self.stage = if self.parquet_checked < self.archive.parquet.len() {
                     VerifyStage::ParquetSize
                 } else if self.next == 0 {
