@@ -165,7 +165,16 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
         ),
         "/admin/events" => (
             &["GET"],
-            &["date", "generation", "from", "to", "id_from", "id_to", "limit"],
+            &[
+                "date",
+                "generation",
+                "from",
+                "to",
+                "id_from",
+                "id_after",
+                "id_to",
+                "limit",
+            ],
             day().and_then(|d| events(d, req)),
         ),
         "/admin/dates" => (&["GET"], &[], Ok(Route::Dates)),
@@ -259,7 +268,16 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
             return Err(bad("`to` must be after `from` (the window is from ≤ timestamp < to)"));
         }
     }
-    if let (Some(from), Some(to)) = (req.get("id_from"), req.get("id_to")) {
+    let (id_from, id_after) = match (req.get("id_from"), req.get("id_after")) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "send `id_from` (ids at or after it) or `id_after` (ids after it, to go on from a page's last line), not both",
+            ))
+        }
+        (Some(v), None) => (Some(v), false),
+        (None, v) => (v, v.is_some()),
+    };
+    if let (Some(from), Some(to)) = (id_from, req.get("id_to")) {
         if from > to {
             return Err(bad(format!(
                 "`id_from` {:?} sorts after `id_to` {:?} (ids compare as text); swap them",
@@ -283,7 +301,8 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
         window: Window {
             from_ms,
             to_ms,
-            id_from: req.get("id_from").map(str::to_string),
+            id_from: id_from.map(str::to_string),
+            id_after,
             id_to: req.get("id_to").map(str::to_string),
             limit,
         },
@@ -556,6 +575,16 @@ mod tests {
         assert!(err("/admin/events?date=2026-11-20&id_from=b&id_to=a")
             .message
             .contains("swap them"));
+        assert!(err("/admin/events?date=2026-11-20&id_after=b&id_to=a")
+            .message
+            .contains("swap them"));
+        assert!(err("/admin/events?date=2026-11-20&id_from=a&id_after=a")
+            .message
+            .contains("not both"));
+        let Route::Events(q) = parse("GET", "/admin/events?date=2026-11-20&id_after=a&limit=5", &cfg).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.window.id_from.as_deref(), q.window.id_after), (Some("a"), true));
         // `+02:00` typed unencoded arrives as ` 02:00`: read as the offset it was.
         let Route::Events(q) = parse(
             "GET",

@@ -14,7 +14,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::core::sql::{COLUMNS, REAL_COLUMN, WIRE_VALUES};
+use crate::core::sql::{Key, COLUMNS, REAL_COLUMN, WIRE_VALUES};
 
 /// A wire row that does not have the expected shape: the query and this module disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +94,23 @@ impl<'a> LineKeys<'a> {
     /// The timestamp when it is an integer (what the index's min/max cover).
     pub fn timestamp_ms(&self) -> Option<i64> {
         self.timestamp.get().parse().ok()
+    }
+
+    /// The id as the scan orders it: `None` for NULL (and for an id no scan writes).
+    pub fn id_key(&self) -> Option<Key> {
+        #[derive(Deserialize)]
+        struct Blob<'b> {
+            #[serde(rename = "$blob", borrow)]
+            hex: &'b str,
+        }
+        let raw = self.id.get();
+        match raw.as_bytes().first() {
+            Some(b'"') => serde_json::from_str(raw).ok().map(Key::Text),
+            Some(b'{') => serde_json::from_str::<Blob>(raw)
+                .ok()
+                .map(|b| Key::Blob(b.hex.to_string())),
+            _ => None,
+        }
     }
 
     /// The id when it is text (NULL and BLOB ids never fall in an id range).
@@ -194,5 +211,15 @@ mod tests {
         assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("c"), Some(5)));
         let k = LineKeys::read(b"{\"id\":{\"$blob\":\"0A\"},\"timestamp\":1.5}").unwrap();
         assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
+        assert_eq!(k.id_key(), Some(Key::Blob("0A".into())));
+        let key = |line: &[u8]| LineKeys::read(line).unwrap().id_key();
+        assert_eq!(
+            key(b"{\"id\":\"a\\\"b\",\"timestamp\":1}"),
+            Some(Key::Text("a\"b".into()))
+        );
+        assert_eq!(key(b"{\"id\":null,\"timestamp\":1}"), None);
+        // The scan's order: NULL, then text, then BLOB.
+        assert!(key(b"{\"id\":null,\"timestamp\":1}") < key(b"{\"id\":\"\",\"timestamp\":1}"));
+        assert!(key(b"{\"id\":\"\\uffff\",\"timestamp\":1}") < key(b"{\"id\":{\"$blob\":\"00\"},\"timestamp\":1}"));
     }
 }

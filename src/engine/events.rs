@@ -3,24 +3,37 @@
 //! Not a query engine: only the pieces whose index entry can match (min/max `timestamp`,
 //! first/last id) are range-read from R2; each is checked against the index (compressed and
 //! uncompressed CRC-32, length, lines) before any of its lines goes out, then filtered line by
-//! line. Memory is one piece buffer, sized once for the largest piece planned, and one chunk
-//! going out, whatever the window.
+//! line.
+//!
+//! **Each row once, in id order.** A date's generations can overlap (a row changed after its
+//! archive is in both; rows a stopped cleaning left are archived again). The generations are
+//! merged by id as the scan wrote them (NULL ids first, then text, then BLOB): where several
+//! hold an id, the newest one's line is the row, and the older lines are skipped. A newer
+//! generation's pieces whose ids overlap an older piece read are read too, even outside the
+//! window, so that an older version never stands in for a newer one the window excludes. NULL
+//! ids cannot be told apart: every NULL-id line goes out.
+//!
+//! Memory: one piece buffer per generation read, each sized once for its largest planned
+//! piece, and one chunk going out, whatever the window.
 
 use std::collections::VecDeque;
 
 use crate::core::gzip::{count_lines, inflate_piece};
 use crate::core::index::Piece;
 use crate::core::jsonl::LineKeys;
+use crate::core::sql::Key;
 use crate::core::status::ArchiveObject;
 use crate::ports::{ObjectStore, PortError};
 
-/// Which lines to return: `from_ms <= timestamp < to_ms`, `id_from <= id <= id_to` (text ids),
-/// at most `limit`.
+/// Which lines to return: `from_ms <= timestamp < to_ms`, `id_from <= id <= id_to` (text ids;
+/// `id_from < id` with `id_after`), at most `limit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub id_from: Option<String>,
+    /// `id_from` is exclusive: the id a previous page ended on.
+    pub id_after: bool,
     pub id_to: Option<String>,
     pub limit: Option<u64>,
 }
@@ -30,8 +43,8 @@ impl Window {
         self.from_ms.is_some() || self.to_ms.is_some() || self.id_from.is_some() || self.id_to.is_some()
     }
 
-    fn wants(&self, line: &[u8]) -> bool {
-        let Some(k) = LineKeys::read(line) else { return false };
+    fn wants(&self, k: Option<&LineKeys>) -> bool {
+        let Some(k) = k else { return false };
         let time_ok = match (self.from_ms.is_some() || self.to_ms.is_some(), k.timestamp_ms()) {
             (false, _) => true,
             (true, None) => false,
@@ -41,8 +54,11 @@ impl Window {
             (false, _) => true,
             (true, None) => false,
             (true, Some(id)) => {
-                self.id_from.as_deref().is_none_or(|f| id.as_str() >= f)
-                    && self.id_to.as_deref().is_none_or(|e| id.as_str() <= e)
+                let id = id.as_str();
+                self.id_from
+                    .as_deref()
+                    .is_none_or(|f| if self.id_after { id > f } else { id >= f })
+                    && self.id_to.as_deref().is_none_or(|e| id <= e)
             }
         };
         time_ok && id_ok
@@ -66,114 +82,240 @@ pub enum EventsError {
 /// Bytes handed out per chunk of the response (one longer line is a chunk of its own).
 const CHUNK: usize = 256 * 1024;
 
-/// The pieces to read, and where the reader stands in the last one read.
-pub struct EventReader {
-    window: Window,
-    todo: VecDeque<(String, usize, Piece)>,
-    sent: u64,
-    /// The last piece read, inflated and checked; its lines from `at` on are still to hand out.
+/// One generation's part of the read: its planned pieces, and where it stands in the last one.
+struct Cursor {
+    key: String,
+    todo: VecDeque<(usize, Piece)>,
+    /// The last piece read, inflated and checked; its lines from `at` on are still to go.
     /// Sized once for the largest piece planned, so its memory is reused from piece to piece.
     buf: Vec<u8>,
     at: usize,
-    /// Compressed bytes read from R2 so far, and in all the objects read from.
-    pub bytes_read: u64,
-    pub object_bytes: u64,
-    pub pieces_total: usize,
+    /// The id of the line at `at`, once read (when generations are merged).
+    head: Option<Option<Key>>,
 }
 
-impl EventReader {
-    /// Plans the read of `window` in `objects` (oldest generation first).
-    pub fn new(objects: &[ArchiveObject], window: Window) -> EventReader {
-        let mut todo = VecDeque::new();
-        for o in objects {
-            for (i, p) in o.pieces.iter().enumerate() {
-                if window.may_hold(p) {
-                    todo.push_back((o.key.clone(), i, p.clone()));
-                }
-            }
-        }
-        // One spare byte, as `inflate_piece` asks.
-        let largest = todo.iter().map(|(_, _, p)| p.raw_len as usize + 1).max().unwrap_or(0);
-        EventReader {
-            window,
-            pieces_total: objects.iter().map(|o| o.pieces.len()).sum(),
-            object_bytes: objects.iter().map(|o| o.bytes).sum(),
-            todo,
-            sent: 0,
-            buf: Vec::with_capacity(largest),
-            at: 0,
-            bytes_read: 0,
-        }
+impl Cursor {
+    fn line(&self) -> Option<&[u8]> {
+        let rest = &self.buf[self.at..];
+        (!rest.is_empty()).then(|| match memchr::memchr(b'\n', rest) {
+            Some(end) => &rest[..=end],
+            None => rest,
+        })
     }
 
-    /// Pieces the read will fetch, and their compressed bytes.
-    pub fn planned(&self) -> (usize, u64) {
-        (self.todo.len(), self.todo.iter().map(|(_, _, p)| p.len).sum())
+    /// Past the line at `at`, `len` bytes (`None`: find its end).
+    fn advance(&mut self, len: Option<usize>) {
+        self.at += len.unwrap_or_else(|| self.line().map_or(0, <[u8]>::len));
+        self.head = None;
     }
 
-    /// The next chunk of matching lines (whole lines, about 256 KiB), or `None` at the end.
-    pub async fn next<O: ObjectStore>(&mut self, r2: &O) -> Result<Option<Vec<u8>>, EventsError> {
-        loop {
-            if let Some(chunk) = self.take_chunk() {
-                return Ok(Some(chunk));
-            }
-            if self.window.limit.is_some_and(|l| self.sent >= l) {
-                return Ok(None);
-            }
-            let Some((key, index, piece)) = self.todo.pop_front() else {
-                return Ok(None);
+    /// The id of the line at `at` (NULL, and an id that cannot be read, as `None`).
+    fn head(&mut self) -> Option<&Key> {
+        if self.head.is_none() {
+            self.head = Some(self.line().and_then(|l| LineKeys::read(l)?.id_key()));
+        }
+        self.head.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Reads planned pieces until a line is at `at`; false when the generation is done.
+    async fn fill<O: ObjectStore>(&mut self, r2: &O, bytes_read: &mut u64) -> Result<bool, EventsError> {
+        while self.at >= self.buf.len() {
+            let Some((index, piece)) = self.todo.pop_front() else {
+                return Ok(false);
             };
-            self.read(r2, &key, index, &piece).await?;
+            *bytes_read += self.read(r2, index, &piece).await?;
         }
+        Ok(true)
     }
 
-    async fn read<O: ObjectStore>(&mut self, r2: &O, key: &str, index: usize, p: &Piece) -> Result<(), EventsError> {
+    async fn read<O: ObjectStore>(&mut self, r2: &O, index: usize, p: &Piece) -> Result<u64, EventsError> {
         let damaged = |detail: String| EventsError::Damaged {
-            key: key.to_string(),
+            key: self.key.clone(),
             piece: index,
             detail,
         };
         let bytes = r2
-            .get_range(key, p.offset, p.len)
+            .get_range(&self.key, p.offset, p.len)
             .await
             .map_err(EventsError::Port)?
             .ok_or_else(|| damaged("the object is missing".into()))?;
-        self.bytes_read += bytes.len() as u64;
         if bytes.len() as u64 != p.len {
             return Err(damaged(format!("{} bytes, the index says {}", bytes.len(), p.len)));
         }
-        self.at = 0;
         let checked = inflate_piece(&bytes, p.expect(), &mut self.buf).and_then(|()| match count_lines(&self.buf) {
             Ok(n) if n == p.rows => Ok(()),
             Ok(n) => Err(format!("{n} lines, the index says {}", p.rows)),
             Err(d) => Err(d),
         });
+        (self.at, self.head) = (0, None);
         // Nothing of a piece that failed its checks is ever handed out.
         checked.map_err(|d| {
             self.buf.clear();
             damaged(d)
-        })
+        })?;
+        Ok(bytes.len() as u64)
+    }
+}
+
+/// The id range of a piece, NULL as `None` (before every id, as the scan orders them).
+fn ids(p: &Piece) -> (Option<&Key>, Option<&Key>) {
+    (p.first_id.as_ref(), p.last_id.as_ref())
+}
+
+/// The pieces to read, generation by generation, and where the read stands.
+pub struct EventReader {
+    window: Window,
+    /// Newest generation first.
+    cursors: Vec<Cursor>,
+    sent: u64,
+    /// Compressed bytes read from R2 so far, and in all the objects read from.
+    pub bytes_read: u64,
+    pub object_bytes: u64,
+    pub pieces_total: usize,
+    /// Older lines not sent because a newer generation holds their id.
+    pub superseded: u64,
+    /// The cursors with a line, kept between lines.
+    live: Vec<usize>,
+    /// A failure met after lines were gathered: returned by the next call.
+    failed: Option<EventsError>,
+}
+
+impl EventReader {
+    /// Plans the read of `window` in `objects` (oldest generation first).
+    pub fn new(objects: &[ArchiveObject], window: Window) -> EventReader {
+        let mut plans: Vec<Vec<bool>> = objects
+            .iter()
+            .map(|o| o.pieces.iter().map(|p| window.may_hold(p)).collect())
+            .collect();
+        // A newer generation's pieces that can hold an id of an older piece read: its version
+        // of that row, if any, is the one that counts.
+        for newer in 1..objects.len() {
+            for (i, p) in objects[newer].pieces.iter().enumerate() {
+                let (lo, hi) = ids(p);
+                plans[newer][i] = plans[newer][i]
+                    || (0..newer).any(|older| {
+                        objects[older].pieces.iter().zip(&plans[older]).any(|(q, read)| {
+                            let (qlo, qhi) = ids(q);
+                            *read && lo <= qhi && qlo <= hi
+                        })
+                    });
+            }
+        }
+        let cursors = objects
+            .iter()
+            .zip(plans)
+            .rev()
+            .map(|(o, plan)| {
+                let todo: VecDeque<(usize, Piece)> = o
+                    .pieces
+                    .iter()
+                    .enumerate()
+                    .zip(plan)
+                    .filter(|(_, read)| *read)
+                    .map(|((i, p), _)| (i, p.clone()))
+                    .collect();
+                // One spare byte, as `inflate_piece` asks.
+                let largest = todo.iter().map(|(_, p)| p.raw_len as usize + 1).max().unwrap_or(0);
+                Cursor {
+                    key: o.key.clone(),
+                    todo,
+                    buf: Vec::with_capacity(largest),
+                    at: 0,
+                    head: None,
+                }
+            })
+            .collect();
+        EventReader {
+            window,
+            cursors,
+            sent: 0,
+            bytes_read: 0,
+            pieces_total: objects.iter().map(|o| o.pieces.len()).sum(),
+            object_bytes: objects.iter().map(|o| o.bytes).sum(),
+            superseded: 0,
+            live: Vec::new(),
+            failed: None,
+        }
     }
 
-    /// The wanted lines of the piece in `buf` from `at` on, up to the limit and about
-    /// [`CHUNK`] bytes, copied out; `None` when the piece has none left.
-    fn take_chunk(&mut self) -> Option<Vec<u8>> {
+    /// Pieces the read will fetch, and their compressed bytes.
+    pub fn planned(&self) -> (usize, u64) {
+        let pieces = self.cursors.iter().flat_map(|c| c.todo.iter());
+        pieces.fold((0, 0), |(n, bytes), (_, p)| (n + 1, bytes + p.len))
+    }
+
+    /// The next chunk of matching lines (whole lines, about 256 KiB), or `None` at the end.
+    pub async fn next<O: ObjectStore>(&mut self, r2: &O) -> Result<Option<Vec<u8>>, EventsError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let limit = self.window.limit.unwrap_or(u64::MAX);
-        let filters = self.window.filters();
         let mut chunk = Vec::new();
-        for line in self.buf[self.at..].split_inclusive(|b| *b == b'\n') {
-            if self.sent >= limit || (!chunk.is_empty() && chunk.len() + line.len() > CHUNK) {
+        let mut live = std::mem::take(&mut self.live);
+        'lines: while self.sent < limit {
+            live.clear();
+            for (g, c) in self.cursors.iter_mut().enumerate() {
+                match c.fill(r2, &mut self.bytes_read).await {
+                    Ok(true) => live.push(g),
+                    Ok(false) => {}
+                    // The lines gathered so far are whole and checked: they go out first.
+                    Err(e) if !chunk.is_empty() => {
+                        self.failed = Some(e);
+                        break 'lines;
+                    }
+                    Err(e) => {
+                        self.live = live;
+                        return Err(e);
+                    }
+                }
+            }
+            let Some(g) = self.lowest(&live) else { break };
+            let line = self.cursors[g].line().unwrap_or_default();
+            let len = line.len();
+            if !chunk.is_empty() && chunk.len() + line.len() > CHUNK {
                 break;
             }
-            self.at += line.len();
-            if !filters || self.window.wants(line) {
+            if !self.window.filters() || self.window.wants(LineKeys::read(line).as_ref()) {
                 if chunk.is_empty() {
                     chunk.reserve_exact(CHUNK.max(line.len()));
                 }
                 chunk.extend_from_slice(line);
                 self.sent += 1;
             }
+            self.advance(g, &live, len);
         }
-        (!chunk.is_empty()).then_some(chunk)
+        self.live = live;
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+
+    /// The id of cursor `g`'s line, once [`Cursor::head`] read it.
+    fn id(&self, g: usize) -> Option<&Key> {
+        self.cursors[g].head.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Of the cursors in `live`, the one whose line comes next: the lowest id, the newest
+    /// generation on a tie (cursors are newest first). One generation alone reads no id.
+    fn lowest(&mut self, live: &[usize]) -> Option<usize> {
+        if live.len() > 1 {
+            for &g in live {
+                self.cursors[g].head();
+            }
+        }
+        live.iter()
+            .copied()
+            .min_by(|&a, &b| self.id(a).cmp(&self.id(b)).then(a.cmp(&b)))
+    }
+
+    /// Past the line of cursor `g`, and past older lines with the same id (NULL ids excepted).
+    fn advance(&mut self, g: usize, live: &[usize], len: usize) {
+        if live.len() > 1 && self.id(g).is_some() {
+            for &older in live.iter().filter(|o| **o > g) {
+                if self.id(older) == self.id(g) {
+                    self.cursors[older].advance(None);
+                    self.superseded += 1;
+                }
+            }
+        }
+        self.cursors[g].advance(Some(len));
     }
 }

@@ -157,6 +157,12 @@ def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
         assert read <= total // 20, headers
         status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=7")
         assert status == 200 and len(body.decode().splitlines()) == 7
+        # Pages: the next one goes on after the last id of the one before, in id order.
+        page = [json.loads(line)["id"] for line in body.decode().splitlines()]
+        status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=7&id_after={page[-1]}")
+        page += [json.loads(line)["id"] for line in body.decode().splitlines()]
+        status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=14")
+        assert page == [json.loads(line)["id"] for line in body.decode().splitlines()] == sorted(page), page
         status, _, body = w.request("GET", f"/admin/events?date={date}&id_from=0000000000000&id_to={min(want)}")
         ids = [json.loads(line)["id"] for line in body.decode().splitlines()]
         assert ids == sorted(r for r in rows if r <= min(want))
