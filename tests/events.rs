@@ -179,18 +179,24 @@ fn paged(w: &World, window: Window, page: u64) -> Vec<Value> {
     }
 }
 
+/// `rows` seeded and archived, waiting for their cleanup (`AUTO_CLEANUP=false`).
+fn uploaded(rows: u64) -> World {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, rows, 4, w.host.now.get() / 1000);
+    w.run();
+    w
+}
+
 /// A cleaning stopped by a reset leaves rows that the next generation archives again, and a
 /// row changed meanwhile is in both generations: each row comes out once, in id order, as its
 /// newest version, and a window at the old version's time does not bring the old one back.
 #[test]
 fn overlapping_generations_give_each_row_once_as_its_newest_version() {
     use d1_archiver::core::machine::{Command, Reply};
-    let w = World::new(Config {
-        auto_cleanup: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 3_000, 4, w.host.now.get() / 1000);
-    w.run();
+    let w = uploaded(3_000);
     w.command(Command::Cleanup).unwrap();
     w.advance_to_wake();
     w.step().unwrap();
@@ -253,12 +259,7 @@ fn overlapping_generations_give_each_row_once_as_its_newest_version() {
 #[test]
 fn a_window_never_returns_a_version_a_newer_generation_replaced() {
     use d1_archiver::core::machine::Command;
-    let w = World::new(Config {
-        auto_cleanup: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 3_000, 4, w.host.now.get() / 1000);
-    w.run();
+    let w = uploaded(3_000);
     let row = rows_of(w.sql(), DATE)[1_500].clone();
     let (id, old_ts) = (
         row["id"].as_str().unwrap().to_string(),
