@@ -234,30 +234,7 @@ fn parquet_file(day: Day, object: &ArchiveObject, file: Option<u32>) -> Result<&
 
 /// Streams the lines of a window as NDJSON, reading only the pieces that can match.
 async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
-    let all = objects(env, q.day).await?;
-    let chosen: Vec<ArchiveObject> = match q.generation {
-        Some(n) => {
-            let o = all
-                .into_iter()
-                .find(|o| o.generation == n)
-                .ok_or_else(|| no_archive(q.day, format!("{} has no generation {n}", q.day)))?;
-            if o.legacy {
-                return Err(ApiError::new(ErrorKind::Conflict, format!("generation {n} was written by state version 1 without per-piece checksums; download it whole with GET /admin/archive?date={}&generation={n}", q.day)));
-            }
-            vec![o]
-        }
-        None => {
-            let legacy = all.iter().filter(|o| o.legacy).count();
-            let readable: Vec<ArchiveObject> = all.into_iter().filter(|o| !o.legacy).collect();
-            if readable.is_empty() && legacy > 0 {
-                return Err(ApiError::new(ErrorKind::Conflict, format!("{} has only generations written by state version 1, without per-piece checksums; download them whole with GET /admin/archive?date={}&generation=N", q.day, q.day)));
-            }
-            readable
-        }
-    };
-    if chosen.is_empty() {
-        return Err(no_archive(q.day, format!("{} has no archive to read", q.day)));
-    }
+    let (chosen, legacy) = readable(q.day, q.generation, objects(env, q.day).await?)?;
     let date = q.day.to_string();
     let mut reader = EventReader::new(&chosen, q.window);
     let (pieces, bytes) = reader.planned();
@@ -273,6 +250,11 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
         ),
     })?;
     let body = lines_body(first, reader, r2, date);
+    let read: Vec<String> = chosen.iter().map(|o| o.generation.to_string()).collect();
+    let generations = read.join(",")
+        + &legacy
+            .map(|n| format!(" ({n} of state version 1 not read)"))
+            .unwrap_or_default();
     let mut resp = Response::from_stream(body).map_err(ApiError::unavailable)?;
     let h = resp.headers_mut();
     for (name, value) in [
@@ -280,6 +262,7 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
         ("cache-control", "no-store".to_string()),
         ("x-archive-pieces", format!("{pieces} of {}", total.0)),
         ("x-archive-bytes", format!("{bytes} of {}", total.1)),
+        ("x-archive-generations", generations),
     ] {
         h.set(name, &value).map_err(ApiError::unavailable)?;
     }
@@ -315,4 +298,35 @@ fn lines_body(
             }
         }
     })
+}
+
+/// The generations an events read merges: `generation` alone, or every one it can read piece
+/// by piece, with how many it cannot (state version 1: no per-piece checksums), if any.
+fn readable(
+    day: Day,
+    generation: Option<u32>,
+    all: Vec<ArchiveObject>,
+) -> Result<(Vec<ArchiveObject>, Option<usize>), ApiError> {
+    let legacy = |what: String| {
+        ApiError::new(
+            ErrorKind::Conflict,
+            format!("{what} written by state version 1, without per-piece checksums; download it whole with GET /admin/archive?date={day}&generation=N"),
+        )
+    };
+    if let Some(n) = generation {
+        let o = all
+            .into_iter()
+            .find(|o| o.generation == n)
+            .ok_or_else(|| no_archive(day, format!("{day} has no generation {n}")))?;
+        return match o.legacy {
+            true => Err(legacy(format!("generation {n} was"))),
+            false => Ok((vec![o], None)),
+        };
+    }
+    let (old, readable): (Vec<ArchiveObject>, Vec<ArchiveObject>) = all.into_iter().partition(|o| o.legacy);
+    match (readable.is_empty(), old.len()) {
+        (true, 0) => Err(no_archive(day, format!("{day} has no archive to read"))),
+        (true, _) => Err(legacy(format!("{day} has only generations"))),
+        (false, n) => Ok((readable, (n > 0).then_some(n))),
+    }
 }

@@ -153,6 +153,7 @@ def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
         assert {g["id"] for g in got} == want and len(got) == len(want)
         for g in got:
             assert [g[c] for c in COLUMNS] == [rows[g["id"]][c] for c in COLUMNS]
+        assert headers["x-archive-generations"] == "1", headers
         read, total = (int(x) for x in headers["x-archive-bytes"].split(" of "))
         assert read <= total // 20, headers
         status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=7")
