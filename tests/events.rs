@@ -224,6 +224,13 @@ fn overlapping_generations_give_each_row_once_as_its_newest_version() {
         "generation 2 holds {lines_2} lines"
     );
 
+    let largest = |o: &ArchiveObject| o.pieces.iter().map(|p| p.raw_len as usize + 1).max().unwrap();
+    let planned = EventReader::new(&objects, Window::default());
+    assert_eq!(
+        planned.buffer_bytes(),
+        largest(&objects[0]) + largest(&objects[1]),
+        "a buffer per generation"
+    );
     let (got, reader) = read(&w, Window::default()).unwrap();
     assert_eq!(got.len(), 3_000, "each row once");
     assert_eq!(reader.superseded, lines_2);
@@ -292,4 +299,53 @@ fn a_window_never_returns_a_version_a_newer_generation_replaced() {
     assert_eq!(reader.superseded, 1);
     let (got, _) = read(&w, at(old_ts + 7_200_000)).unwrap();
     assert!(got.contains(&newest), "{got:?}");
+}
+
+/// An id JavaScript hands over with U+FFFD (bytes that are not UTF-8) sorts in the archive
+/// where its bytes did, not where its text does: it is sent as it is, never matched, and the
+/// ids around it still merge, in a window too.
+#[test]
+fn a_lossy_id_neither_breaks_the_merge_nor_its_planning() {
+    use d1_archiver::core::machine::Command;
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    for id in ["'u' || x'80'", "'u' || char(233)"] {
+        w.sql()
+            .execute(
+                &format!(
+                    "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, \
+                     timestamp, event_date, is_error) VALUES ({id}, '/x', 'GET', 200, 1.5, 'h', 7, '{DATE}', 0)"
+                ),
+                [],
+            )
+            .unwrap();
+    }
+    w.run();
+    // The valid id changes (and moves in time) before the cleaning; the lossy one never matches.
+    let changed = "UPDATE traffic_events SET path = '/v2', timestamp = 100000 WHERE id = 'u' || char(233)";
+    w.sql().execute(changed, []).unwrap();
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(count_date(w.sql(), DATE), 2);
+    w.sql()
+        .execute("DELETE FROM traffic_events WHERE id = 'u' || x'80'", [])
+        .unwrap();
+    w.run();
+    w.command(Command::Cleanup).unwrap();
+    w.drive(|_, _| {});
+    let objects = ArchiveObject::of(&w.record());
+    assert_eq!(objects.iter().map(|o| o.rows).collect::<Vec<_>>(), [2, 1]);
+    let paths = |window: Window| -> Vec<String> {
+        let (got, _) = read(&w, window).unwrap();
+        got.iter().map(|l| l["path"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(paths(Window::default()), ["/x", "/v2"], "each row once");
+    let at_old = Window {
+        from_ms: Some(7),
+        to_ms: Some(8),
+        ..Window::default()
+    };
+    assert_eq!(paths(at_old), ["/x"], "not the old version of the moved row");
 }

@@ -8,6 +8,7 @@ use d1_archiver::core::machine::Command;
 use d1_archiver::core::policy::PokeReason;
 use d1_archiver::engine::fleet;
 use d1_archiver::engine::Ports;
+use d1_archiver::ports::faulty::Rule;
 
 /// Unix ms at noon, `days` after 2026-11-20.
 fn at(days: i64) -> i64 {
@@ -104,9 +105,9 @@ fn listing_shows_known_and_pending_dates() {
 }
 
 /// Rows D1 cannot hand back unchanged (text that is not UTF-8) never compare equal with their
-/// lines and stay. Once a generation held nothing but them and could delete none, the cron
-/// leaves the date alone until its rows change: before, every daily cron wrote them again as
-/// one more generation, without end.
+/// lines and stay. Once a generation held nothing but them, an export that finds the same lines
+/// again is dropped and the date cleans against that generation again: before, every daily
+/// cron wrote them as one more generation, without end. A real change still makes a new one.
 #[test]
 fn rows_that_can_never_be_cleaned_are_not_archived_again_every_day() {
     let cfg = small_config();
@@ -114,63 +115,169 @@ fn rows_that_can_never_be_cleaned_are_not_archived_again_every_day() {
     let day = date(1);
     seed(w.sql(), &day, 200, 1, w.host.now.get() / 1000);
     for n in 0..2 {
-        w.sql()
-            .execute(
-                &format!(
-                    "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, \
-                     timestamp, event_date, is_error) VALUES ('stuck-{n}', '/u' || x'ff', 'GET', 200, 1.5, 'h', 7, '{day}', 0)"
-                ),
-                [],
-            )
-            .unwrap();
+        insert_row(&w, &format!("stuck-{n}"), &day, "'/u' || x'ff'");
     }
     let ports = w.ports();
-    let started = |now: i64| -> bool {
-        let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None, true)).unwrap();
-        plan.iter().any(|(d, r)| *d == day && *r == PokeReason::Start)
-    };
-    let archive = || {
+    // One daily cron: the date is due, so it starts, and runs to rest.
+    let cron = || {
+        let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(10), None, true)).unwrap();
+        assert!(
+            plan.iter().any(|(d, r)| *d == day && *r == PokeReason::Start),
+            "{plan:?}"
+        );
         block_on(ports.run_command(&day, Command::Trigger, &cfg)).unwrap();
         while w.advance_to_wake() {
             block_on(ports.run_alarm(&day, &cfg)).unwrap();
         }
-    };
-    let now = at(10);
-    let mut generations = Vec::new();
-    for _ in 0..4 {
-        if started(now) {
-            archive();
-        }
         let st = w.status();
-        generations.push((st.generation, st.rows_pending));
-    }
+        let objects = w
+            .objects()
+            .objects
+            .borrow()
+            .keys()
+            .filter(|k| k.ends_with(".jsonl.gz"))
+            .count();
+        (st.generation, st.rows_pending, objects)
+    };
+    let days: Vec<_> = (0..4).map(|_| cron()).collect();
     assert_eq!(
-        generations,
-        [(1, Some(2)), (2, Some(2)), (2, Some(2)), (2, Some(2))],
-        "the second generation held only the two rows and deleted neither: no third"
+        days,
+        [(1, Some(2), 1), (2, Some(2), 2), (2, Some(2), 2), (2, Some(2), 2)],
+        "(generation, rows pending, objects in R2) after each day"
     );
     assert_eq!(count_date(w.sql(), &day), 2);
-    // A change to the date's rows (here a late row) makes it due again: the late row goes, and
-    // one more generation finds the two alone again.
-    insert_row(&w, "late", &day);
-    let mut more = Vec::new();
-    while started(now) {
-        archive();
-        let st = w.status();
-        more.push((st.generation, st.rows_pending, st.rows_deleted));
-        assert!(more.len() < 5, "{more:?}");
-    }
-    assert_eq!(more, [(3, Some(2), 1), (4, Some(2), 0)]);
+    // A late row is new: a generation of its own (which deletes it), then one more of the two
+    // rows alone, then no more.
+    insert_row(&w, "late", &day, "'/late'");
+    let days: Vec<_> = (0..3).map(|_| cron()).collect();
+    assert_eq!(days, [(3, Some(2), 3), (4, Some(2), 4), (4, Some(2), 4)]);
+    // What R2 holds is what the tables list: the dropped copies' objects, indexes and Parquet
+    // files are gone, and were never listed.
+    let listed: Vec<String> = w
+        .sql()
+        .prepare("SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key")
+        .unwrap()
+        .query_map([&day], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut stored: Vec<String> = w
+        .objects()
+        .objects
+        .borrow()
+        .keys()
+        .filter(|k| !k.ends_with(".index.json"))
+        .cloned()
+        .collect();
+    stored.sort();
+    assert_eq!(
+        listed.len(),
+        8,
+        "4 generations, each an object and a Parquet file: {listed:?}"
+    );
+    assert_eq!(stored, listed);
 }
 
-fn insert_row(w: &World, id: &str, day: &str) {
+fn insert_row(w: &World, id: &str, day: &str, path: &str) {
     w.sql()
         .execute(
             &format!(
                 "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, \
-                 event_date, is_error) VALUES ('{id}', '/late', 'GET', 200, 1.5, 'h', 7, '{day}', 0)"
+                 event_date, is_error) VALUES ('{id}', {path}, 'GET', 200, 1.5, 'h', 7, '{day}', 0)"
             ),
             [],
         )
         .unwrap();
+}
+
+/// A row the app changes again between its generation's export and cleaning is not a repeat:
+/// the next export holds its new version, which is kept, archived and cleaned.
+#[test]
+fn a_row_changed_again_before_its_cleaning_is_archived_by_the_next_generation() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 200, 1, w.host.now.get() / 1000);
+    let id: String = w
+        .sql()
+        .query_row("SELECT max(id) FROM traffic_events", [], |r| r.get(0))
+        .unwrap();
+    // Each run changes the row to `path` while the export is being verified.
+    let run = |path: &str| {
+        w.command(Command::Trigger).unwrap();
+        let mut changed = false;
+        w.drive(|w, _| {
+            if !changed && w.status().phase == "verifying" {
+                changed = true;
+                let sql = "UPDATE traffic_events SET path = ?1 WHERE id = ?2";
+                w.sql().execute(sql, [path, id.as_str()]).unwrap();
+            }
+        });
+        let st = w.status();
+        (st.generation, st.rows_pending)
+    };
+    assert_eq!(run("/v2"), (1, Some(1)), "the changed row stays");
+    assert_eq!(run("/v3"), (2, Some(1)), "its /v2 archived, but changed again");
+    w.run();
+    let st = w.status();
+    assert_eq!(
+        (st.generation, st.rows_pending),
+        (3, Some(0)),
+        "its /v3 archived and cleaned"
+    );
+    let lines = archived(&w);
+    assert!(lines.iter().any(|l| l["id"] == id.as_str() && l["path"] == "/v3"));
+}
+
+/// A date whose two rows can never be cleaned, archived twice (generation 2 holds them alone).
+fn stuck_twice() -> World {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 200, 1, w.host.now.get() / 1000);
+    for n in 0..2 {
+        insert_row(&w, &format!("stuck-{n}"), DATE, "'/u' || x'ff'");
+    }
+    for _ in 0..2 {
+        w.run();
+    }
+    assert_eq!((w.status().generation, count_date(w.sql(), DATE)), (2, 2));
+    w
+}
+
+/// The run that drops a repeated export, crashed after each of its port calls and restarted
+/// from durable state alone: it always ends as an undisturbed one, the copy gone and unlisted.
+#[test]
+fn a_crash_after_every_call_of_a_dropped_repeat_leaves_nothing_behind() {
+    let reference = stuck_twice();
+    let first = reference.faults.calls() + 1;
+    reference.run();
+    let last = reference.faults.calls();
+    assert!(last - first > 10, "{first}..={last}");
+    for k in first..=last {
+        let w = stuck_twice();
+        w.faults.add(Rule::CrashAfter(k));
+        let _ = w.command(Command::Trigger);
+        while !w.faults.crashed() && w.advance_to_wake() {
+            let _ = w.step();
+        }
+        w.faults.clear();
+        w.drive(|_, _| {});
+        let st = w.status();
+        let label = format!("crash after call {k} ({})", w.faults.log.borrow()[k as usize - 1]);
+        assert_eq!(
+            (st.phase.as_str(), st.generation, st.rows_pending),
+            ("cleaned", 2, Some(2)),
+            "{label}"
+        );
+        assert_eq!(count_date(w.sql(), DATE), 2, "{label}");
+        let stored: Vec<String> = w
+            .objects()
+            .keys()
+            .into_iter()
+            .filter(|k| !k.ends_with(".index.json"))
+            .collect();
+        let mut listed = w.listed_objects();
+        listed.extend(w.listed_parquet());
+        listed.sort();
+        assert_eq!(stored, listed, "{label}: R2 holds what the tables list");
+        assert_eq!(w.archive_keys().len(), 2, "{label}");
+        assert!(w.record().garbage.is_empty(), "{label}");
+    }
 }

@@ -30,22 +30,6 @@ pub struct DateState {
     pub status: String,
     pub hold_until: Option<i64>,
     pub rows_pending: Option<u64>,
-    /// Rows of the newest generation, and how many of them its cleaning deleted.
-    pub record_count: Option<u64>,
-    pub rows_deleted: Option<u64>,
-    /// The date's rows in D1 now, where the cron had to count them ([`left_as_archived`]).
-    pub rows_in_d1: Option<u64>,
-}
-
-/// The rows a cleaned date left in D1, when its newest generation held nothing else and could
-/// delete none of them: rows D1 cannot hand back unchanged, or rows changed again meanwhile.
-/// Archiving them again would most likely write the same lines again, so the cron counts the
-/// date's rows and starts it only once that count differs (a late row, a row deleted); until
-/// then health names them, and a trigger by hand still archives them. Without this, each daily
-/// cron wrote one more generation of the same rows, without end.
-pub fn left_as_archived(s: &DateState) -> Option<u64> {
-    let pending = s.rows_pending.filter(|p| *p > 0)?;
-    (s.status == "cleaned" && s.rows_deleted == Some(0) && s.record_count == Some(pending)).then_some(pending)
 }
 
 /// Why the cron pokes a date.
@@ -73,9 +57,7 @@ pub fn dates_to_poke(
     finished: Option<&str>,
     resume_failed: bool,
 ) -> Vec<(String, PokeReason)> {
-    let state_of = |d: &str| states.iter().find(|s| s.date == d);
-    let status_of = |d: &str| state_of(d).map(|s| s.status.as_str());
-    let unchanged = |d: &str| state_of(d).is_some_and(|s| left_as_archived(s).is_some_and(|p| s.rows_in_d1 == Some(p)));
+    let status_of = |d: &str| states.iter().find(|s| s.date == d).map(|s| s.status.as_str());
     let running: Vec<&DateState> = states.iter().filter(|s| RUNNING.contains(&s.status.as_str())).collect();
     let mut free = (cfg.max_running_dates as usize).saturating_sub(running.len());
     let mut out: Vec<(String, PokeReason)> = running.iter().map(|s| (s.date.clone(), PokeReason::Rearm)).collect();
@@ -83,7 +65,7 @@ pub fn dates_to_poke(
         if free == 0 {
             break;
         }
-        let startable = matches!(status_of(date), None | Some("idle" | "cleaned")) && !unchanged(date);
+        let startable = matches!(status_of(date), None | Some("idle" | "cleaned"));
         if startable && finished != Some(date.as_str()) {
             out.push((date.clone(), PokeReason::Start));
             free -= 1;
@@ -153,7 +135,7 @@ fn overdue(date: &str, state: Option<&DateState>, now_ms: i64, cfg: &Config) -> 
             "{date}: archived and verified, waiting for POST /admin/trigger-cleanup?date={date} (AUTO_CLEANUP=false)"
         )),
         "cleaned" if rows_pending > 0 => Err(format!(
-            "D1 still holds {rows_pending} rows of {date} that did not match its archive's lines: changed after the export (the next cron archives them as a new generation; not when the last generation could delete none of its rows, until the date's rows change or POST /admin/trigger-archive?date={date}), or values D1 cannot carry unchanged (README.md, Known limits; they stay until changed or deleted); see GET /admin/archive-status?date={date}, and the rows in D1 (wrangler d1 execute <database> --remote --command \"SELECT * FROM traffic_events WHERE event_date = '{date}'\")"
+            "D1 still holds {rows_pending} rows of {date} that did not match its archive's lines: changed after the export (the next cron archives them as a new generation), or values D1 cannot carry unchanged (README.md, Known limits; they stay until changed or deleted); see GET /admin/archive-status?date={date}, and the rows in D1 (wrangler d1 execute <database> --remote --command \"SELECT * FROM traffic_events WHERE event_date = '{date}'\")"
         )),
         _ => Err(format!(
             "D1 still holds rows of {date}, more than a day past its due time; check the cron and GET /admin/archive-status?date={date}"
@@ -220,9 +202,6 @@ mod tests {
             status: status.into(),
             hold_until: None,
             rows_pending: None,
-            record_count: None,
-            rows_deleted: None,
-            rows_in_d1: None,
         }
     }
 
@@ -303,38 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn rows_a_generation_could_not_delete_at_all_wait_for_a_change() {
-        let cfg = Config::default();
-        let stuck = |rows_in_d1: Option<u64>, rows_deleted: u64| DateState {
-            rows_pending: Some(2),
-            record_count: Some(2),
-            rows_deleted: Some(rows_deleted),
-            rows_in_d1,
-            ..st("2026-11-01", "cleaned")
-        };
-        let due = ["2026-11-01".to_string()];
-        let started = |s: DateState| !starts(&dates_to_poke(&due, &[s], &cfg, None, true)).is_empty();
-        assert_eq!(left_as_archived(&stuck(None, 0)), Some(2));
-        assert!(!started(stuck(Some(2), 0)), "the same two rows: left alone");
-        assert!(started(stuck(Some(3), 0)), "a late row");
-        assert!(started(stuck(Some(1), 0)), "a row deleted");
-        assert!(
-            started(stuck(Some(2), 1)),
-            "the generation deleted a row: the rest may have changed"
-        );
-        assert!(started(stuck(None, 0)), "not counted: started as before");
-        let other = DateState {
-            record_count: Some(5),
-            ..stuck(Some(2), 0)
-        };
-        assert_eq!(
-            left_as_archived(&other),
-            None,
-            "the generation held more than the rows left"
-        );
-    }
-
-    #[test]
     fn old_rows_an_operator_asked_for_are_notices_and_the_rest_say_why_they_stay() {
         let cfg = Config {
             auto_cleanup: false,
@@ -346,7 +293,6 @@ mod tests {
             status: status.into(),
             hold_until,
             rows_pending,
-            ..st(date, status)
         };
         let states = vec![
             with("2026-10-01", "restored", Some(now + 86_400_000), None),

@@ -11,10 +11,12 @@
 //! hold an id, the newest one's line is the row, and the older lines are skipped. A newer
 //! generation's pieces whose ids overlap an older piece read are read too, even outside the
 //! window, so that an older version never stands in for a newer one the window excludes. NULL
-//! ids cannot be told apart: every NULL-id line goes out.
+//! ids cannot be told apart, nor ids JavaScript handed over with U+FFFD for bytes that are not
+//! UTF-8 (they sort where their bytes did): every such line goes out.
 //!
 //! Memory: one piece buffer per generation read, each sized once for its largest planned
-//! piece, and one chunk going out, whatever the window.
+//! piece, and one chunk going out, whatever the window. A read whose buffers would pass
+//! [`MAX_BUFFER_BYTES`] (many large generations at once) is refused before it starts.
 
 use std::collections::VecDeque;
 
@@ -75,9 +77,13 @@ pub enum EventsError {
     #[error("{0}")]
     Port(PortError),
     /// A piece is missing or does not match the index: nothing of it was sent.
-    #[error("piece {piece} of {key} could not be read back as indexed ({detail}); the lines sent so far are complete and checked, the rest is not sent")]
+    #[error("piece {piece} of {key} could not be read back as indexed ({detail}); the lines sent so far are complete and checked, the rest is not sent. If the date was reset or archived again meanwhile, read it again")]
     Damaged { key: String, piece: usize, detail: String },
 }
+
+/// The most piece buffers a read may hold at once, all generations together: a Worker has 128
+/// MB, and a piece inflates to a few MiB.
+pub const MAX_BUFFER_BYTES: usize = 48 << 20;
 
 /// Bytes handed out per chunk of the response (one longer line is a chunk of its own).
 const CHUNK: usize = 256 * 1024;
@@ -87,8 +93,10 @@ struct Cursor {
     key: String,
     todo: VecDeque<(usize, Piece)>,
     /// The last piece read, inflated and checked; its lines from `at` on are still to go.
-    /// Sized once for the largest piece planned, so its memory is reused from piece to piece.
+    /// Sized once, at the first read, for the largest piece planned (`largest` bytes), so its
+    /// memory is reused from piece to piece.
     buf: Vec<u8>,
+    largest: usize,
     at: usize,
     /// The id of the line at `at`, once read (when generations are merged).
     head: Option<Option<Key>>,
@@ -109,10 +117,12 @@ impl Cursor {
         self.head = None;
     }
 
-    /// The id of the line at `at` (NULL, and an id that cannot be read, as `None`).
+    /// The id of the line at `at`; `None` for NULL, a lossy id (merged like NULL: sent, never
+    /// matched) and an id that cannot be read.
     fn head(&mut self) -> Option<&Key> {
         if self.head.is_none() {
-            self.head = Some(self.line().and_then(|l| LineKeys::read(l)?.id_key()));
+            let id = self.line().and_then(|l| LineKeys::read(l)?.id_key());
+            self.head = Some(id.filter(|k| !lossy(Some(k))));
         }
         self.head.as_ref().and_then(Option::as_ref)
     }
@@ -134,6 +144,9 @@ impl Cursor {
             piece: index,
             detail,
         };
+        if self.buf.capacity() < self.largest {
+            self.buf.reserve_exact(self.largest);
+        }
         let bytes = r2
             .get_range(&self.key, p.offset, p.len)
             .await
@@ -157,9 +170,17 @@ impl Cursor {
     }
 }
 
-/// The id range of a piece, NULL as `None` (before every id, as the scan orders them).
-fn ids(p: &Piece) -> (Option<&Key>, Option<&Key>) {
-    (p.first_id.as_ref(), p.last_id.as_ref())
+/// An id JavaScript handed over with U+FFFD for bytes that are not UTF-8: the archive holds it
+/// where D1 sorted its bytes, not where its text sorts, so it neither orders nor matches.
+fn lossy(k: Option<&Key>) -> bool {
+    matches!(k, Some(Key::Text(t)) if t.contains('\u{FFFD}'))
+}
+
+/// Whether pieces `p` and `q` can hold a common id (NULL sorts first). A lossy bound is no
+/// bound.
+fn overlap(p: &Piece, q: &Piece) -> bool {
+    let le = |a: Option<&Key>, b: Option<&Key>| lossy(a) || lossy(b) || a <= b;
+    le(p.first_id.as_ref(), q.last_id.as_ref()) && le(q.first_id.as_ref(), p.last_id.as_ref())
 }
 
 /// The pieces to read, generation by generation, and where the read stands.
@@ -191,13 +212,14 @@ impl EventReader {
         // of that row, if any, is the one that counts.
         for newer in 1..objects.len() {
             for (i, p) in objects[newer].pieces.iter().enumerate() {
-                let (lo, hi) = ids(p);
                 plans[newer][i] = plans[newer][i]
                     || (0..newer).any(|older| {
-                        objects[older].pieces.iter().zip(&plans[older]).any(|(q, read)| {
-                            let (qlo, qhi) = ids(q);
-                            *read && lo <= qhi && qlo <= hi
-                        })
+                        let mut read = objects[older]
+                            .pieces
+                            .iter()
+                            .zip(&plans[older])
+                            .filter(|(_, read)| **read);
+                        read.any(|(q, _)| overlap(p, q))
                     });
             }
         }
@@ -219,7 +241,8 @@ impl EventReader {
                 Cursor {
                     key: o.key.clone(),
                     todo,
-                    buf: Vec::with_capacity(largest),
+                    buf: Vec::new(),
+                    largest,
                     at: 0,
                     head: None,
                 }
@@ -236,6 +259,11 @@ impl EventReader {
             live: Vec::new(),
             failed: None,
         }
+    }
+
+    /// The piece buffers the read will hold at once, at most: one per generation it merges.
+    pub fn buffer_bytes(&self) -> usize {
+        self.cursors.iter().map(|c| c.largest).sum()
     }
 
     /// Pieces the read will fetch, and their compressed bytes.

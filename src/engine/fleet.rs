@@ -40,21 +40,15 @@ pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<V
 /// Every date `archive_metadata` knows, with its phase.
 pub async fn date_states<D: Database>(db: &D) -> Result<Vec<DateState>, PortError> {
     let rs = db.run(&sql::date_states()).await?;
-    type Row = (String, String, Option<i64>, Option<u64>, Option<u64>, Option<u64>);
-    let rows: Vec<Row> = decode_rows("date_states", &rs).map_err(bad)?;
+    let rows: Vec<(String, String, Option<i64>, Option<u64>)> = decode_rows("date_states", &rs).map_err(bad)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(date, status, hold_until, rows_pending, record_count, rows_deleted)| DateState {
-                date,
-                status,
-                hold_until,
-                rows_pending,
-                record_count,
-                rows_deleted,
-                rows_in_d1: None,
-            },
-        )
+        .map(|(date, status, hold_until, rows_pending)| DateState {
+            date,
+            status,
+            hold_until,
+            rows_pending,
+        })
         .collect())
 }
 
@@ -67,16 +61,10 @@ pub async fn cron_plan<D: Database>(
     resume_failed: bool,
 ) -> Result<Vec<(String, PokeReason)>, PortError> {
     let today = Day::from_unix_ms(now_ms);
-    let mut states = date_states(db).await?;
+    let states = date_states(db).await?;
     let last = Day::last_archivable(today, cfg.retention_days);
     // Enough due dates to fill every slot even if many of the oldest wait on an operator.
     let due = due_dates(db, last, states.len() + cfg.max_running_dates as usize).await?;
-    for s in states.iter_mut() {
-        if due.contains(&s.date) && policy::left_as_archived(s).is_some() {
-            let rs = db.run(&sql::count_date(&s.date)).await?;
-            s.rows_in_d1 = Some(sql::single_u64("count_date", &rs).map_err(bad)?);
-        }
-    }
     Ok(policy::dates_to_poke(&due, &states, cfg, finished, resume_failed))
 }
 

@@ -14,7 +14,7 @@ use crate::core::config::Config;
 use crate::core::date::Day;
 use crate::core::policy;
 use crate::core::status::ArchiveObject;
-use crate::engine::events::{EventReader, EventsError};
+use crate::engine::events::{EventReader, EventsError, MAX_BUFFER_BYTES};
 use crate::engine::fleet;
 use crate::ports::Host;
 
@@ -237,6 +237,12 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
     let (chosen, legacy) = readable(q.day, q.generation, objects(env, q.day).await?)?;
     let date = q.day.to_string();
     let mut reader = EventReader::new(&chosen, q.window);
+    if reader.buffer_bytes() > MAX_BUFFER_BYTES {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("{date} has {} generations whose pieces would take {} MiB at once to merge, over the {} MiB a read may hold; read them one at a time with &generation=N", chosen.len(), reader.buffer_bytes() >> 20, MAX_BUFFER_BYTES >> 20),
+        ));
+    }
     let (pieces, bytes) = reader.planned();
     let total = (reader.pieces_total, reader.object_bytes);
     let r2 = R2(env.bucket("ARCHIVE").map_err(binding("ARCHIVE"))?);
@@ -246,7 +252,7 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
         EventsError::Port(p) => ApiError::unavailable(p),
         EventsError::Damaged { key, piece, detail } => ApiError::new(
             ErrorKind::CorruptState,
-            format!("piece {piece} of {key} could not be read back as indexed ({detail}); no line was sent. The archive is damaged: GET /admin/archive-status?date={date} lists the date's archives"),
+            format!("piece {piece} of {key} could not be read back as indexed ({detail}); no line was sent. If the date was reset or archived again meanwhile, read it again; else the archive is damaged: GET /admin/archive-status?date={date} lists the date's archives"),
         ),
     })?;
     let body = lines_body(first, reader, r2, date);

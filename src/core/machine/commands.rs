@@ -348,7 +348,7 @@ fn abort_and_delete(key: &str, open_upload: Option<String>, parquet: Vec<String>
 /// An object that was never verified, or verified and never cleaned, with its sidecar and its
 /// Parquet files: every row in them is still in D1 (nothing is deleted before the move to
 /// cleaning is saved).
-fn unfinished_object(key: &str, parquet: Vec<String>) -> Vec<Garbage> {
+pub(super) fn unfinished_object(key: &str, parquet: Vec<String>) -> Vec<Garbage> {
     let mut garbage = vec![
         Garbage::Delete { key: key.to_string() },
         Garbage::Delete {

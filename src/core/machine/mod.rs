@@ -406,6 +406,9 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             ("export", rows)
         }
         Outcome::Completed => {
+            if let Some(previous) = repeats(&rec, cfg) {
+                return drop_repeat(rec, previous, now, cfg, before);
+            }
             fold_complete(&mut rec, now);
             ("complete", 0)
         }
@@ -575,6 +578,36 @@ fn written_of(ex: &Export, single: bool) -> Written {
         restarts: ex.restarts,
         parquet: ex.parquet.clone(),
     }
+}
+
+/// The newest generation, when the export just completed holds exactly its lines (the same
+/// rows, CRC-32 and length of JSONL) and a cleaning pass went through all of it: rows that
+/// pass could not delete (values D1 cannot hand back unchanged), archived again unchanged.
+/// Kept, such a copy would come back every day as one more generation, without end.
+fn repeats(rec: &Record, cfg: &Config) -> Option<u32> {
+    let Phase::Working(Work::Completing(w)) = &rec.phase else {
+        return None;
+    };
+    let g = rec.generations.last()?;
+    let same = g.rows == w.rows && g.crc32 == w.stream.crc && g.raw_bytes == w.stream.raw_len;
+    (cfg.auto_cleanup && same && w.rows > 0 && g.cleaning == CleanState::Cleaned && !g.legacy).then_some(g.number)
+}
+
+/// Drops the repeated export (its object, index and Parquet files go; every row is still in
+/// D1) and cleans against generation `previous` again, which holds the same lines: rows that
+/// now match it go, the others stay, pending, as before.
+fn drop_repeat(mut rec: Record, previous: u32, now_ms: i64, cfg: &Config, before: &'static str) -> Transition {
+    if let Phase::Working(Work::Completing(w)) = &rec.phase {
+        let garbage = commands::unfinished_object(&w.key, w.parquet_keys());
+        rec.garbage.extend(garbage);
+    }
+    start_pass(
+        rec,
+        (Purpose::Clean, vec![previous], None),
+        now_ms,
+        cfg,
+        (before, "complete"),
+    )
 }
 
 fn fold_complete(rec: &mut Record, now_ms: i64) {
