@@ -405,10 +405,11 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             }
             ("export", rows)
         }
+        Outcome::Completed if repeats(&rec, cfg) => {
+            drop_repeat(&mut rec, now);
+            ("complete", 0)
+        }
         Outcome::Completed => {
-            if let Some(previous) = repeats(&rec, cfg) {
-                return drop_repeat(rec, previous, now, cfg, before);
-            }
             fold_complete(&mut rec, now);
             ("complete", 0)
         }
@@ -580,34 +581,36 @@ fn written_of(ex: &Export, single: bool) -> Written {
     }
 }
 
-/// The newest generation, when the export just completed holds exactly its lines (the same
-/// rows, CRC-32 and length of JSONL) and a cleaning pass went through all of it: rows that
-/// pass could not delete (values D1 cannot hand back unchanged), archived again unchanged.
-/// Kept, such a copy would come back every day as one more generation, without end.
-fn repeats(rec: &Record, cfg: &Config) -> Option<u32> {
+/// Whether the export just completed holds exactly the newest generation's lines (the same
+/// rows, CRC-32 and length of JSONL, and the same pieces, each with the CRC-32 of its deflate
+/// output too), where a cleaning pass went through all of that generation and deleted none of
+/// its rows: rows D1 cannot hand back unchanged, archived again unchanged. Kept, such a copy
+/// would come back every day as one more generation, without end. A generation that deleted
+/// a row never counts: a NULL-id row written since, equal to the line that row used, is one no
+/// archive holds.
+fn repeats(rec: &Record, cfg: &Config) -> bool {
     let Phase::Working(Work::Completing(w)) = &rec.phase else {
-        return None;
+        return false;
     };
-    let g = rec.generations.last()?;
-    let same = g.rows == w.rows && g.crc32 == w.stream.crc && g.raw_bytes == w.stream.raw_len;
-    (cfg.auto_cleanup && same && w.rows > 0 && g.cleaning == CleanState::Cleaned && !g.legacy).then_some(g.number)
+    let Some(g) = rec.generations.last() else {
+        return false;
+    };
+    let same = g.rows == w.rows && g.crc32 == w.stream.crc && g.raw_bytes == w.stream.raw_len && g.pieces == w.pieces;
+    let spent = g.cleaning != CleanState::Cleaned || g.rows_deleted > 0 || g.legacy;
+    cfg.auto_cleanup && same && w.rows > 0 && !spent
 }
 
-/// Drops the repeated export (its object, index and Parquet files go; every row is still in
-/// D1) and cleans against generation `previous` again, which holds the same lines: rows that
-/// now match it go, the others stay, pending, as before.
-fn drop_repeat(mut rec: Record, previous: u32, now_ms: i64, cfg: &Config, before: &'static str) -> Transition {
-    if let Phase::Working(Work::Completing(w)) = &rec.phase {
-        let garbage = commands::unfinished_object(&w.key, w.parquet_keys());
-        rec.garbage.extend(garbage);
-    }
-    start_pass(
-        rec,
-        (Purpose::Clean, vec![previous], None),
-        now_ms,
-        cfg,
-        (before, "complete"),
-    )
+/// Drops the repeated export: its object, index and Parquet files go; nothing is deleted from
+/// D1, where its rows stay, pending, as after the generation it repeats.
+fn drop_repeat(rec: &mut Record, now_ms: i64) {
+    let Phase::Working(Work::Completing(w)) = &rec.phase else {
+        return;
+    };
+    let garbage = commands::unfinished_object(&w.key, w.parquet_keys());
+    let rows_pending = w.rows;
+    rec.garbage.extend(garbage);
+    rec.finished_at_ms = Some(now_ms);
+    rec.phase = Phase::Cleaned { rows_pending };
 }
 
 fn fold_complete(rec: &mut Record, now_ms: i64) {
