@@ -115,8 +115,10 @@ impl<'a> LineKeys<'a> {
 
     /// The id when it is text (NULL and BLOB ids never fall in an id range).
     pub fn text_id(&self) -> Option<String> {
-        let raw = self.id.get();
-        raw.starts_with('"').then(|| serde_json::from_str(raw).ok()).flatten()
+        match self.id_key()? {
+            Key::Text(t) => Some(t),
+            Key::Blob(_) => None,
+        }
     }
 }
 
