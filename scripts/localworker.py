@@ -141,7 +141,9 @@ class LocalWorker:
         text = text.replace('main = "build/index.js"', f'main = "{ROOT}/build/index.js"')
         text = text.replace('migrations_dir = "migrations"', f'migrations_dir = "{ROOT}/migrations"')
         for key, value in self.vars.items():
-            line = f'{key} = "{value}"'
+            # A string as a quoted TOML string; a bool or a number as written without quotes.
+            bare = str(value).lower() if isinstance(value, bool) else str(value)
+            line = f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {bare}"
             text, n = re.subn(rf"^{key} = .*$", line, text, flags=re.M)
             if n == 0:
                 text = text.replace("[vars]\n", f"[vars]\n{line}\n")

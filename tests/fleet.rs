@@ -398,3 +398,29 @@ fn same_crc_twin(text: &str, path: &str) -> String {
     assert_eq!(crc32fast::hash(text.replacen(path, &twin, 1).as_bytes()), base);
     twin
 }
+
+/// A date hands its slot over when it stops holding one: at `cleaned`, or at `uploaded` when it
+/// waits for an operator's cleanup (before, only at `cleaned`, so a date waiting, held or
+/// failed left its slot empty until the next daily cron); never on its way through `uploaded`.
+#[test]
+fn a_date_hands_its_slot_over_when_it_stops_holding_one() {
+    for auto_cleanup in [true, false] {
+        let cfg = Config {
+            auto_cleanup,
+            ..small_config()
+        };
+        let w = World::new(cfg.clone());
+        seed(w.sql(), DATE, 300, 1, w.host.now.get() / 1000);
+        let ports = w.ports();
+        block_on(ports.run_command(DATE, Command::Trigger, &cfg)).unwrap();
+        let mut handed_over = Vec::new();
+        while w.advance_to_wake() {
+            let report = block_on(ports.run_alarm(DATE, &cfg)).unwrap();
+            if report.hand_over {
+                handed_over.push(report.phase);
+            }
+        }
+        let want = if auto_cleanup { "cleaned" } else { "uploaded" };
+        assert_eq!(handed_over, [want], "AUTO_CLEANUP={auto_cleanup}");
+    }
+}

@@ -339,11 +339,11 @@ fn every_command_in_every_phase() {
         ),
         (
             "restoring",
-            ["refused", "refused", "refused", "refused", "release_started"],
+            ["refused", "refused", "refused", "already_running", "release_started"],
         ),
         (
             "restored",
-            ["refused", "refused", "refused", "refused", "release_started"],
+            ["refused", "refused", "refused", "already_restored", "release_started"],
         ),
         (
             "releasing",
@@ -370,6 +370,13 @@ fn every_command_in_every_phase() {
                 Err(_) => "refused",
             };
             assert_eq!(got, *want, "{cmd:?} in {name}");
+        }
+        // The cron's re-arm changes nothing in any phase, and keeps the alarm the record wants.
+        let d = handle_command(record.clone(), Command::Rearm, NOW, &cfg).unwrap();
+        assert_eq!((d.reply.name(), d.save), ("already_running", false), "rearm in {name}");
+        assert_eq!(d.transition.record.phase, record.phase, "rearm in {name}");
+        if record.wake_at_ms.is_some() {
+            assert_eq!(d.transition.record.wake_at_ms, record.wake_at_ms, "rearm in {name}");
         }
     }
 }

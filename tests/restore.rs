@@ -169,7 +169,11 @@ fn restored_rows_are_held_then_cleaned_against_the_same_archive() {
     assert!(refused(&w, Command::Trigger).contains("release"));
     assert!(refused(&w, Command::Reset).contains("release"));
     assert!(refused(&w, Command::Cleanup).contains("release"));
-    assert!(refused(&w, RESTORE).contains("release them first"));
+    // The same restore asked for again (a client's retry) is answered as done, and changes
+    // nothing; before, the refusal told the operator to release the rows just restored.
+    let before = w.record();
+    assert_eq!(w.command(RESTORE).unwrap().reply, Reply::AlreadyRestored);
+    assert_eq!(w.record(), before);
     // A row changes and one is added while restored: they become the next generation.
     let id = rows_of(w.sql(), DATE)[0]["id"].as_str().unwrap().to_string();
     w.sql()
@@ -312,7 +316,16 @@ fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
     w.run();
     assert_eq!((w.record().generations.len(), count_date(w.sql(), DATE)), (2, 0));
     w.command(RESTORE).unwrap();
+    // Asked again while it runs: under way; asked for other generations: refused, saying what
+    // a release would do.
+    assert_eq!(w.command(RESTORE).unwrap().reply, Reply::AlreadyRunning);
+    let one = Command::Restore {
+        generation: Some(1),
+        hold_until_ms: None,
+    };
+    assert!(refused(&w, one).contains("cleans the restored rows from D1 again"));
     w.drive_until("restored");
+    assert!(refused(&w, one).contains("[2, 1] restored or restoring"));
     let r = w.status().restore.unwrap();
     let path: String = w
         .sql()

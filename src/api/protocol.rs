@@ -59,6 +59,7 @@ pub fn reply_status(reply: Reply) -> u16 {
         Reply::Started | Reply::Resumed | Reply::AlreadyRunning | Reply::RestoreStarted | Reply::ReleaseStarted => 202,
         Reply::AwaitingCleanup
         | Reply::AlreadyCleaned
+        | Reply::AlreadyRestored
         | Reply::WasReset
         | Reply::NothingToReset
         | Reply::CleaningStopped => 200,

@@ -204,7 +204,7 @@ config! {
     parquet: bool = "PARQUET", "false", Rule::Bool, "also write each archive as Parquet files beside the JSONL (one per export step; steps stop at 100,000 rows then); fixed when an export starts";
     auto_cleanup: bool = "AUTO_CLEANUP", "true", Rule::Bool, "false: archive, inspect, then POST /admin/trigger-cleanup";
     max_running_dates: u32 = "MAX_RUNNING_DATES", "2", int(1, 32, "1..=32"), "dates with work of their own at once; the cron starts due dates only into free slots";
-    cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"), "failed dates the daily cron resumes per run";
+    cron_max_dates: u32 = "CRON_MAX_DATES", "30", int(1, 1000, "1..=1000"), "failed dates the daily cron resumes per run, from the free slots";
     restore_hold_days: u32 = "RESTORE_HOLD_DAYS", "7", int(1, MAX_HOLD_DAYS as u64, "1..=365 days"), "days restored rows stay in D1 before they are cleaned again (unless released earlier)";
     test_hooks: bool = "TEST_HOOKS", "false", Rule::Bool, "tests only: serves /admin/test/* and the naive benchmark, and lets FAULT_INJECT act; /admin/health reports it";
     fault_inject: String = "FAULT_INJECT", "", Rule::Text, "tests only (needs TEST_HOOKS): `d1:K:C,r2:K:C` fails C calls of a service from its K-th";

@@ -82,6 +82,10 @@ pub enum StepError {
         conflicts: u64,
         superseded: u64,
     },
+    /// `traffic_events` no longer has the columns an archived line holds (one was added): a
+    /// row could hold a value no archive has, so its batch deleted nothing.
+    #[error("traffic_events does not have the 12 columns this archiver writes into every archived line (was a column added?); a row's other values would be in no archive, so nothing of batch {batch} of piece {piece} of {key} was deleted. Deploy an archiver that knows the table's columns, then resume with POST /admin/trigger-archive")]
+    TableChanged { key: String, piece: usize, batch: usize },
     /// The day would need more than R2's 10,000 parts.
     #[error("the archive needs more than {max} parts of {part_size} bytes; raise PART_SIZE_BYTES and reset the date")]
     TooManyParts { max: usize, part_size: u64 },
@@ -122,6 +126,7 @@ impl StepError {
             StepError::PieceCorrupt { .. }
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
+            | StepError::TableChanged { .. }
             | StepError::Malformed(_)
             | StepError::Parquet(_) => Recovery::Stop,
         }

@@ -23,6 +23,12 @@ pub const RUNNING: [&str; 6] = [
     "restoring",
 ];
 
+/// Whether a date in `status` holds a running slot: it works by itself, or it is `uploaded` on
+/// its way to cleaning (`AUTO_CLEANUP` on; with it off, it waits for an operator).
+pub fn holds_slot(status: &str, cfg: &Config) -> bool {
+    RUNNING.contains(&status) || (status == "uploaded" && cfg.auto_cleanup)
+}
+
 /// A date as `archive_metadata` knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DateState {
@@ -47,9 +53,12 @@ pub enum PokeReason {
 
 /// The dates to poke, in order, each with its reason.
 ///
-/// `due`: dates past retention with rows in D1, oldest first. `finished`: a date that just
-/// finished (its own late rows wait for the next daily cron, so a trickle of late rows cannot
-/// chain generation after generation). `resume_failed`: the daily cron resumes failed dates.
+/// `due`: dates past retention with rows in D1, oldest first. Running dates are re-armed; the
+/// slots they leave free go, oldest first within each, to dates never archived, then (daily
+/// cron only) to failed dates to resume (at most `CRON_MAX_DATES`), then to archived dates with
+/// rows again in D1. `finished`: the hand-over of a date that just gave up its slot; it starts
+/// only dates never archived, so dates whose rows cannot be cleaned (README.md, Known limits)
+/// cannot hand each other the slot without end, and their late rows wait for the daily cron.
 pub fn dates_to_poke(
     due: &[String],
     states: &[DateState],
@@ -58,27 +67,24 @@ pub fn dates_to_poke(
     resume_failed: bool,
 ) -> Vec<(String, PokeReason)> {
     let status_of = |d: &str| states.iter().find(|s| s.date == d).map(|s| s.status.as_str());
-    let running: Vec<&DateState> = states.iter().filter(|s| RUNNING.contains(&s.status.as_str())).collect();
-    let mut free = (cfg.max_running_dates as usize).saturating_sub(running.len());
-    let mut out: Vec<(String, PokeReason)> = running.iter().map(|s| (s.date.clone(), PokeReason::Rearm)).collect();
-    for date in due {
-        if free == 0 {
-            break;
-        }
-        let startable = matches!(status_of(date), None | Some("idle" | "cleaned"));
-        if startable && finished != Some(date.as_str()) {
-            out.push((date.clone(), PokeReason::Start));
-            free -= 1;
-        }
-    }
-    if resume_failed {
-        let failed = states
-            .iter()
-            .filter(|s| s.status == "failed")
-            .take(cfg.cron_max_dates as usize);
-        out.extend(failed.map(|s| (s.date.clone(), PokeReason::Resume)));
-    }
-    out
+    let running: Vec<&DateState> = states.iter().filter(|s| holds_slot(&s.status, cfg)).collect();
+    let free = (cfg.max_running_dates as usize).saturating_sub(running.len());
+    let due_in = |wanted: fn(Option<&str>) -> bool| {
+        due.iter()
+            .filter(move |d| finished != Some(d.as_str()) && wanted(status_of(d)))
+            .map(|d| (d.clone(), PokeReason::Start))
+    };
+    let never_archived = due_in(|s| matches!(s, None | Some("idle")));
+    let failed = states
+        .iter()
+        .filter(|s| resume_failed && s.status == "failed")
+        .take(cfg.cron_max_dates as usize)
+        .map(|s| (s.date.clone(), PokeReason::Resume));
+    let archived_again = due_in(|s| s == Some("cleaned")).filter(|_| finished.is_none());
+    let rearm = running.iter().map(|s| (s.date.clone(), PokeReason::Rearm));
+    rearm
+        .chain(never_archived.chain(failed).chain(archived_again).take(free))
+        .collect()
 }
 
 /// What `/admin/health` found.
@@ -216,6 +222,7 @@ mod tests {
     fn dates_waiting_on_an_operator_take_no_slot() {
         let cfg = Config {
             max_running_dates: 2,
+            auto_cleanup: false,
             ..Config::default()
         };
         let due: Vec<String> = ["01", "02", "03", "04", "05"]
@@ -247,6 +254,79 @@ mod tests {
         let states = vec![st("2026-11-04", "failed")];
         let out = dates_to_poke(&[], &states, &cfg, None, true);
         assert_eq!(out, [("2026-11-04".into(), PokeReason::Resume)]);
+    }
+
+    /// Found by a review: two cleaned dates whose rows can never be cleaned started each other
+    /// on every hand-over, without end, and held both slots against a date never archived.
+    #[test]
+    fn a_hand_over_starts_only_dates_never_archived() {
+        let cfg = Config {
+            max_running_dates: 2,
+            ..Config::default()
+        };
+        let due: Vec<String> = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-10"]
+            .map(String::from)
+            .to_vec();
+        let states = vec![
+            st("2026-11-01", "cleaned"),
+            st("2026-11-02", "exporting"),
+            st("2026-11-03", "cleaned"),
+        ];
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), false);
+        assert_eq!(starts(&out), ["2026-11-10"]);
+        let states = [states, vec![st("2026-11-10", "exporting")]].concat();
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), false);
+        assert_eq!(starts(&out), Vec::<&str>::new());
+        // The daily cron still archives the cleaned dates' rows again, once the new dates went.
+        let states = vec![
+            st("2026-11-01", "cleaned"),
+            st("2026-11-02", "cleaned"),
+            st("2026-11-03", "cleaned"),
+            st("2026-11-10", "idle"),
+        ];
+        let out = dates_to_poke(&due, &states, &cfg, None, true);
+        assert_eq!(starts(&out), ["2026-11-10", "2026-11-01"]);
+    }
+
+    /// Found by a review: one cron resumed up to `CRON_MAX_DATES` failed dates on top of the
+    /// slots. They come from the free slots, after dates never archived.
+    #[test]
+    fn resumes_take_free_slots_after_dates_never_archived() {
+        let cfg = Config {
+            max_running_dates: 3,
+            cron_max_dates: 30,
+            ..Config::default()
+        };
+        let mut states: Vec<DateState> = (1..=20).map(|d| st(&format!("2026-10-{d:02}"), "failed")).collect();
+        states.push(st("2026-11-02", "cleaning"));
+        let due = ["2026-10-01", "2026-11-01"].map(String::from).to_vec();
+        let out = dates_to_poke(&due, &states, &cfg, None, true);
+        assert_eq!(
+            out,
+            [
+                ("2026-11-02".into(), PokeReason::Rearm),
+                ("2026-11-01".into(), PokeReason::Start),
+                ("2026-10-01".into(), PokeReason::Resume),
+            ]
+        );
+        // `uploaded` on its way to cleaning holds its slot; waiting for an operator, it does not.
+        let states = vec![st("2026-11-02", "uploaded"), st("2026-11-03", "uploaded")];
+        let two = Config {
+            max_running_dates: 2,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            starts(&dates_to_poke(&due, &states, &two, None, true)),
+            Vec::<&str>::new()
+        );
+        let manual = Config {
+            auto_cleanup: false,
+            ..two
+        };
+        assert_eq!(
+            starts(&dates_to_poke(&due, &states, &manual, None, true)),
+            ["2026-10-01", "2026-11-01"]
+        );
     }
 
     #[test]

@@ -808,6 +808,18 @@ pub fn rowid_mark(date: &str, id: u32) -> String {
 pub const LEDGER_OPEN: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
 VALUES (?1, ?2, ?3, -1, ?4, ?5) ON CONFLICT DO NOTHING";
 
+/// [`LEDGER_OPEN`] for a batch of deletes: opened only while `traffic_events` has exactly the
+/// columns an archived line holds. A column added to the table is in no line, so a row that
+/// equals its line in every archived column may still hold a value no archive has: with one
+/// more column the batch opens nothing, deletes nothing, and leaves no ledger row
+/// ([`LEDGER_ROWS`] finds none; the caller says why).
+pub const LEDGER_OPEN_DELETES: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
+SELECT ?1, ?2, ?3, -1, ?4, ?5 WHERE (SELECT count(*) FROM pragma_table_info('traffic_events')) = 12 \
+ON CONFLICT DO NOTHING";
+
+// The count in `LEDGER_OPEN_DELETES`.
+const _: () = assert!(COLUMNS.len() == 12);
+
 /// Between two changes of an open batch: takes the first one's `changes()` into `rows` (kept
 /// as -1 - rows so far), and leaves `changes()` at 1 for the next one (0 if the batch is closed).
 pub const LEDGER_ADD: &str = "UPDATE archive_ledger SET rows = rows - changes() \
@@ -874,7 +886,7 @@ pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mark
         };
         deletes.push(Statement::new(sql, params));
     }
-    ledgered(deletes, Vec::new(), date, id, now_ms)
+    ledgered(LEDGER_OPEN_DELETES, deletes, Vec::new(), date, id, now_ms)
 }
 
 /// A line whose row D1 finds by id through a JSON path, cut into its values.
@@ -959,12 +971,18 @@ fn next_key(s: &str) -> Option<usize> {
 }
 
 /// The lines of `date` whose rows D1 finds by id through a JSON path, and the others.
+///
+/// An id keys one line only: a second line with the same id goes with the others, which are
+/// compared whole. Ids of one archive are distinct, except where JavaScript handed different
+/// bytes that are not UTF-8 over as the same text (U+FFFD); keyed twice, a row could meet its
+/// REAL value in one line's entry and its other values in the other's (found by a review).
 fn split_keyed<'a>(lines: &'a str, date: &str) -> (Vec<Keyed<'a>>, Vec<&'a str>) {
     let (mut keyed, mut others) = (Vec::new(), Vec::new());
+    let mut ids = std::collections::HashSet::new();
     for line in lines.split_terminator('\n') {
         match Keyed::of(line, date) {
-            Some(k) => keyed.push(k),
-            None => others.push(line),
+            Some(k) if ids.insert(k.id) => keyed.push(k),
+            Some(_) | None => others.push(line),
         }
     }
     (keyed, others)
@@ -1074,6 +1092,7 @@ impl<'a> KeyedObject<'a> {
 /// them and takes each one's `changes()` after it, which lets the next one run only in a batch
 /// that had not run. Then `reads` (selects), then the ledger row's `rows`, last.
 fn ledgered(
+    open: &'static str,
     changes: Vec<Statement>,
     reads: Vec<Statement>,
     date: &str,
@@ -1082,7 +1101,7 @@ fn ledgered(
 ) -> Vec<Statement> {
     let key = || id.params().to_vec();
     let mut out = vec![Statement::new(
-        LEDGER_OPEN,
+        open,
         [key(), vec![Param::Text(date.into()), Param::Int(now_ms)]].concat(),
     )];
     let last = changes.len().saturating_sub(1);
@@ -1254,7 +1273,7 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mar
     let write_mark = Statement::new(ROWID_MARK, vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)]);
     // Moved, not cloned: the statements carry the batch's lines (up to 1.5 MB each).
     let mut batch = vec![write_mark];
-    batch.extend(ledgered(inserts, vec![check], date, id, now_ms));
+    batch.extend(ledgered(LEDGER_OPEN, inserts, vec![check], date, id, now_ms));
     batch
 }
 
@@ -1702,7 +1721,7 @@ mod tests {
         assert_eq!(
             delete,
             [
-                LEDGER_OPEN,
+                LEDGER_OPEN_DELETES,
                 DELETE_KEYED,
                 ADD,
                 DELETE_KEYED,
@@ -1787,14 +1806,19 @@ mod tests {
         for (text, sql) in &cases {
             let stmts = delete_batch(&format!("{text}\n"), "2026-11-20", &id, 9, None);
             let sqls: Vec<_> = stmts.iter().map(|s| s.sql).collect();
-            assert_eq!(sqls, [LEDGER_OPEN, sql, LEDGER_CLOSE, LEDGER_ROWS], "{text}");
+            assert_eq!(sqls, [LEDGER_OPEN_DELETES, sql, LEDGER_CLOSE, LEDGER_ROWS], "{text}");
         }
-        // Together: one statement of each kind.
-        let all: String = cases.iter().map(|(text, _)| format!("{text}\n")).collect();
+        // Together (each line its own id: a second line with an id is compared whole): one
+        // statement of each kind.
+        let all: String = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| format!("{}\n", text.replace(r#""id":"a""#, &format!(r#""id":"a{i}""#))))
+            .collect();
         let sqls: Vec<_> = delete_batch(&all, "2026-11-20", &id, 9, None)
             .iter()
             .map(|s| s.sql)
-            .filter(|sql| ![LEDGER_OPEN, LEDGER_ADD, LEDGER_CLOSE, LEDGER_ROWS].contains(sql))
+            .filter(|sql| ![LEDGER_OPEN_DELETES, LEDGER_ADD, LEDGER_CLOSE, LEDGER_ROWS].contains(sql))
             .collect();
         assert_eq!(sqls, [DELETE_KEYED, DELETE_KEYED_REALS, DELETE_BATCH]);
         // The checks themselves: every column but the REAL one, in both statements.

@@ -59,7 +59,7 @@ pub struct AlarmReport {
     pub error: Option<String>,
     /// The record changed under the step (a command won); its result was dropped.
     pub superseded: bool,
-    /// The date finished its work: the shell lets other due dates start.
+    /// The date gave up its running slot: the shell lets due dates start into it.
     pub hand_over: bool,
 }
 

@@ -18,9 +18,13 @@ use super::{binding, config, now_ms};
 async fn poke(env: &Env, dates: Vec<(String, PokeReason)>) -> Vec<String> {
     let mut poked = Vec::new();
     for (date, reason) in dates {
+        let command = match reason {
+            PokeReason::Rearm => Command::Rearm,
+            PokeReason::Start | PokeReason::Resume => Command::Trigger,
+        };
         let request = DoRequest::Command {
             date: date.clone(),
-            command: Command::Trigger,
+            command,
         };
         let reason: &str = reason.into();
         match ask(env, &request).await {
@@ -32,8 +36,9 @@ async fn poke(env: &Env, dates: Vec<(String, PokeReason)>) -> Vec<String> {
     poked
 }
 
-/// A date finished: start due dates into the slot it freed (not itself: its late rows wait for
-/// the daily cron, so a trickle of late rows cannot chain generation after generation).
+/// A date gave up its running slot: start dates never archived into it (late rows, its own or
+/// another date's, wait for the daily cron, so dates whose rows cannot be cleaned cannot hand
+/// the slot to each other without end).
 pub(super) async fn hand_over(env: &Env, finished: &str) -> Result<Vec<String>, ApiError> {
     let cfg = config(env)?;
     let db = D1(env.d1("DB").map_err(binding("DB"))?);

@@ -19,7 +19,7 @@ use crate::engine::fleet;
 use crate::ports::Host;
 
 use super::adapters::{WorkerHost, D1, R2};
-use super::{binding, config, json, now_ms};
+use super::{binding, config, json, now_ms, var_text};
 
 /// The operator console: one self-contained page (see `console.html`).
 const CONSOLE: &str = include_str!("console.html");
@@ -32,9 +32,9 @@ pub(super) async fn handle(req: Request, env: &Env) -> Result<Response, ApiError
     if path.starts_with("/admin") && !routes::is_public(&path) {
         let token = env
             .secret("ADMIN_TOKEN")
-            .or_else(|_| env.var("ADMIN_TOKEN"))
             .map(|s| s.to_string())
-            .ok();
+            .ok()
+            .or_else(|| var_text(env, "ADMIN_TOKEN"));
         let header = req.headers().get("authorization").ok().flatten();
         authorize(token.as_deref(), header.as_deref())?;
     }

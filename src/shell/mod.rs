@@ -13,7 +13,8 @@ mod object;
 use std::rc::Rc;
 
 use serde::Serialize;
-use worker::{event, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::wasm_bindgen::JsValue;
+use worker::{event, js_sys, Context, Env, Request, Response, ScheduleContext, ScheduledEvent};
 
 // The Durable Object class is exported to JavaScript by its `#[durable_object]` attribute.
 #[allow(unused_imports)]
@@ -29,7 +30,23 @@ use adapters::{DoStorage, WorkerHost, D1, R2};
 
 /// The config from the Worker's vars; a bad var is an error naming the var and the rule.
 pub(crate) fn config(env: &Env) -> Result<Config, ApiError> {
-    Ok(Config::from_vars(|name| env.var(name).ok().map(|v| v.to_string()))?)
+    Ok(Config::from_vars(|name| var_text(env, name))?)
+}
+
+/// A var as the text it was written as, `None` only when it is not set. wrangler hands a var
+/// written without quotes (`RETENTION_DAYS = 30`, `AUTO_CLEANUP = false`) over as a number or
+/// a boolean, which `Env::var` refuses: taken as missing, it would silently be the default.
+pub(crate) fn var_text(env: &Env, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
+    if value.is_undefined() {
+        return None;
+    }
+    value
+        .as_string()
+        .or_else(|| value.as_bool().map(|b| b.to_string()))
+        .or_else(|| value.as_f64().map(|n| n.to_string()))
+        // Anything else (an array, a table) as its JSON, which no rule accepts: the error names it.
+        .or_else(|| js_sys::JSON::stringify(&value).ok().map(String::from))
 }
 
 /// A JSON response with `status`.

@@ -1,6 +1,8 @@
 """Authentication and bad input on the admin API: every bad request gets a 4xx JSON error that
 says what to do, and changes nothing."""
 
+import time
+
 import pytest
 
 from conftest import day, make_worker, running
@@ -102,3 +104,19 @@ def test_a_bad_var_is_named_by_health_and_every_route_and_the_console_still_load
         assert code == 200 and b"<html" in page.lower()
         code, body = w.api("GET", "/admin/health", token="wrong")
         assert code == 401, body
+
+
+def test_vars_written_without_quotes_are_read_as_written_not_as_their_defaults(tmp_path):
+    # wrangler hands `AUTO_CLEANUP = false` and `RETENTION_DAYS = 30` over as a boolean and a
+    # number; read as missing, they would be the defaults (cleanup on, 3 days).
+    date = day(40)
+    w = make_worker(tmp_path, seed={date: 3_000}, vars={"AUTO_CLEANUP": False, "RETENTION_DAYS": 30})
+    assert "AUTO_CLEANUP = false" in (w.config_dir / "wrangler.toml").read_text()
+    with running(w):
+        code, body = w.api("POST", f"/admin/trigger-archive?date={day(10)}")
+        assert code == 409 and "30-day retention window" in body["message"], body
+        st = w.archive(date, until={"uploaded", "cleaned", "failed"})
+        assert st["phase"] == "uploaded", st
+        time.sleep(2)
+        st = w.status(date)
+        assert st["phase"] == "uploaded" and w.count(date) == 3_000, st

@@ -191,11 +191,15 @@ def test_dates_waiting_on_an_operator_take_no_slot(tmp_path):
     for d in dates:
         w.seed(d, 2_000)
     with running(w):
+        # One cron starts the oldest into the only slot; each date that stops to wait for its
+        # cleanup hands the slot over to the next.
+        w.cron()
         for waiting, d in enumerate(dates):
-            w.cron()
             st = w.wait_for(d, {"uploaded"})
             assert st["phase"] == "uploaded", (d, st)
-            for later in dates[waiting + 1:]:
-                assert w.status(later)["phase"] == "idle"
-        # All three wait on an operator; none took the only slot from the others.
+            running_now = [x for x in dates if w.status(x)["phase"] not in ("idle", "uploaded")]
+            assert len(running_now) <= 1, running_now
+        # All three wait on an operator; none took the only slot from the others, and a cron
+        # starts nothing more.
+        w.cron()
         assert [w.status(d)["phase"] for d in dates] == ["uploaded"] * 3

@@ -116,9 +116,12 @@ def test_hold_release_and_refusals_during_a_restore(tmp_path):
         until = (dt.date.fromisoformat(day(0)) + dt.timedelta(days=2)).isoformat()
         code, body = w.api("POST", f"/admin/restore?date={date}&generation=1&hold_until={until}")
         assert code == 202, body
-        for path, word in [("reset", "release"), ("trigger-cleanup", "release"), ("restore", "release")]:
+        for path, word in [("reset", "release"), ("trigger-cleanup", "release")]:
             code, body = w.api("POST", f"/admin/{path}?date={date}")
             assert code == 409 and word in body["message"], (path, body)
+        # The same restore again (a client's retry) is under way, not refused.
+        code, body = w.api("POST", f"/admin/restore?date={date}&generation=1")
+        assert (code, body["result"]) == (202, "already_running"), body
         st = w.wait_for(date, {"restored"})
         assert st["restore"]["hold_until"].startswith((dt.date.fromisoformat(until) + dt.timedelta(days=1)).isoformat())
         # The cron leaves a held date alone.

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::core::config::Config;
 use crate::core::date::object_key;
 use crate::core::state::{
-    CleanState, Export, Failure, Finished, Garbage, Phase, Purpose, Record, Restore, Upload, Work,
+    CleanState, Export, Failure, Finished, Garbage, Hold, Phase, Purpose, Record, Restore, Upload, Work,
 };
 use crate::core::status::iso;
 
@@ -40,6 +40,9 @@ pub enum Command {
     },
     /// End a restore's hold: restored rows are cleaned against the same archive.
     Release,
+    /// Change nothing; make sure the alarm the record wants exists (the cron's re-arm of a
+    /// running date, which a `Trigger` would not do for a restore: it refuses).
+    Rearm,
 }
 
 /// What a command did, in words an operator can act on.
@@ -67,6 +70,8 @@ pub enum Reply {
     RestoreStarted,
     /// Restored rows are being cleaned against their archive.
     ReleaseStarted,
+    /// The generations asked for are restored and held already; nothing changed.
+    AlreadyRestored,
 }
 
 impl Reply {
@@ -139,6 +144,7 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
             hold_until_ms,
         } => restore(rec, generation, hold_until_ms, now_ms, cfg)?,
         Command::Release => release(rec)?,
+        Command::Rearm => Plan::Unchanged(rec, Reply::AlreadyRunning),
     };
     let action = cmd.name();
     Ok(match plan {
@@ -374,17 +380,31 @@ fn restore(
                 "generation {generation} of {date} is verified but not cleaned: its rows are all still in D1, so there is nothing to restore"
             )))
         }
-        Phase::Restored(_) | Phase::Working(Work::Restoring(_)) => {
+        Phase::Restored(Hold { generations: held, .. })
+        | Phase::Working(Work::Restoring(Restore { generations: held, .. })) => {
+            // The same request again (a client's retry): what it asked for is under way or done.
+            if restorable(&rec, generation).is_ok_and(|g| &g == held) {
+                let reply = match rec.phase {
+                    Phase::Restored(_) => Reply::AlreadyRestored,
+                    Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Failed(_) => Reply::AlreadyRunning,
+                };
+                return Ok(Plan::Unchanged(rec, reply));
+            }
             return Err(refuse(format!(
-                "{date} already has restored rows; release them first (POST /admin/release?date={date}), then restore again"
+                "{date} already has generations {held:?} restored or restoring (GET /admin/archive-status?date={date}); other generations can be restored only after a release (POST /admin/release?date={date}), which cleans the restored rows from D1 again"
+            )));
+        }
+        Phase::Failed(f) => {
+            return Err(refuse(format!(
+                "{date} failed while {}; a restore can start only when the date is idle or cleaned: resume it with POST /admin/trigger-archive?date={date} (or stop it with POST /admin/reset?date={date}), then restore",
+                f.work.name()
             )))
         }
-        other @ (Phase::Working(
+        other @ Phase::Working(
             Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_),
-        )
-        | Phase::Failed(_)) => {
+        ) => {
             return Err(refuse(format!(
-                "{date} is {}; a restore can start only when the date is idle or cleaned. Watch GET /admin/archive-status?date={date}",
+                "{date} is {}; a restore can start only when the date is idle or cleaned. Watch GET /admin/archive-status?date={date}, and restore once it is cleaned",
                 other.name()
             )))
         }

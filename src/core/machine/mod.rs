@@ -38,6 +38,7 @@ use crate::core::date::{index_key, object_key};
 use crate::core::error::{Recovery, StepError};
 use crate::core::index::sidecar;
 use crate::core::io::{Effect, Io, IoResult, IoStats};
+use crate::core::policy;
 use crate::core::sql::Statement;
 use crate::core::state::{
     CleanState, Export, Failure, Finished, Garbage, Generation, Hold, Pass, Phase, Purpose, Record, Restore, Upload,
@@ -185,7 +186,7 @@ pub struct Transition {
     pub carry: Carry,
     /// Performed after the save succeeded: the date's metadata rows (a D1 batch).
     pub metadata: Effect,
-    /// The date finished its work: other due dates may start (the cron's hand-over).
+    /// The date gave up its running slot: due dates may start into it (the cron's hand-over).
     pub hand_over: bool,
     pub log: StepLog,
 }
@@ -486,7 +487,9 @@ pub(super) fn settle(
     // the process dies between the save and the write, the alarm this keeps due writes them.
     rec.metadata_stale = true;
     rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
-    let hand_over = matches!(rec.phase, Phase::Cleaned { .. }) && before != "cleaned";
+    // The date gave up its running slot (cleaned, failed, restored and held, or waiting for an
+    // operator's cleanup): a due date may start into it.
+    let hand_over = policy::holds_slot(before, cfg) && !policy::holds_slot(rec.phase.name(), cfg);
     let log = StepLog::new(&rec, action, before, now_ms);
     Transition {
         metadata: Effect::Metadata(metadata_statements(&rec, now_ms)),

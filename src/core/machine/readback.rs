@@ -631,6 +631,14 @@ impl PassJob {
             PassStage::Batches { from, .. } => from,
             PassStage::Header | PassStage::Tail | PassStage::Read | PassStage::Count | PassStage::Done => 0,
         };
+        // A batch of deletes that found the table's columns changed opened no ledger row.
+        if self.kind != Kind::Restore && results.last().is_some_and(|rs| rs.rows.is_empty()) {
+            return Err(StepError::TableChanged {
+                key: self.sources[self.current].key.clone(),
+                piece: self.piece,
+                batch: k,
+            });
+        }
         let rows = results
             .last()
             .map(|rs| sql::single_u64("ledger_rows", rs))
