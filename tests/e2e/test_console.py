@@ -134,8 +134,10 @@ def test_a_failed_date_shows_its_advice_and_refusals_show_the_message(page, work
 
 def test_a_date_inside_retention_is_archived_only_when_asked_twice_and_esc_never_confirms(page, worker):
     recent = day(1)
-    # A date archived early by hand (it has no rows: it ends cleaned at once) has a row.
-    worker.archive(recent, until={"cleaned", "uploaded"}, force=True)
+    # A date archived early by hand has a row (it has no rows in D1: the export finds nothing,
+    # leaves nothing in R2, and ends idle).
+    st = worker.archive(recent, until={"idle", "cleaned", "uploaded"}, force=True)
+    assert (st["phase"], st["generations"]) == ("idle", []), st
     sent = []
     page.on("request", lambda r: sent.append(r.url) if "trigger-archive" in r.url else None)
     page.reload()

@@ -260,9 +260,18 @@ fn cleanup(mut rec: Record) -> Planning {
                 "{date} has restored rows; they are cleaned by POST /admin/release?date={date}, not by cleanup"
             )))
         }
+        Phase::Failed(Failure {
+            work: work @ (Work::Cleaning(_) | Work::Restoring(_)),
+            error,
+        }) => {
+            return Err(refuse(format!(
+                "{date} failed while {}; restored rows are cleaned by POST /admin/release?date={date} (which resumes a release), not by cleanup. Last error: {error}",
+                work.name()
+            )))
+        }
         Phase::Failed(f) => {
             return Err(refuse(format!(
-                "{date} failed while {} and has no verified archive to clean from; nothing will be deleted. Resume it with POST /admin/trigger-archive?date={date}. Last error: {}",
+                "{date} failed while {} and has no verified archive to clean from yet; nothing will be deleted. Resume it with POST /admin/trigger-archive?date={date}. Last error: {}",
                 f.work.name(),
                 f.error
             )))

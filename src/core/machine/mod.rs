@@ -217,8 +217,8 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
     }
     let job = match &rec.phase {
         Phase::Working(Work::Exporting(ex)) => {
-            // A later generation that finds no row makes no object.
-            let skip_empty = ex.rows == 0 && !rec.generations.is_empty();
+            // An export that finds no row makes no object.
+            let skip_empty = ex.rows == 0;
             let limits = Limits::from_config(cfg).with_parquet(ex.parquet.is_some());
             ExportJob::new(&rec.date, ex, carry, limits, skip_empty).map(|j| Step::Export(Box::new(j)))
         }
@@ -552,10 +552,15 @@ fn fold_export(rec: &mut Record, e: Exported, carry_len: u64, now_ms: i64) -> Re
             part_size: ex.part_size,
         });
     }
-    if e.finished && ex.rows == 0 && has_archives {
-        // A later generation found nothing new: no object, back to the archives there are.
+    if e.finished && ex.rows == 0 {
+        // Nothing to archive: no object. Back to the archives there are, or to idle (a date
+        // triggered by mistake, with no row in D1, leaves nothing behind in R2).
         rec.finished_at_ms = Some(now_ms);
-        rec.phase = Phase::Cleaned { rows_pending: 0 };
+        rec.phase = if has_archives {
+            Phase::Cleaned { rows_pending: 0 }
+        } else {
+            Phase::Idle
+        };
     } else if e.finished {
         let written = written_of(ex, single);
         rec.stats.exported_at_ms = Some(now_ms);
