@@ -771,3 +771,35 @@ fn a_column_added_to_the_table_stops_cleaning_before_any_delete() {
     w.drive(|_, _| {});
     assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
 }
+
+/// Found by a review: with a collation on `event_date` (a table the app made with `COLLATE
+/// RTRIM`), '2026-11-20 ' equals the date; the export writes the date it asked for, so the
+/// row's own value is in no line, and the keyed DELETE, comparing the date under the column's
+/// collation, deleted it. The date is now compared byte for byte: the row stays, pending.
+#[test]
+fn a_date_equal_only_under_the_column_collation_is_never_deleted() {
+    let w = World::new(small_config());
+    w.sql()
+        .execute_batch(&format!(
+            "DROP INDEX IF EXISTS idx_traffic_events_date_id;
+             ALTER TABLE traffic_events RENAME TO plain;
+             CREATE TABLE traffic_events (id TEXT PRIMARY KEY, path TEXT NOT NULL, method TEXT NOT NULL,
+               status INTEGER NOT NULL DEFAULT 200, response_time REAL NOT NULL DEFAULT 0,
+               client_ip_hash TEXT NOT NULL, user_agent TEXT, country TEXT, timestamp INTEGER NOT NULL,
+               event_date TEXT NOT NULL COLLATE RTRIM, is_error INTEGER NOT NULL DEFAULT 0,
+               created_at INTEGER DEFAULT (unixepoch()));
+             DROP TABLE plain;
+             CREATE INDEX idx_traffic_events_date_id ON traffic_events (event_date, id);
+             INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date)
+               VALUES ('a', '/exact', 'GET', 'h', 1, '{DATE}'), ('b', '/spaced', 'GET', 'h', 2, '{DATE} ');"
+        ))
+        .unwrap();
+    w.run();
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.rows_pending), ("cleaned", Some(1)), "{st:?}");
+    let left: String = w
+        .sql()
+        .query_row("SELECT event_date FROM traffic_events WHERE id = 'b'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, format!("{DATE} "), "the row and its own date are still in D1");
+}

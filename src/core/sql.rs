@@ -715,6 +715,9 @@ macro_rules! delete_keyed {
     () => {
         concat!(
             "DELETE FROM traffic_events AS t WHERE changes() = 1 AND t.event_date = ?2",
+            // The date byte for byte, whatever collation the table gives the column (`RTRIM`
+            // would find '2026-11-20 ' equal): the line holds the date the statement names.
+            " AND CAST(t.event_date AS BLOB) = CAST(?2 AS BLOB)",
             " AND t.id BETWEEN ?3 AND ?4 AND CASE WHEN ",
             keyed_row!(),
             " THEN ",
