@@ -43,7 +43,7 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
         *w.store.inner.saved.borrow_mut() = None;
     }
     let now = at(10);
-    let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None, true)).unwrap();
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None)).unwrap();
     let started: Vec<&str> = plan
         .iter()
         .filter(|(_, r)| *r == PokeReason::Start)
@@ -121,7 +121,7 @@ fn rows_that_can_never_be_cleaned_are_not_archived_again_every_day() {
     let ports = w.ports();
     // One daily cron: the date is due, so it starts, and runs to rest.
     let cron = || {
-        let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(10), None, true)).unwrap();
+        let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(10), None)).unwrap();
         assert!(
             plan.iter().any(|(d, r)| *d == day && *r == PokeReason::Start),
             "{plan:?}"

@@ -174,6 +174,14 @@ fn restored_rows_are_held_then_cleaned_against_the_same_archive() {
     let before = w.record();
     assert_eq!(w.command(RESTORE).unwrap().reply, Reply::AlreadyRestored);
     assert_eq!(w.record(), before);
+    // Asked again with another `hold_until`: the new hold takes effect (it was ignored).
+    let later = hold_until + DAY_MS;
+    let again = Command::Restore {
+        generation: Some(1),
+        hold_until_ms: Some(later),
+    };
+    assert_eq!(w.command(again).unwrap().reply, Reply::AlreadyRestored);
+    assert_eq!(w.record().wake_at_ms, Some(later), "the hold ends at the new time");
     // A row changes and one is added while restored: they become the next generation.
     let id = rows_of(w.sql(), DATE)[0]["id"].as_str().unwrap().to_string();
     w.sql()

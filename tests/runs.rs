@@ -602,3 +602,38 @@ fn verification_reads_a_bounded_number_of_parquet_footers_per_step() {
     assert_eq!(cleaned_with_pending(&w, 0).parquet_files, Some(files));
     assert_lines(w.parquet_rows(), &expected);
 }
+
+/// Found by a review: an export that starts over after its object failed the read-back, and
+/// then finds no row (the app deleted them meanwhile), left the first run's object and index in
+/// R2, listed nowhere. The restart now drops them (every row in them was still in D1).
+#[test]
+fn an_export_started_over_that_finds_no_row_leaves_nothing_behind() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 3_000, 5, now_s(&w));
+    w.command(Command::Trigger).unwrap();
+    let mut done = false;
+    w.drive(|w, _| {
+        if done || w.status().phase != "verifying" {
+            return;
+        }
+        done = true;
+        let key = w.status().object_key.unwrap();
+        let mut objects = w.objects().objects.borrow_mut();
+        let object = objects.get_mut(&key).unwrap();
+        let at = object.len() - 3; // in the gzip trailer's length
+        object[at] ^= 0x01;
+        drop(objects);
+        w.sql()
+            .execute("DELETE FROM traffic_events WHERE event_date = ?1", [DATE])
+            .unwrap();
+    });
+    assert!(done, "the date never verified");
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.generations.len()), ("idle", 0), "{st:?}");
+    assert_eq!(w.listed_objects(), Vec::<String>::new());
+    assert_eq!(
+        w.objects().objects.borrow().len(),
+        0,
+        "no object, index or file is left in R2"
+    );
+}

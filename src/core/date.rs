@@ -24,7 +24,7 @@ impl Day {
     /// Parses a strict `YYYY-MM-DD` that is a real day, not after `today`. Any past year is
     /// one: the cron archives every date D1 holds rows of (a zero timestamp makes 1970-01-01),
     /// and an operator must reach each of them. A mistyped date has no rows; its trigger leaves
-    /// nothing behind.
+    /// nothing in R2 (its metadata row says `idle`).
     pub fn parse(input: &str, today: Day) -> Result<Day, DateError> {
         let day = Day::parse_any(input)?;
         if day > today {

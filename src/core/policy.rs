@@ -36,7 +36,13 @@ pub struct DateState {
     pub status: String,
     pub hold_until: Option<i64>,
     pub rows_pending: Option<u64>,
+    /// When its metadata last changed (unix ms): when it was last tried.
+    pub updated_at: Option<i64>,
 }
+
+/// How long a failed date, or an archived date with rows in D1 again, rests after it was last
+/// tried before a slot goes to it again: about once a day, as the daily cron comes round.
+pub const RETRY_AFTER_MS: i64 = 20 * 3_600_000;
 
 /// Why the cron pokes a date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
@@ -53,38 +59,47 @@ pub enum PokeReason {
 
 /// The dates to poke, in order, each with its reason.
 ///
-/// `due`: dates past retention with rows in D1, oldest first. Running dates are re-armed; the
-/// slots they leave free go, oldest first within each, to dates never archived, then (daily
-/// cron only) to failed dates to resume (at most `CRON_MAX_DATES`), then to archived dates with
-/// rows again in D1. `finished`: the hand-over of a date that just gave up its slot; it starts
-/// only dates never archived, so dates whose rows cannot be cleaned (README.md, Known limits)
-/// cannot hand each other the slot without end, and their late rows wait for the daily cron.
+/// `due`: dates past retention with rows in D1, oldest first. Running dates are re-armed. The
+/// slots they leave free go first to dates never archived (oldest first), then to the dates to
+/// try again, least recently tried first: failed dates to resume (at most `CRON_MAX_DATES`)
+/// and archived dates with rows in D1 again, each only once it rested [`RETRY_AFTER_MS`] since
+/// it was last tried. So dates whose rows cannot be cleaned (README.md, Known limits), or that
+/// fail at once, cannot take the slots from each other or from new dates without end, and
+/// none waits for ever behind them. `finished`: a date that just gave up its slot (the
+/// hand-over), never poked again by its own hand-over.
 pub fn dates_to_poke(
     due: &[String],
     states: &[DateState],
     cfg: &Config,
     finished: Option<&str>,
-    resume_failed: bool,
+    now_ms: i64,
 ) -> Vec<(String, PokeReason)> {
-    let status_of = |d: &str| states.iter().find(|s| s.date == d).map(|s| s.status.as_str());
+    let state_of = |d: &str| states.iter().find(|s| s.date == d);
     let running: Vec<&DateState> = states.iter().filter(|s| holds_slot(&s.status, cfg)).collect();
     let free = (cfg.max_running_dates as usize).saturating_sub(running.len());
-    let due_in = |wanted: fn(Option<&str>) -> bool| {
-        due.iter()
-            .filter(move |d| finished != Some(d.as_str()) && wanted(status_of(d)))
-            .map(|d| (d.clone(), PokeReason::Start))
-    };
-    let never_archived = due_in(|s| matches!(s, None | Some("idle")));
+    let other = |d: &str| finished != Some(d);
+    let never_archived = due
+        .iter()
+        .filter(|d| other(d) && state_of(d).is_none_or(|s| s.status == "idle"))
+        .map(|d| (d.clone(), PokeReason::Start));
+    let rested = |s: &&DateState| other(&s.date) && s.updated_at.is_none_or(|t| now_ms - t >= RETRY_AFTER_MS);
     let failed = states
         .iter()
-        .filter(|s| resume_failed && s.status == "failed")
+        .filter(|s| s.status == "failed")
+        .filter(rested)
         .take(cfg.cron_max_dates as usize)
-        .map(|s| (s.date.clone(), PokeReason::Resume));
-    let archived_again = due_in(|s| s == Some("cleaned")).filter(|_| finished.is_none());
+        .map(|s| (s, PokeReason::Resume));
+    let archived_again = due
+        .iter()
+        .filter_map(|d| state_of(d))
+        .filter(|s| s.status == "cleaned")
+        .filter(rested)
+        .map(|s| (s, PokeReason::Start));
+    let mut again: Vec<(&DateState, PokeReason)> = failed.chain(archived_again).collect();
+    again.sort_by_key(|(s, _)| s.updated_at);
+    let again = again.into_iter().map(|(s, r)| (s.date.clone(), r));
     let rearm = running.iter().map(|s| (s.date.clone(), PokeReason::Rearm));
-    rearm
-        .chain(never_archived.chain(failed).chain(archived_again).take(free))
-        .collect()
+    rearm.chain(never_archived.chain(again).take(free)).collect()
 }
 
 /// What `/admin/health` found.
@@ -208,6 +223,7 @@ mod tests {
             status: status.into(),
             hold_until: None,
             rows_pending: None,
+            updated_at: None,
         }
     }
 
@@ -236,7 +252,7 @@ mod tests {
             st("2026-11-03", "restored"),
             st("2026-11-04", "failed"),
         ];
-        let out = dates_to_poke(&due, &states, &cfg, None, false);
+        let out = dates_to_poke(&due, &states, &cfg, None, NOW);
         assert_eq!(starts(&out), ["2026-11-05"]);
     }
 
@@ -248,18 +264,28 @@ mod tests {
         };
         let due: Vec<String> = ["2026-11-01", "2026-11-02", "2026-11-03"].map(String::from).to_vec();
         let states = vec![st("2026-11-01", "cleaning"), st("2026-11-02", "cleaned")];
-        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-02"), true);
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-02"), NOW);
         assert_eq!(out[0], ("2026-11-01".into(), PokeReason::Rearm));
         assert_eq!(starts(&out), ["2026-11-03"]);
         let states = vec![st("2026-11-04", "failed")];
-        let out = dates_to_poke(&[], &states, &cfg, None, true);
+        let out = dates_to_poke(&[], &states, &cfg, None, NOW);
         assert_eq!(out, [("2026-11-04".into(), PokeReason::Resume)]);
     }
 
+    const NOW: i64 = 1_796_000_000_000;
+
+    fn tried(date: &str, status: &str, hours_ago: i64) -> DateState {
+        DateState {
+            updated_at: Some(NOW - hours_ago * 3_600_000),
+            ..st(date, status)
+        }
+    }
+
     /// Found by a review: two cleaned dates whose rows can never be cleaned started each other
-    /// on every hand-over, without end, and held both slots against a date never archived.
+    /// on every hand-over, without end, and held both slots against a date never archived. A
+    /// date is tried again only once it rested a day's worth; new dates come first.
     #[test]
-    fn a_hand_over_starts_only_dates_never_archived() {
+    fn dates_tried_again_rest_first_and_new_dates_come_first() {
         let cfg = Config {
             max_running_dates: 2,
             ..Config::default()
@@ -267,25 +293,58 @@ mod tests {
         let due: Vec<String> = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-10"]
             .map(String::from)
             .to_vec();
+        // 11-01 just finished and hands over; 11-03 finished an hour ago.
         let states = vec![
-            st("2026-11-01", "cleaned"),
+            tried("2026-11-01", "cleaned", 0),
             st("2026-11-02", "exporting"),
-            st("2026-11-03", "cleaned"),
+            tried("2026-11-03", "cleaned", 1),
         ];
-        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), false);
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), NOW);
         assert_eq!(starts(&out), ["2026-11-10"]);
-        let states = [states, vec![st("2026-11-10", "exporting")]].concat();
-        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), false);
-        assert_eq!(starts(&out), Vec::<&str>::new());
-        // The daily cron still archives the cleaned dates' rows again, once the new dates went.
+        let busy = [states.clone(), vec![st("2026-11-10", "exporting")]].concat();
+        assert_eq!(
+            starts(&dates_to_poke(&due, &busy, &cfg, Some("2026-11-01"), NOW)),
+            Vec::<&str>::new()
+        );
+        // Nothing new left: the rested dates go, least recently tried first, the others wait.
         let states = vec![
-            st("2026-11-01", "cleaned"),
-            st("2026-11-02", "cleaned"),
-            st("2026-11-03", "cleaned"),
-            st("2026-11-10", "idle"),
+            tried("2026-11-01", "cleaned", 30),
+            tried("2026-11-02", "cleaned", 1),
+            tried("2026-11-03", "cleaned", 50),
+            tried("2026-11-10", "cleaned", 2),
         ];
-        let out = dates_to_poke(&due, &states, &cfg, None, true);
-        assert_eq!(starts(&out), ["2026-11-10", "2026-11-01"]);
+        assert_eq!(
+            starts(&dates_to_poke(&due, &states, &cfg, None, NOW)),
+            ["2026-11-03", "2026-11-01"]
+        );
+    }
+
+    /// Found by a review of the fix above: with one slot, a new date each day took it at the
+    /// cron, and the hand-overs started only new dates, so failed dates and late rows waited
+    /// for ever. The hand-over now gives the slot to them too, once each has rested.
+    #[test]
+    fn with_one_slot_failed_dates_and_late_rows_get_their_turn() {
+        let cfg = Config {
+            max_running_dates: 1,
+            ..Config::default()
+        };
+        let due: Vec<String> = ["2026-11-01", "2026-11-10"].map(String::from).to_vec();
+        let states = vec![
+            tried("2026-10-01", "failed", 30),
+            tried("2026-10-02", "failed", 25),
+            tried("2026-11-01", "cleaned", 40),
+            tried("2026-11-10", "cleaned", 0),
+        ];
+        // 11-10, new today, finished: its hand-over goes to the date tried longest ago.
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-10"), NOW);
+        assert_eq!(out, [("2026-11-01".into(), PokeReason::Start)]);
+        let states = [
+            &states[..2],
+            &[tried("2026-11-01", "cleaned", 0), tried("2026-11-10", "cleaned", 0)],
+        ]
+        .concat();
+        let out = dates_to_poke(&due, &states, &cfg, Some("2026-11-01"), NOW);
+        assert_eq!(out, [("2026-10-01".into(), PokeReason::Resume)]);
     }
 
     /// Found by a review: one cron resumed up to `CRON_MAX_DATES` failed dates on top of the
@@ -300,7 +359,7 @@ mod tests {
         let mut states: Vec<DateState> = (1..=20).map(|d| st(&format!("2026-10-{d:02}"), "failed")).collect();
         states.push(st("2026-11-02", "cleaning"));
         let due = ["2026-10-01", "2026-11-01"].map(String::from).to_vec();
-        let out = dates_to_poke(&due, &states, &cfg, None, true);
+        let out = dates_to_poke(&due, &states, &cfg, None, NOW);
         assert_eq!(
             out,
             [
@@ -316,7 +375,7 @@ mod tests {
             ..cfg.clone()
         };
         assert_eq!(
-            starts(&dates_to_poke(&due, &states, &two, None, true)),
+            starts(&dates_to_poke(&due, &states, &two, None, NOW)),
             Vec::<&str>::new()
         );
         let manual = Config {
@@ -324,7 +383,7 @@ mod tests {
             ..two
         };
         assert_eq!(
-            starts(&dates_to_poke(&due, &states, &manual, None, true)),
+            starts(&dates_to_poke(&due, &states, &manual, None, NOW)),
             ["2026-10-01", "2026-11-01"]
         );
     }
@@ -373,6 +432,7 @@ mod tests {
             status: status.into(),
             hold_until,
             rows_pending,
+            updated_at: None,
         };
         let states = vec![
             with("2026-10-01", "restored", Some(now + 86_400_000), None),

@@ -1359,7 +1359,7 @@ pub fn next_date(after: &str, last: &str) -> Statement {
 
 /// Every known date's phase and hold, for the cron's and the listing's decisions.
 pub const DATE_STATES: &str =
-    "SELECT date, status, hold_until, rows_pending FROM archive_metadata ORDER BY date LIMIT 10000";
+    "SELECT date, status, hold_until, rows_pending, updated_at FROM archive_metadata ORDER BY date LIMIT 10000";
 
 pub fn date_states() -> Statement {
     Statement::new(DATE_STATES, vec![])

@@ -40,14 +40,16 @@ pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<V
 /// Every date `archive_metadata` knows, with its phase.
 pub async fn date_states<D: Database>(db: &D) -> Result<Vec<DateState>, PortError> {
     let rs = db.run(&sql::date_states()).await?;
-    let rows: Vec<(String, String, Option<i64>, Option<u64>)> = decode_rows("date_states", &rs).map_err(bad)?;
+    type Row = (String, String, Option<i64>, Option<u64>, Option<i64>);
+    let rows: Vec<Row> = decode_rows("date_states", &rs).map_err(bad)?;
     Ok(rows
         .into_iter()
-        .map(|(date, status, hold_until, rows_pending)| DateState {
+        .map(|(date, status, hold_until, rows_pending, updated_at)| DateState {
             date,
             status,
             hold_until,
             rows_pending,
+            updated_at,
         })
         .collect())
 }
@@ -58,14 +60,13 @@ pub async fn cron_plan<D: Database>(
     cfg: &Config,
     now_ms: i64,
     finished: Option<&str>,
-    resume_failed: bool,
 ) -> Result<Vec<(String, PokeReason)>, PortError> {
     let today = Day::from_unix_ms(now_ms);
     let states = date_states(db).await?;
     let last = Day::last_archivable(today, cfg.retention_days);
     // Enough due dates to fill every slot even if many of the oldest wait on an operator.
     let due = due_dates(db, last, states.len() + cfg.max_running_dates as usize).await?;
-    Ok(policy::dates_to_poke(&due, &states, cfg, finished, resume_failed))
+    Ok(policy::dates_to_poke(&due, &states, cfg, finished, now_ms))
 }
 
 /// The cron's heartbeat.

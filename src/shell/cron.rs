@@ -36,16 +36,16 @@ async fn poke(env: &Env, dates: Vec<(String, PokeReason)>) -> Vec<String> {
     poked
 }
 
-/// A date gave up its running slot: start dates never archived into it (late rows, its own or
-/// another date's, wait for the daily cron, so dates whose rows cannot be cleaned cannot hand
+/// A date gave up its running slot: start or resume dates into it, as the daily cron would
+/// (dates tried again only once a day each, so dates whose rows cannot be cleaned cannot hand
 /// the slot to each other without end).
 pub(super) async fn hand_over(env: &Env, finished: &str) -> Result<Vec<String>, ApiError> {
     let cfg = config(env)?;
     let db = D1(env.d1("DB").map_err(binding("DB"))?);
-    let plan = fleet::cron_plan(&db, &cfg, now_ms(), Some(finished), false)
+    let plan = fleet::cron_plan(&db, &cfg, now_ms(), Some(finished))
         .await
         .map_err(ApiError::unavailable)?;
-    let starts = plan.into_iter().filter(|(_, r)| *r == PokeReason::Start).collect();
+    let starts = plan.into_iter().filter(|(_, r)| *r != PokeReason::Rearm).collect();
     Ok(poke(env, starts).await)
 }
 
@@ -55,7 +55,7 @@ pub(super) async fn run(env: &Env) -> Result<Vec<String>, ApiError> {
     let cfg = config(env)?;
     let db = D1(env.d1("DB").map_err(binding("DB"))?);
     let now = now_ms();
-    let plan = fleet::cron_plan(&db, &cfg, now, None, true)
+    let plan = fleet::cron_plan(&db, &cfg, now, None)
         .await
         .map_err(ApiError::unavailable)?;
     let poked = poke(env, plan).await;

@@ -391,23 +391,25 @@ fn restore(
         }
         Phase::Restored(Hold { generations: held, .. })
         | Phase::Working(Work::Restoring(Restore { generations: held, .. })) => {
-            // The same request again (a client's retry): what it asked for is under way or done.
+            // The same generations again (a client's retry): under way or done.
             if restorable(&rec, generation).is_ok_and(|g| &g == held) {
-                let reply = match rec.phase {
-                    Phase::Restored(_) => Reply::AlreadyRestored,
-                    Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Failed(_) => Reply::AlreadyRunning,
-                };
-                return Ok(Plan::Unchanged(rec, reply));
+                return Ok(restore_again(rec, hold_until_ms));
             }
             return Err(refuse(format!(
                 "{date} already has generations {held:?} restored or restoring (GET /admin/archive-status?date={date}); other generations can be restored only after a release (POST /admin/release?date={date}), which cleans the restored rows from D1 again"
             )));
         }
         Phase::Failed(f) => {
+            // A failed restore or release refuses a reset: it ends with a release.
+            let way_out = if matches!(f.work.name(), "restoring" | "releasing") {
+                format!("resume it with POST /admin/trigger-archive?date={date}, or end it with POST /admin/release?date={date}")
+            } else {
+                format!("resume it with POST /admin/trigger-archive?date={date} (or stop it with POST /admin/reset?date={date})")
+            };
             return Err(refuse(format!(
-                "{date} failed while {}; a restore can start only when the date is idle or cleaned: resume it with POST /admin/trigger-archive?date={date} (or stop it with POST /admin/reset?date={date}), then restore",
+                "{date} failed while {}; a restore can start only when the date is idle or cleaned: {way_out}, then restore",
                 f.work.name()
-            )))
+            )));
         }
         other @ Phase::Working(
             Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_),
@@ -431,6 +433,26 @@ fn restore(
         counts: Default::default(),
     }));
     Ok(Plan::Save(rec, Reply::RestoreStarted))
+}
+
+/// The restore asked for again, for the generations restored or restoring: nothing changes,
+/// but a new `hold_until` takes effect (found by a review: it was ignored), since the hold is
+/// only when the alarm releases the rows, and an operator may want them kept longer or less.
+fn restore_again(mut rec: Record, hold_until_ms: Option<i64>) -> Plan {
+    let (reply, until) = match &mut rec.phase {
+        Phase::Restored(h) => (Reply::AlreadyRestored, &mut h.until_ms),
+        Phase::Working(Work::Restoring(r)) => (Reply::AlreadyRunning, &mut r.hold_until_ms),
+        Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Cleaned { .. } | Phase::Failed(_) => {
+            return Plan::Unchanged(rec, Reply::AlreadyRunning)
+        }
+    };
+    match hold_until_ms {
+        Some(h) if h != *until => {
+            *until = h;
+            Plan::Save(rec, reply)
+        }
+        _ => Plan::Unchanged(rec, reply),
+    }
 }
 
 /// The generations a restore walks, newest first.

@@ -790,14 +790,20 @@ fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Ca
     }
     // The abandoned run's Parquet files go before the new run writes any (garbage is collected
     // before the next step): its keys are the same.
-    let parquet = match rec.phase.working() {
-        Some(Work::Exporting(ex)) => ex.parquet_keys(),
-        Some(Work::Completing(w)) => w.parquet_keys(),
-        Some(Work::Verifying(v)) => v.archive.parquet_keys(),
+    // A completed object and its index go too (found by a review): the new run writes them
+    // again under the same keys, unless it finds no row, and then nothing may be left behind.
+    // Nothing was deleted from D1 before verification, so every row in them is still there.
+    let garbage = match rec.phase.working() {
+        Some(Work::Exporting(ex)) => ex
+            .parquet_keys()
+            .into_iter()
+            .map(|key| Garbage::Delete { key })
+            .collect(),
+        Some(Work::Completing(w)) => commands::unfinished_object(&w.key, w.parquet_keys()),
+        Some(Work::Verifying(v)) => commands::unfinished_object(&v.archive.key, v.archive.parquet_keys()),
         Some(Work::Cleaning(_) | Work::Restoring(_)) | None => Vec::new(),
     };
-    rec.garbage
-        .extend(parquet.into_iter().map(|key| Garbage::Delete { key }));
+    rec.garbage.extend(garbage);
     let key = object_key(&cfg.prefix, &rec.date, generation);
     rec.phase = Phase::Working(Work::Exporting(
         Export::new(generation, key, cfg.part_size, cfg.level, restarts + 1).with_parquet(cfg.parquet),
