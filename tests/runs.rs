@@ -388,6 +388,20 @@ fn changed_and_unarchived_rows_are_never_deleted() {
     assert_eq!(w.listed_objects().len(), 2);
 }
 
+/// Triggers DATE and drives it to rest, running `meddle` once, as verification begins.
+/// Whether it ran.
+fn archive_and_once_verifying(w: &World, mut meddle: impl FnMut(&World)) -> bool {
+    w.command(Command::Trigger).unwrap();
+    let mut done = false;
+    w.drive(|w, _| {
+        if !done && w.status().phase == "verifying" {
+            done = true;
+            meddle(w);
+        }
+    });
+    done
+}
+
 /// A Parquet file damaged between its `put` and the read-back (cut short, a flipped footer byte,
 /// or gone) is caught before `uploaded`; the export starts over and ends with sound files only.
 #[test]
@@ -408,13 +422,7 @@ fn a_damaged_parquet_file_is_caught_and_the_export_starts_over() {
         let w = World::new(small_config());
         seed(w.sql(), DATE, 3_000, 5, now_s(&w));
         let expected = rows_of(w.sql(), DATE);
-        w.command(Command::Trigger).unwrap();
-        let mut done = false;
-        w.drive(|w, _| {
-            if done || w.status().phase != "verifying" {
-                return;
-            }
-            done = true;
+        let done = archive_and_once_verifying(&w, |w| {
             let key = w.parquet_keys()[1].clone();
             let mut objects = w.objects().objects.borrow_mut();
             match damage {
@@ -610,13 +618,7 @@ fn verification_reads_a_bounded_number_of_parquet_footers_per_step() {
 fn an_export_started_over_that_finds_no_row_leaves_nothing_behind() {
     let w = World::new(small_config());
     seed(w.sql(), DATE, 3_000, 5, now_s(&w));
-    w.command(Command::Trigger).unwrap();
-    let mut done = false;
-    w.drive(|w, _| {
-        if done || w.status().phase != "verifying" {
-            return;
-        }
-        done = true;
+    let done = archive_and_once_verifying(&w, |w| {
         let key = w.status().object_key.unwrap();
         let mut objects = w.objects().objects.borrow_mut();
         let object = objects.get_mut(&key).unwrap();
