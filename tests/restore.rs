@@ -305,6 +305,26 @@ fn a_release_never_deletes_a_null_id_row_that_no_archive_holds() {
     );
 }
 
+/// Found by a review: a NULL-id copy the app wrote during the hold, equal to the restored
+/// line, was taken by the release for the restored copy, and one row the app wrote was gone.
+#[test]
+fn a_release_leaves_a_null_id_copy_the_app_wrote_during_the_hold() {
+    let (w, r) = null_ids_restored(1, 1);
+    assert_eq!((r.inserted, r.already_present), (0, 1), "{r:?}");
+    null_id_rows(&w, 1); // during the hold
+    w.command(Command::Release).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(w.status().phase, "cleaned");
+    assert_eq!(null_ids(&w), 2, "both rows the app wrote after the cleaning stay");
+    // And restored copies do go at the release, an equal copy written during the hold stays.
+    let (w, r) = null_ids_restored(3, 0);
+    assert_eq!(r.inserted, 3, "{r:?}");
+    null_id_rows(&w, 1);
+    w.command(Command::Release).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(null_ids(&w), 1);
+}
+
 #[test]
 fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
     let w = archived_world(50);

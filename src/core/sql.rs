@@ -788,11 +788,38 @@ macro_rules! delete_batch {
 /// by rowid, so as many rows go as the archive holds lines, never more.
 pub const DELETE_BATCH: &str = delete_batch!("");
 
+/// The restore's end mark `$pass` ([`ROWID_END`]), or past every rowid when there is none
+/// (a restore from before it).
+macro_rules! end_rowid {
+    ($pass:literal) => {
+        concat!(
+            "coalesce((SELECT rows FROM archive_ledger WHERE pass = ",
+            $pass,
+            " AND piece = 0 AND batch = 1), 9223372036854775807)"
+        )
+    };
+}
+
 /// [`DELETE_BATCH`] for a release: a NULL-id row goes only if its rowid is past the restore's
-/// mark `?4` ([`ROWID_MARK`]), i.e. the restore inserted it (or it came after). A NULL-id row
-/// equal to an archived line may be one the app wrote after the cleaning, which no archive
+/// mark `?4` ([`ROWID_MARK`]) and not past its end mark ([`ROWID_END`]), i.e. the restore
+/// inserted it (or the app wrote it while the restore ran). A NULL-id row equal to an archived
+/// line may be one the app wrote after the cleaning or during the hold, which no archive
 /// holds; only the restore's own copies are the archive's. Without the mark, none goes.
-pub const DELETE_BATCH_RESTORED: &str = delete_batch!(concat!(" AND t.rowid > ", mark_rowid!("?4")));
+pub const DELETE_BATCH_RESTORED: &str = delete_batch!(concat!(
+    " AND t.rowid > ",
+    mark_rowid!("?4"),
+    " AND t.rowid <= ",
+    end_rowid!("?4")
+));
+
+/// After a restore batch's changes, on its first run only (`changes()` of the ledger's close
+/// is 1 then): the restore's end mark `?1` for date `?2` at `?3` becomes the largest rowid of
+/// `traffic_events`, in the batch's transaction. A NULL-id row the app writes after the
+/// restore's last insert (during the hold) lies past it, and no release takes it for a
+/// restored copy (found by a review).
+pub const ROWID_END: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
+SELECT ?1, 0, 1, coalesce((SELECT max(rowid) FROM traffic_events), 0), ?2, ?3 WHERE changes() = 1 \
+ON CONFLICT DO UPDATE SET rows = max(rows, excluded.rows), at = excluded.at";
 
 /// Writes a restore's rowid mark `?1` (see [`rowid_mark`]) for date `?2` at `?3`, unless it is
 /// there: the largest rowid of `traffic_events` before the restore's first insert (in the
@@ -1273,10 +1300,12 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mar
     }
     let [narrow, wide] = lines_params(&lines.split_terminator('\n').collect::<Vec<_>>());
     let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide, Param::Text(mark.into())]);
-    let write_mark = Statement::new(ROWID_MARK, vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)]);
+    let mark_params = || vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)];
+    let write_mark = Statement::new(ROWID_MARK, mark_params());
+    let write_end = Statement::new(ROWID_END, mark_params());
     // Moved, not cloned: the statements carry the batch's lines (up to 1.5 MB each).
     let mut batch = vec![write_mark];
-    batch.extend(ledgered(LEDGER_OPEN, inserts, vec![check], date, id, now_ms));
+    batch.extend(ledgered(LEDGER_OPEN, inserts, vec![write_end, check], date, id, now_ms));
     batch
 }
 
@@ -1743,6 +1772,7 @@ mod tests {
                 ADD,
                 RESTORE_BATCH,
                 LEDGER_CLOSE,
+                ROWID_END,
                 RESTORE_CHECK,
                 LEDGER_ROWS
             ]
@@ -1754,6 +1784,7 @@ mod tests {
                 LEDGER_OPEN,
                 RESTORE_BATCH,
                 LEDGER_CLOSE,
+                ROWID_END,
                 RESTORE_CHECK,
                 LEDGER_ROWS
             ]
