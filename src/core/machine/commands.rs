@@ -401,7 +401,12 @@ fn restore(
         }
         Phase::Failed(f) => {
             // A failed restore or release refuses a reset: it ends with a release.
-            let way_out = if matches!(f.work.name(), "restoring" | "releasing") {
+            let restored = match &f.work {
+                Work::Restoring(_) => true,
+                Work::Cleaning(p) => p.purpose == Purpose::Release,
+                Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) => false,
+            };
+            let way_out = if restored {
                 format!("resume it with POST /admin/trigger-archive?date={date}, or end it with POST /admin/release?date={date}")
             } else {
                 format!("resume it with POST /admin/trigger-archive?date={date} (or stop it with POST /admin/reset?date={date})")
