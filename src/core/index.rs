@@ -46,24 +46,28 @@ impl Piece {
         }
     }
 
-    /// Whether a text id in `[from, to]` can be in this piece.
+    /// Whether a text id in `[from, to]` can be in this piece. A first or last id with U+FFFD
+    /// (bytes that were not UTF-8, sorted by those bytes, not by its text) bounds nothing.
     pub fn may_hold_id(&self, from: Option<&str>, to: Option<&str>) -> bool {
         if from.is_none() && to.is_none() {
             return true;
         }
-        let text = |k: &Option<Key>| match k {
-            Some(Key::Text(t)) => Some(t.clone()),
-            _ => None,
-        };
+        fn text(k: &Option<Key>) -> Option<&str> {
+            match k {
+                Some(Key::Text(t)) => Some(t),
+                _ => None,
+            }
+        }
+        let lossy = |t: &&str| t.contains('\u{FFFD}');
         // NULL ids come first and BLOB ids last in scan order; text ids in between, sorted.
         let lo = text(&self.first_id);
         let hi = text(&self.last_id);
-        let starts_before_to = match (&lo, to) {
-            (Some(lo), Some(to)) => lo.as_str() <= to,
+        let starts_before_to = match (lo, to) {
+            (Some(lo), Some(to)) => lossy(&lo) || lo <= to,
             _ => true,
         };
-        let ends_after_from = match (&hi, from, &self.last_id) {
-            (Some(hi), Some(from), _) => hi.as_str() >= from,
+        let ends_after_from = match (hi, from, &self.last_id) {
+            (Some(hi), Some(from), _) => lossy(&hi) || hi >= from,
             (None, Some(_), Some(Key::Blob(_))) => true,
             (None, Some(_), _) => false,
             (_, None, _) => true,

@@ -13,7 +13,7 @@
 //! - one file per step: one atomic `put` from memory, nothing carried, written again whole under
 //!   the same key if its step runs again (never a second copy). While Parquet is on, a step stops
 //!   at [`FILE_ROWS`] rows (or [`FILE_LINE_BYTES`] of lines), so the file in memory stays about
-//!   2.2 MB whatever `STEP_ROWS` says: 10 files for a 1M-row day, 50 for 5M. DuckDB, pyarrow and
+//!   2.2 MB whatever `STEP_ROWS` says: 11 files for the bench's 1M-row day, 53 for 5M. DuckDB, pyarrow and
 //!   Spark read a folder of files as one table. Chosen.
 //!
 //! Types follow the table: TEXT is a UTF-8 string, INTEGER INT64, REAL DOUBLE, and NOT NULL

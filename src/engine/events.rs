@@ -14,6 +14,11 @@
 //! ids cannot be told apart, nor ids JavaScript handed over with U+FFFD for bytes that are not
 //! UTF-8 (they sort where their bytes did): every such line goes out.
 //!
+//! **Lossy ids under id bounds.** Such an id's text does not say where its bytes sorted, so
+//! it is placed by the scan: just after the last readable text id before it in its
+//! generation (before every text id when there is none), which is where the merge sends it
+//! too. Paging on from any readable id therefore sends each such line once.
+//!
 //! Memory: one piece buffer per generation read, each sized once for its largest planned
 //! piece, and one chunk going out, whatever the window. A read whose buffers would pass
 //! [`MAX_BUFFER_BYTES`] (many large generations at once) is refused before it starts.
@@ -38,6 +43,9 @@ pub struct Window {
     pub id_after: bool,
     pub id_to: Option<String>,
     pub limit: Option<u64>,
+    /// Lines of the window not sent, from its start: those a previous page already sent
+    /// after its last readable id (lossy ids, see the module doc).
+    pub skip: u64,
 }
 
 impl Window {
@@ -45,16 +53,28 @@ impl Window {
         self.from_ms.is_some() || self.to_ms.is_some() || self.id_from.is_some() || self.id_to.is_some()
     }
 
-    fn wants(&self, k: Option<&LineKeys>) -> bool {
+    fn bounds_ids(&self) -> bool {
+        self.id_from.is_some() || self.id_to.is_some()
+    }
+
+    /// Whether the line with keys `k` is in the window; `pred` is the last readable text id
+    /// before it in its generation's scan, which places a lossy id (see the module doc).
+    fn wants(&self, k: Option<&LineKeys>, pred: Option<&str>) -> bool {
         let Some(k) = k else { return false };
         let time_ok = match (self.from_ms.is_some() || self.to_ms.is_some(), k.timestamp_ms()) {
             (false, _) => true,
             (true, None) => false,
             (true, Some(t)) => self.from_ms.is_none_or(|f| t >= f) && self.to_ms.is_none_or(|e| t < e),
         };
-        let id_ok = match (self.id_from.is_some() || self.id_to.is_some(), k.text_id()) {
+        let id_ok = match (self.bounds_ids(), k.text_id()) {
             (false, _) => true,
             (true, None) => false,
+            // Just after `pred`: at or after a bound that `pred` reaches, and before one it
+            // does not.
+            (true, Some(id)) if id.contains('\u{FFFD}') => {
+                self.id_from.as_deref().is_none_or(|f| pred.is_some_and(|p| p >= f))
+                    && self.id_to.as_deref().is_none_or(|e| pred.is_none_or(|p| p < e))
+            }
             (true, Some(id)) => {
                 let id = id.as_str();
                 self.id_from
@@ -88,10 +108,14 @@ pub const MAX_BUFFER_BYTES: usize = 48 << 20;
 /// Bytes handed out per chunk of the response (one longer line is a chunk of its own).
 const CHUNK: usize = 256 * 1024;
 
+/// A planned piece: its number, its entry, and the last readable text id before it as the
+/// index tells it (`None`: none, or not known from the index; see [`Cursor::pred`]).
+type Planned = (usize, Piece, Option<String>);
+
 /// One generation's part of the read: its planned pieces, and where it stands in the last one.
 struct Cursor {
     key: String,
-    todo: VecDeque<(usize, Piece)>,
+    todo: VecDeque<Planned>,
     /// The last piece read, inflated and checked; its lines from `at` on are still to go.
     /// Sized once, at the first read, for the largest piece planned (`largest` bytes), so its
     /// memory is reused from piece to piece.
@@ -100,6 +124,13 @@ struct Cursor {
     at: usize,
     /// The id of the line at `at`, once read (when generations are merged).
     head: Option<Option<Key>>,
+    /// With id bounds: the last readable text id before the line at `at` in the generation's
+    /// scan, which places a lossy id. Carried from piece to piece when they follow each
+    /// other, else taken from the index ([`plan_context`] reads the piece before a piece that
+    /// starts with a lossy id when the index cannot tell).
+    pred: Option<String>,
+    track: bool,
+    last_read: Option<usize>,
 }
 
 impl Cursor {
@@ -113,6 +144,12 @@ impl Cursor {
 
     /// Past the line at `at`, `len` bytes (`None`: find its end).
     fn advance(&mut self, len: Option<usize>) {
+        if self.track {
+            let id = self.line().and_then(|l| LineKeys::read(l)?.text_id());
+            if let Some(id) = id.filter(|t| !t.contains('\u{FFFD}')) {
+                self.pred = Some(id);
+            }
+        }
         self.at += len.unwrap_or_else(|| self.line().map_or(0, <[u8]>::len));
         self.head = None;
     }
@@ -130,9 +167,13 @@ impl Cursor {
     /// Reads planned pieces until a line is at `at`; false when the generation is done.
     async fn fill<O: ObjectStore>(&mut self, r2: &O, bytes_read: &mut u64) -> Result<bool, EventsError> {
         while self.at >= self.buf.len() {
-            let Some((index, piece)) = self.todo.pop_front() else {
+            let Some((index, piece, pred)) = self.todo.pop_front() else {
                 return Ok(false);
             };
+            if self.last_read.is_none_or(|last| last + 1 != index) {
+                self.pred = pred;
+            }
+            self.last_read = Some(index);
             *bytes_read += self.read(r2, index, &piece).await?;
         }
         Ok(true)
@@ -176,6 +217,24 @@ fn lossy(k: Option<&Key>) -> bool {
     matches!(k, Some(Key::Text(t)) if t.contains('\u{FFFD}'))
 }
 
+/// Plans, for an id-bounded read, the piece before each planned piece that starts with a
+/// lossy id where the index cannot say which readable id comes before it (that piece ends
+/// with a lossy id too); its lines only place the lossy ones, and go out only if the window
+/// wants them. Returns, per piece, the last readable text id before it that the index tells.
+fn plan_context(pieces: &[Piece], plan: &mut [bool]) -> Vec<Option<String>> {
+    let readable = |k: &Option<Key>| match k {
+        Some(Key::Text(t)) if !lossy(k.as_ref()) => Some(t.clone()),
+        _ => None,
+    };
+    for i in (1..pieces.len()).rev() {
+        if plan[i] && lossy(pieces[i].first_id.as_ref()) && lossy(pieces[i - 1].last_id.as_ref()) {
+            plan[i - 1] = true;
+        }
+    }
+    let before = pieces.iter().map(|p| readable(&p.last_id));
+    std::iter::once(None).chain(before).take(pieces.len()).collect()
+}
+
 /// Whether pieces `p` and `q` can hold a common id (NULL sorts first). A lossy bound is no
 /// bound.
 fn overlap(p: &Piece, q: &Piece) -> bool {
@@ -189,6 +248,7 @@ pub struct EventReader {
     /// Newest generation first.
     cursors: Vec<Cursor>,
     sent: u64,
+    skipped: u64,
     /// Compressed bytes read from R2 so far, and in all the objects read from.
     pub bytes_read: u64,
     pub object_bytes: u64,
@@ -223,21 +283,28 @@ impl EventReader {
                     });
             }
         }
+        let track = window.bounds_ids();
         let cursors = objects
             .iter()
             .zip(plans)
             .rev()
-            .map(|(o, plan)| {
-                let todo: VecDeque<(usize, Piece)> = o
+            .map(|(o, mut plan)| {
+                let preds = if track {
+                    plan_context(&o.pieces, &mut plan)
+                } else {
+                    vec![None; o.pieces.len()]
+                };
+                let todo: VecDeque<Planned> = o
                     .pieces
                     .iter()
+                    .zip(preds)
                     .enumerate()
                     .zip(plan)
                     .filter(|(_, read)| *read)
-                    .map(|((i, p), _)| (i, p.clone()))
+                    .map(|((i, (p, pred)), _)| (i, p.clone(), pred))
                     .collect();
                 // One spare byte, as `inflate_piece` asks.
-                let largest = todo.iter().map(|(_, p)| p.raw_len as usize + 1).max().unwrap_or(0);
+                let largest = todo.iter().map(|(_, p, _)| p.raw_len as usize + 1).max().unwrap_or(0);
                 Cursor {
                     key: o.key.clone(),
                     todo,
@@ -245,6 +312,9 @@ impl EventReader {
                     largest,
                     at: 0,
                     head: None,
+                    pred: None,
+                    track,
+                    last_read: None,
                 }
             })
             .collect();
@@ -252,6 +322,7 @@ impl EventReader {
             window,
             cursors,
             sent: 0,
+            skipped: 0,
             bytes_read: 0,
             pieces_total: objects.iter().map(|o| o.pieces.len()).sum(),
             object_bytes: objects.iter().map(|o| o.bytes).sum(),
@@ -269,7 +340,7 @@ impl EventReader {
     /// Pieces the read will fetch, and their compressed bytes.
     pub fn planned(&self) -> (usize, u64) {
         let pieces = self.cursors.iter().flat_map(|c| c.todo.iter());
-        pieces.fold((0, 0), |(n, bytes), (_, p)| (n + 1, bytes + p.len))
+        pieces.fold((0, 0), |(n, bytes), (_, p, _)| (n + 1, bytes + p.len))
     }
 
     /// The next chunk of matching lines (whole lines, about 256 KiB), or `None` at the end.
@@ -303,7 +374,11 @@ impl EventReader {
             if !chunk.is_empty() && chunk.len() + line.len() > CHUNK {
                 break;
             }
-            if !self.window.filters() || self.window.wants(LineKeys::read(line).as_ref()) {
+            let pred = self.cursors[g].pred.as_deref();
+            let wanted = !self.window.filters() || self.window.wants(LineKeys::read(line).as_ref(), pred);
+            if wanted && self.skipped < self.window.skip {
+                self.skipped += 1;
+            } else if wanted {
                 if chunk.is_empty() {
                     chunk.reserve_exact(CHUNK.max(line.len()));
                 }

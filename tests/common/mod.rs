@@ -172,11 +172,12 @@ impl FakeR2 {
             sizes.push(bytes.len());
             body.extend_from_slice(bytes);
         }
-        if let Some((_, non_final)) = sizes.split_last() {
-            if non_final.iter().any(|s| *s != non_final[0] || *s < self.min_part) {
+        if let Some((last, non_final)) = sizes.split_last() {
+            let too_large = non_final.first().is_some_and(|first| last > first);
+            if too_large || non_final.iter().any(|s| *s != non_final[0] || *s < self.min_part) {
                 return Err(PortError::transient(
                     "r2.complete",
-                    format!("InvalidPart: All non-trailing parts must have the same length (10048): {sizes:?}"),
+                    format!("InvalidPart: All non-trailing parts must have the same length, and the last no larger (10048): {sizes:?}"),
                 ));
             }
         }

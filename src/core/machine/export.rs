@@ -297,6 +297,11 @@ impl ExportJob {
                 Stage::AwaitNext => return Ok(Poll::AwaitPrefetch),
                 Stage::Close => {
                     self.close()?;
+                    // Closing may have filled a part: it goes up first, so that the last part
+                    // is never larger than the others (R2 refuses that; found by a review).
+                    if self.part_waiting() {
+                        continue;
+                    }
                     if self.final_waiting() {
                         return Ok(Poll::Io(self.final_io()));
                     }
