@@ -29,7 +29,7 @@ fn main() {
     let date_json = sql::date_json(date);
     loop {
         // The same wire form the D1 adapter builds, then the same parser and encoder.
-        let rs = sqlite::run(&conn, &sql::export_page(date, &cursor, page_rows)).unwrap();
+        let rs = sqlite::run(&conn, &sql::export_page(date, &cursor, page_rows, None)).unwrap();
         let wire = sqlite::wire(&rs);
         lines.clear();
         let mut last = None;

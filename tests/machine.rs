@@ -26,6 +26,7 @@ fn limits() -> Limits {
         step_bytes: 64 << 20,
         piece_raw: 4 << 20,
         piece_out: 1 << 20,
+        capped: false,
     }
 }
 
@@ -524,12 +525,12 @@ fn when_the_next_alarm_is_due() {
 fn alarms_of_resting_dates_do_nothing_and_uploaded_moves_to_cleaning_without_io() {
     let c = cfg();
     assert!(matches!(
-        handle_alarm(&rec(Phase::Idle), Vec::new(), NOW, &c),
+        handle_alarm(&rec(Phase::Idle), Vec::new(), NOW, &c, false),
         Alarm::Sleep
     ));
     let mut r = rec(Phase::Uploaded { generation: 1 });
     r.generations.push(generation(1));
-    let Alarm::Advance(t) = handle_alarm(&r, Vec::new(), NOW, &c) else {
+    let Alarm::Advance(t) = handle_alarm(&r, Vec::new(), NOW, &c, false) else {
         panic!("uploaded with AUTO_CLEANUP moves to cleaning");
     };
     assert_eq!(t.record.phase.name(), "cleaning");

@@ -396,18 +396,60 @@ macro_rules! export_page {
     };
 }
 
-/// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
-/// rowid: the first segment of the scan. `?2` is the last rowid read (0 before the first).
-pub const EXPORT_NULL_IDS: &str = export_page!("rowid", "id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3");
-/// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids (which
-/// sort after all text). Seeks through `idx_traffic_events_date_id`.
-pub const EXPORT_FIRST_IDS: &str = export_page!("''", "id >= '' ORDER BY id LIMIT ?2");
-/// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
-/// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
-pub const EXPORT_AFTER_ID: &str = export_page!("''", "id > ?2 ORDER BY id LIMIT ?3");
-/// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again, byte
-/// for byte): see [`exact_cursor`].
-pub const EXPORT_AFTER_BYTES: &str = export_page!("''", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3");
+/// Page statement `$page` held to about `$cap` bytes of `line` in SQL: a row goes only while
+/// the rows before it in the page hold fewer, so a page holds at most that and one row,
+/// whatever the rows' sizes. SQLite passes the page's rows through in their order (the page
+/// is a co-routine, the running sum a window over it in that order). Twice the SQL of a plain
+/// page natively, so it is used only for a step after one that never saved (its isolate
+/// died, most likely of a page too large for its memory: see [`export_page`]).
+macro_rules! capped {
+    ($page:expr, $cap:literal) => {
+        concat!(
+            "SELECT line, rt FROM (SELECT line, rt, sum(length(line)) OVER (ROWS UNBOUNDED PRECEDING)",
+            " - length(line) AS before FROM (",
+            $page,
+            ")) WHERE before < ",
+            $cap
+        )
+    };
+}
+
+/// An export page statement ([`export_page!`]), and the same held to `$cap` bytes ([`capped!`]).
+macro_rules! export_pages {
+    ($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $rest:literal, $cap:literal) => {
+        $(#[$doc])*
+        pub const $plain: &str = export_page!($key, $rest);
+        #[doc = concat!("[`", stringify!($plain), "`] held to `", $cap, "` bytes of lines in SQL.")]
+        pub const $capped: &str = capped!(export_page!($key, $rest), $cap);
+    };
+}
+
+export_pages!(
+    /// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
+    /// rowid: the first segment of the scan. `?2` is the last rowid read.
+    EXPORT_NULL_IDS, EXPORT_NULL_IDS_CAPPED: "rowid", "id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3", "?4"
+);
+export_pages!(
+    /// The first page of [`EXPORT_NULL_IDS`] (`LIMIT ?2`), from the lowest rowid: an app can
+    /// write a row with rowid 0 or below (before, the scan started after 0 and never read such
+    /// a row; found by a review).
+    EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED: "rowid", "id IS NULL ORDER BY rowid LIMIT ?2", "?3"
+);
+export_pages!(
+    /// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids
+    /// (which sort after all text). Seeks through `idx_traffic_events_date_id`.
+    EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id >= '' ORDER BY id LIMIT ?2", "?3"
+);
+export_pages!(
+    /// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
+    /// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
+    EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED: "''", "id > ?2 ORDER BY id LIMIT ?3", "?4"
+);
+export_pages!(
+    /// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again,
+    /// byte for byte): see [`exact_cursor`].
+    EXPORT_AFTER_BYTES, EXPORT_AFTER_BYTES_CAPPED: "''", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3", "?4"
+);
 
 /// The hex of the last id of the page of `LIMIT ?3` (`?2` for the first ids) after the cursor,
 /// for [`exact_cursor`].
@@ -508,19 +550,37 @@ impl Key {
     }
 }
 
-/// The page of the scan after `cursor`, of at most `limit` rows.
-pub fn export_page(date: &str, cursor: &Cursor, limit: u32) -> Statement {
+/// The page of the scan after `cursor`, of at most `limit` rows; with `cap`, also of at most
+/// `cap` bytes of lines and one row, in SQL.
+///
+/// The limit comes from the sizes of the rows read so far (`PAGE_BYTES`), so a sudden run of
+/// much larger rows can make one page much larger than that: if it kills the isolate, the step
+/// runs again from the same cursor with the cap ([`capped!`]), instead of dying the same way
+/// for ever.
+pub fn export_page(date: &str, cursor: &Cursor, limit: u32, cap: Option<u64>) -> Statement {
     let (date, limit) = (Param::Text(date.into()), Param::Int(i64::from(limit)));
-    match cursor {
-        Cursor::Start => Statement::new(EXPORT_NULL_IDS, vec![date, Param::Int(0), limit]),
-        Cursor::NullIds { rowid } => Statement::new(EXPORT_NULL_IDS, vec![date, Param::Int(*rowid), limit]),
-        Cursor::FirstId => Statement::new(EXPORT_FIRST_IDS, vec![date, limit]),
-        Cursor::After { id } => Statement::new(EXPORT_AFTER_ID, vec![date, id.param(), limit]),
+    let (plain, capped, mut params) = match cursor {
+        Cursor::Start => (EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED, vec![date, limit]),
+        Cursor::NullIds { rowid } => (
+            EXPORT_NULL_IDS,
+            EXPORT_NULL_IDS_CAPPED,
+            vec![date, Param::Int(*rowid), limit],
+        ),
+        Cursor::FirstId => (EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED, vec![date, limit]),
+        Cursor::After { id } => (EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED, vec![date, id.param(), limit]),
         // The hex was written by SQLite's own hex().
-        Cursor::AfterBytes { hex } => Statement::new(
+        Cursor::AfterBytes { hex } => (
             EXPORT_AFTER_BYTES,
+            EXPORT_AFTER_BYTES_CAPPED,
             vec![date, Param::Blob(hex::decode(hex).unwrap_or_default()), limit],
         ),
+    };
+    match cap {
+        None => Statement::new(plain, params),
+        Some(cap) => {
+            params.push(Param::Int(i64::try_from(cap).unwrap_or(i64::MAX)));
+            Statement::new(capped, params)
+        }
     }
 }
 
@@ -1719,7 +1779,7 @@ mod tests {
         // Another id where the page ended: the rows moved, the step is retried.
         assert!(cursor_of_hex("76FF", "u\u{FFFD}").is_err());
         assert!(cursor_of_hex("", "").is_err());
-        let next = export_page("2026-11-20", &Cursor::AfterBytes { hex: "75FF".into() }, 5);
+        let next = export_page("2026-11-20", &Cursor::AfterBytes { hex: "75FF".into() }, 5, None);
         assert_eq!(
             (next.sql, &next.params[1]),
             (EXPORT_AFTER_BYTES, &Param::Blob(vec![0x75, 0xFF]))

@@ -77,11 +77,17 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
         let started = self.host.now_ms();
         let (rec, carry) = self.load(date, cfg, Some(cfg.carry_capacity())).await?;
         let expected = rec.revision;
-        let (transition, step) = match handle_alarm(&rec, carry, started, cfg) {
+        let storage = |source| EngineError::Storage {
+            date: date.into(),
+            source,
+        };
+        let unsaved = self.store.step_begun().await.map_err(storage)? == Some(expected);
+        let (transition, step) = match handle_alarm(&rec, carry, started, cfg, unsaved) {
             Alarm::Sleep => return Ok(idle_report(&rec)),
             Alarm::Advance(t) => (*t, "advance"),
             Alarm::Run(step) => {
                 let name = step.name();
+                self.store.begin_step(expected).await.map_err(storage)?;
                 let (outcome, report) = self.drive(step, started).await;
                 (handle_outcome(rec.clone(), outcome, report, cfg), name)
             }
@@ -189,7 +195,7 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
     /// fails, the record keeps it and its alarm comes back for it.
     async fn collect(&self, record: Record, cfg: &Config) -> Result<Record, EngineError> {
         let started = self.host.now_ms();
-        let Alarm::Run(step @ Step::Collect { .. }) = handle_alarm(&record, Vec::new(), started, cfg) else {
+        let Alarm::Run(step @ Step::Collect { .. }) = handle_alarm(&record, Vec::new(), started, cfg, false) else {
             return Ok(record);
         };
         let (outcome, report) = self.drive(step, started).await;

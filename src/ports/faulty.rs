@@ -220,6 +220,14 @@ impl<S: Durable> Durable for Faulty<S> {
         self.faults.check(Service::Storage, "do.save")?;
         self.inner.save(record_json, carry, expected_revision).await
     }
+    async fn step_begun(&self) -> Result<Option<u64>, PortError> {
+        self.faults.check(Service::Storage, "do.step_begun")?;
+        self.inner.step_begun().await
+    }
+    async fn begin_step(&self, revision: u64) -> Result<(), PortError> {
+        self.faults.check(Service::Storage, "do.begin_step")?;
+        self.inner.begin_step(revision).await
+    }
     fn recycle(&self, carry: Vec<u8>) {
         self.inner.recycle(carry)
     }

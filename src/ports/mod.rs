@@ -57,6 +57,12 @@ pub trait Durable {
     /// write, **only if** the saved record's revision is still `expected_revision` (0 when
     /// nothing was saved); otherwise fails with `FailureKind::Conflict`.
     async fn save(&self, record_json: &str, carry: Option<&[u8]>, expected_revision: u64) -> Result<(), PortError>;
+    /// The record's revision when a step last began ([`Durable::begin_step`]), if one did.
+    async fn step_begun(&self) -> Result<Option<u64>, PortError>;
+    /// Notes that a step of the record at `revision` begins. Every step saves a new revision
+    /// (or loses to a command that did), so a record still at `revision` at the next alarm
+    /// means the step never saved: its isolate died in it.
+    async fn begin_step(&self, revision: u64) -> Result<(), PortError>;
     /// Takes back a saved carry's buffer, for the next `load` to fill instead of allocating one.
     /// The Worker's storage keeps it: a part-sized block freed at the end of every export step
     /// would be dented by the small allocations before the next one, and linear memory would

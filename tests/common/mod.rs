@@ -255,6 +255,7 @@ impl ObjectStore for FakeR2 {
 #[derive(Default)]
 pub struct FakeStore {
     pub saved: RefCell<Option<(String, Vec<u8>)>>,
+    pub step_begun: Cell<Option<u64>>,
 }
 
 impl FakeStore {
@@ -268,6 +269,15 @@ impl FakeStore {
 }
 
 impl Durable for FakeStore {
+    async fn step_begun(&self) -> Result<Option<u64>, PortError> {
+        Ok(self.step_begun.get())
+    }
+
+    async fn begin_step(&self, revision: u64) -> Result<(), PortError> {
+        self.step_begun.set(Some(revision));
+        Ok(())
+    }
+
     async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError> {
         Ok(self.saved.borrow().as_ref().map(|(json, carry)| {
             let carry = match carry_capacity {

@@ -38,7 +38,7 @@ BAD = [
     ("POST", "/admin/trigger-archive?date=2025-01-01%27%3B%20DROP%20TABLE%20traffic_events%3B--", 400, "bad_date"),
     ("POST", "/admin/trigger-archive?date=%E2%80%8B2025-01-01", 400, "bad_date"),
     ("POST", "/admin/trigger-archive?date=%F0%9F%98%80", 400, "bad_date"),
-    ("GET", "/admin/archive-status?date=" + "9" * 5000, 414, "query_too_long"),
+    ("GET", "/admin/archive-status?date=" + "9" * 17000, 414, "query_too_long"),
     ("GET", f"/admin/archive?date={DATE}&generation=0", 400, "bad_parameter"),
     ("GET", f"/admin/archive?date={DATE}&generation=abc", 400, "bad_parameter"),
     ("GET", f"/admin/reset?date={DATE}", 405, "method_not_allowed"),

@@ -167,6 +167,9 @@ def test_a_window_is_read_in_place_from_the_pieces_that_can_hold_it(tmp_path):
         page += [json.loads(line)["id"] for line in body.decode().splitlines()]
         status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=14")
         assert page == [json.loads(line)["id"] for line in body.decode().splitlines()] == sorted(page), page
+        # `skip` leaves out the window's first lines (a page going on after lines it already had).
+        status, _, body = w.request("GET", f"/admin/events?date={date}&from={start}&limit=4&id_after={page[2]}&skip=3")
+        assert status == 200 and [json.loads(line)["id"] for line in body.decode().splitlines()] == page[6:10], body
         status, _, body = w.request("GET", f"/admin/events?date={date}&id_from=0000000000000&id_to={min(want)}")
         ids = [json.loads(line)["id"] for line in body.decode().splitlines()]
         assert ids == sorted(r for r in rows if r <= min(want))

@@ -39,6 +39,9 @@ pub struct Limits {
     pub step_bytes: u64,
     pub piece_raw: u64,
     pub piece_out: u64,
+    /// Pages held to `page_bytes` in SQL ([`sql::export_page`]): for a step after one that
+    /// never saved.
+    pub capped: bool,
 }
 
 impl Limits {
@@ -50,7 +53,22 @@ impl Limits {
             step_bytes: cfg.step_bytes,
             piece_raw: cfg.piece_bytes,
             piece_out: PIECE_MAX_COMPRESSED,
+            capped: false,
         }
+    }
+
+    /// After a step that began and never saved (its isolate died, most likely of a page too
+    /// large for its memory: sizes are guessed from the rows before), pages are held to
+    /// `page_bytes` in SQL for this step.
+    pub fn after_unsaved_step(self, unsaved: bool) -> Limits {
+        Limits {
+            capped: self.capped || unsaved,
+            ..self
+        }
+    }
+
+    fn page_cap(&self) -> Option<u64> {
+        self.capped.then_some(self.page_bytes)
     }
 
     /// With Parquet on, a step keeps its Parquet file in memory until the file's `put`: the
@@ -244,7 +262,7 @@ impl ExportJob {
             // Output never exceeds a part plus one slice's worth before it is uploaded.
             writer: PieceWriter::resume(ex.level, ex.stream, carry, part_size + CARRY_SLACK),
             up,
-            stage: Stage::Fetch(sql::export_page(date, &ex.cursor, limit)),
+            stage: Stage::Fetch(sql::export_page(date, &ex.cursor, limit, limits.page_cap())),
             cursor: ex.cursor.clone(),
             resolving: None,
             limit,
@@ -453,7 +471,12 @@ impl ExportJob {
         if let Pq::Writing { page, .. } = &mut self.pq {
             *page = n > 0;
         }
-        let segment_done = n < u64::from(self.limit);
+        // A page held to its bytes can be short with rows after it: only an empty one ends.
+        let segment_done = if self.limits.capped {
+            n == 0
+        } else {
+            n < u64::from(self.limit)
+        };
         match (segment_done, null_segment) {
             (true, true) => self.cursor = Cursor::FirstId,
             (true, false) => self.scan_done = true,
@@ -475,6 +498,11 @@ impl ExportJob {
         Ok(())
     }
 
+    /// Whether this step holds its pages to `PAGE_BYTES` in SQL ([`Limits::after_unsaved_step`]).
+    pub fn capped(&self) -> bool {
+        self.limits.capped
+    }
+
     /// The next page's statement, while the scan and the step's budget last.
     fn next_page(&mut self) -> Option<Statement> {
         let budget_left = self.rows < self.limits.step_rows && self.raw < self.limits.step_bytes;
@@ -482,7 +510,7 @@ impl ExportJob {
             self.limit = self
                 .limits
                 .page_limit(self.row_bytes, Some(self.limit), self.limits.step_rows - self.rows);
-            sql::export_page(&self.date, &self.cursor, self.limit)
+            sql::export_page(&self.date, &self.cursor, self.limit, self.limits.page_cap())
         })
     }
 

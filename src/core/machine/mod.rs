@@ -79,6 +79,7 @@ impl Step {
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
+            Step::Export(j) if j.capped() => "export-capped",
             Step::Export(_) => "export",
             Step::Complete(_) => "complete",
             Step::Verify(_) => "verify",
@@ -204,8 +205,9 @@ pub enum Alarm {
 // ---------------------------------------------------------------------------------------------
 // Alarms
 
-/// The one step to take now for `rec`. `carry` is the saved carry (the export resumes from it).
-pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> Alarm {
+/// The one step to take now for `rec`. `carry` is the saved carry (the export resumes from it);
+/// `unsaved`: a step of `rec` as it stands began and never saved (its isolate died in it).
+pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config, unsaved: bool) -> Alarm {
     if rec.metadata_stale {
         return Alarm::Run(Step::Metadata(Some(metadata_statements(rec, now_ms))));
     }
@@ -219,7 +221,9 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config) -> 
         Phase::Working(Work::Exporting(ex)) => {
             // An export that finds no row makes no object.
             let skip_empty = ex.rows == 0;
-            let limits = Limits::from_config(cfg).with_parquet(ex.parquet.is_some());
+            let limits = Limits::from_config(cfg)
+                .with_parquet(ex.parquet.is_some())
+                .after_unsaved_step(unsaved);
             ExportJob::new(&rec.date, ex, carry, limits, skip_empty).map(|j| Step::Export(Box::new(j)))
         }
         Phase::Working(Work::Completing(w)) => Ok(Step::Complete(Box::new(complete_job(&rec.date, w)))),

@@ -40,6 +40,9 @@ enum VerifyStage {
     ParquetTail {
         len: u64,
     },
+    /// The object's size, which must be what was written: bytes after the trailer would
+    /// pass every other check (found by a review).
+    Size,
     Header,
     /// Pieces from `next`, then the tail (final block and trailer).
     Pieces,
@@ -110,7 +113,7 @@ impl VerifyJob {
             stage: if parquet_checked < archive.parquet.len() {
                 VerifyStage::ParquetSize
             } else if next == 0 {
-                VerifyStage::Header
+                VerifyStage::Size
             } else {
                 VerifyStage::Pieces
             },
@@ -134,6 +137,7 @@ impl VerifyJob {
                     len,
                 })
             }
+            VerifyStage::Size => Poll::Io(Io::Head { key }),
             VerifyStage::Header => Poll::Io(Io::Get {
                 key,
                 offset: 0,
@@ -164,6 +168,16 @@ impl VerifyJob {
         if let VerifyStage::ParquetSize | VerifyStage::ParquetTail { .. } = self.stage {
             return self.check_parquet(reply);
         }
+        if self.stage == VerifyStage::Size {
+            return match reply?.size()? {
+                Some(size) if size == self.archive.bytes => {
+                    self.stage = VerifyStage::Header;
+                    Ok(())
+                }
+                Some(size) => Err(self.mismatch(format!("{size} bytes, {} were written", self.archive.bytes))),
+                None => Err(self.mismatch("the object vanished before it was read back".into())),
+            };
+        }
         let Some(bytes) = reply?.bytes()? else {
             return Err(self.mismatch("the object vanished while it was read back".into()));
         };
@@ -187,7 +201,9 @@ impl VerifyJob {
                 self.stage = VerifyStage::Done;
                 Ok(())
             }
-            VerifyStage::ParquetSize | VerifyStage::ParquetTail { .. } | VerifyStage::Done => Ok(()),
+            VerifyStage::ParquetSize | VerifyStage::ParquetTail { .. } | VerifyStage::Size | VerifyStage::Done => {
+                Ok(())
+            }
         }
     }
 
@@ -254,14 +270,14 @@ impl VerifyJob {
                 self.stage = if self.parquet_checked < self.archive.parquet.len() {
                     VerifyStage::ParquetSize
                 } else if self.next == 0 {
-                    VerifyStage::Header
+                    VerifyStage::Size
                 } else {
                     VerifyStage::Pieces
                 };
                 Ok(())
             }
             // Past the Parquet files: nothing of theirs to check.
-            VerifyStage::Header | VerifyStage::Pieces | VerifyStage::Done => Ok(()),
+            VerifyStage::Size | VerifyStage::Header | VerifyStage::Pieces | VerifyStage::Done => Ok(()),
         }
     }
 

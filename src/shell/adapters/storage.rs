@@ -13,10 +13,13 @@ use super::worker_err;
 
 /// Keys: `record` (the record's JSON), `carry.count`, and `carry.0..n` (chunks of at most
 /// `DO_VALUE_CHUNK` bytes, under the 2 MB value limit). One `put` of all of them is atomic.
+/// Apart: `step.begun`, the revision a step last began at.
 pub struct DoStorage(pub Storage);
 
 const RECORD: &str = "record";
 const CARRY_COUNT: &str = "carry.count";
+/// The record's revision when a step last began.
+const STEP_BEGUN: &str = "step.begun";
 
 fn chunk_key(i: usize) -> String {
     format!("carry.{i}")
@@ -69,6 +72,18 @@ impl Durable for DoStorage {
             Some(capacity) if SPARE.with(|s| s.borrow().capacity() > 0) => Ok(Some((json, buffer(capacity)))),
             _ => Ok(Some((json, Vec::new()))),
         }
+    }
+
+    async fn step_begun(&self) -> Result<Option<u64>, PortError> {
+        let map = self.get_raw(vec![STEP_BEGUN.into()]).await?;
+        Ok(map.get(&STEP_BEGUN.into()).as_f64().map(|r| r as u64))
+    }
+
+    async fn begin_step(&self, revision: u64) -> Result<(), PortError> {
+        self.0
+            .put(STEP_BEGUN, revision as f64)
+            .await
+            .map_err(worker_err("do.begin_step"))
     }
 
     fn recycle(&self, carry: Vec<u8>) {
