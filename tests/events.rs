@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use d1_archiver::core::config::Config;
+use d1_archiver::core::sql::Key;
 use d1_archiver::core::status::ArchiveObject;
 use d1_archiver::engine::events::{EventReader, EventsError, Window};
 use serde_json::Value;
@@ -383,6 +384,15 @@ fn lossy_ids_are_placed_by_the_scan_in_windows_and_pages() {
             )
             .unwrap();
     }
+    // Times fall and rise again along the scan's order, so a late window reads pieces at both
+    // ends of a generation, and one in between (its lossy lines placed from the index).
+    w.sql()
+        .execute(
+            "UPDATE traffic_events SET timestamp = ?1 + 60000 * abs((SELECT count(*) FROM traffic_events) / 2 - \
+             (SELECT count(*) FROM traffic_events AS t WHERE t.id < traffic_events.id))",
+            [noon(0)],
+        )
+        .unwrap();
     w.run();
     // A second generation: the cleaning leaves the lossy rows (they never compare equal) and
     // the rows changed meanwhile; both are archived again.
@@ -414,7 +424,11 @@ fn lossy_ids_are_placed_by_the_scan_in_windows_and_pages() {
             }
         })
         .collect();
-    let expect = |from: Option<&str>, after: bool, to: Option<&str>| -> Vec<Value> {
+    let expect = |from: Option<&str>, after: bool, to: Option<&str>, time: (Option<i64>, Option<i64>)| -> Vec<Value> {
+        let in_time = |l: &Value| {
+            let t = l["timestamp"].as_i64().unwrap();
+            time.0.is_none_or(|f| t >= f) && time.1.is_none_or(|e| t < e)
+        };
         let after_from = |p: &Result<String, Option<String>>| match (p, from) {
             (_, None) => true,
             (Ok(t), Some(f)) => {
@@ -433,7 +447,7 @@ fn lossy_ids_are_placed_by_the_scan_in_windows_and_pages() {
         };
         placed
             .iter()
-            .filter(|(_, p)| after_from(p) && before_to(p))
+            .filter(|(l, p)| after_from(p) && before_to(p) && in_time(l))
             .map(|(l, _)| l.clone())
             .collect()
     };
@@ -441,22 +455,32 @@ fn lossy_ids_are_placed_by_the_scan_in_windows_and_pages() {
     bounds.extend(["", "a", "aé", "b😀", "é", "😀", "\u{FFFF}"].map(String::from));
     for (i, f) in bounds.iter().enumerate() {
         let t = &bounds[(i * 5 + 3) % bounds.len()];
-        for (from, after, to) in [
+        let late = (Some(noon(0) + 100 * 60_000), None);
+        let early = (None, Some(noon(0) + 40 * 60_000));
+        for ((from, after, to), time) in [
             (Some(f), false, None),
             (Some(f), true, None),
             (None, false, Some(f)),
             (Some(f.min(t)), false, Some(f.max(t))),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|b| [(b, (None, None)), (b, late), (b, early)])
+        {
             let window = Window {
                 id_from: from.cloned(),
                 id_after: after,
                 id_to: to.cloned(),
+                from_ms: time.0,
+                to_ms: time.1,
                 ..Window::default()
             };
-            let want = expect(from.map(String::as_str), after, to.map(String::as_str));
+            let want = expect(from.map(String::as_str), after, to.map(String::as_str), time);
             let (got, _) = read(&w, window.clone()).unwrap();
             assert_eq!(got.len(), want.len(), "{window:?}");
-            assert!(got == want, "{window:?}");
+            if got != want {
+                let diff: Vec<_> = got.iter().zip(&want).filter(|(g, w)| g != w).take(3).collect();
+                panic!("{window:?}\n{diff:?}");
+            }
             if i % 9 == 0 {
                 assert!(paged(&w, window, 13) == want, "paged {from:?} {after} {to:?}");
             }
@@ -465,4 +489,98 @@ fn lossy_ids_are_placed_by_the_scan_in_windows_and_pages() {
     for page in [1, 2, 5, 64] {
         assert!(paged(&w, Window::default(), page) == whole, "pages of {page}");
     }
+    // Time alone: the generations' lossy lines still merge in their places, so pages going
+    // on by id give each line once.
+    for time in [
+        (Some(noon(0) + 100 * 60_000), None),
+        (None, Some(noon(0) + 40 * 60_000)),
+    ] {
+        let window = Window {
+            from_ms: time.0,
+            to_ms: time.1,
+            ..Window::default()
+        };
+        let want = expect(None, false, None, time);
+        assert!(read(&w, window.clone()).unwrap().0 == want, "{window:?}");
+        assert!(paged(&w, window.clone(), 7) == want, "paged {window:?}");
+    }
+    // A piece that starts with a lossy id, read after a gap (the piece before it is outside the
+    // window's time): its lines are placed by the readable id the index says ends the piece
+    // before, not by the last one read.
+    let mut gaps = 0;
+    for o in &objects {
+        for pair in o.pieces.windows(2) {
+            let (before, piece) = (&pair[0], &pair[1]);
+            let (Some(Key::Text(last)), Some(Key::Text(first))) = (&before.last_id, &piece.first_id) else {
+                continue;
+            };
+            let (Some(max), Some(min)) = (before.max_ts, piece.min_ts) else {
+                continue;
+            };
+            if lossy(last) || !lossy(first) || max >= min {
+                continue;
+            }
+            gaps += 1;
+            let time = (Some(min), None);
+            let window = Window {
+                id_to: Some(last.clone()),
+                from_ms: time.0,
+                ..Window::default()
+            };
+            let want = expect(None, false, Some(last), time);
+            let (got, _) = read(&w, window.clone()).unwrap();
+            assert!(got == want, "{window:?}: {} lines, {} wanted", got.len(), want.len());
+        }
+    }
+    assert!(gaps > 0, "no piece starts with a lossy id after a rise in time");
+}
+
+/// A run of lossy ids read after a gap (the pieces before it are outside the window's time):
+/// they are placed by the readable id the index says ends the piece before the run, not by the
+/// last one read before the gap.
+#[test]
+fn lossy_ids_after_a_gap_are_placed_by_the_index() {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        piece_bytes: 2_048,
+        page_rows: 16,
+        // A step ends its piece: the lossy run starts one.
+        step_rows: 260,
+        ..small_config()
+    });
+    // Early ids late in the day, then ids of the morning, then lossy ids late again.
+    for (prefix, t, n) in [("'a'", 600, 60), ("'b'", 10, 200), ("'c' || x'80'", 600, 60)] {
+        for k in 0..n {
+            w.sql()
+                .execute(
+                    &format!(
+                        "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) \
+                         VALUES (CAST({prefix} || printf('%04d', ?1) AS TEXT), ?2, 'GET', 'h', ?3, '{DATE}')"
+                    ),
+                    rusqlite::params![k, format!("/{k:040}"), noon(t)],
+                )
+                .unwrap();
+        }
+    }
+    w.run();
+    let objects = ArchiveObject::of(&w.record());
+    let pieces = &objects[0].pieces;
+    let lossy = |k: &Option<Key>| matches!(k, Some(Key::Text(t)) if t.contains('\u{FFFD}'));
+    let at = pieces.iter().position(|p| lossy(&p.first_id)).unwrap();
+    assert!(at > 2 && !lossy(&pieces[at - 1].last_id), "the run starts a piece");
+    let Some(Key::Text(last)) = pieces[at - 1].last_id.clone() else {
+        panic!("a text id")
+    };
+    let window = |to: &str| Window {
+        from_ms: Some(noon(300)),
+        id_to: Some(to.to_string()),
+        ..Window::default()
+    };
+    let (got, _) = read(&w, window(&last)).unwrap();
+    let ids: Vec<&str> = got.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 60, "the early ids only: {ids:?}");
+    assert!(ids.iter().all(|t| t.starts_with('a')), "{ids:?}");
+    // Past the run's readable id before it, the whole run comes.
+    let (got, _) = read(&w, window("b\u{10FFFF}")).unwrap();
+    assert_eq!(got.len(), 120);
 }

@@ -2,9 +2,13 @@
 
 mod common;
 
+use std::cell::RefCell;
+
 use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::Command;
+use d1_archiver::core::sql::{page_rows, Meta, Param, ResultSet, Statement};
+use d1_archiver::ports::{Database, Durable, PortError};
 
 fn now_s(w: &World) -> i64 {
     w.host.now.get() / 1000
@@ -214,77 +218,196 @@ fn hostile(w: &World) {
         .unwrap();
 }
 
+/// Storage that says every step before this one never saved: every export step is capped.
+struct Unsaved<'a>(&'a World);
+
+impl Durable for Unsaved<'_> {
+    async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError> {
+        self.0.store.load(carry_capacity).await
+    }
+    async fn save(&self, json: &str, carry: Option<&[u8]>, expected: u64) -> Result<(), PortError> {
+        self.0.store.save(json, carry, expected).await
+    }
+    async fn step_begun(&self) -> Result<Option<u64>, PortError> {
+        Ok(Some(self.0.store.inner.revision()))
+    }
+    async fn begin_step(&self, _revision: u64) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+/// D1 that keeps every export page: its bytes, rows, the rows it asked for, and whether capped.
+struct Pages<'a> {
+    w: &'a World,
+    pages: RefCell<Vec<(usize, usize, i64, bool)>>,
+}
+
+impl Database for Pages<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.w.db.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        self.w.db.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        let r = self.w.db.run_page(stmt).await;
+        if let Ok((wire, _)) = &r {
+            let capped = stmt.sql.contains("UNBOUNDED PRECEDING");
+            let limit = match stmt.params[stmt.params.len() - 1 - usize::from(capped)] {
+                Param::Int(n) => n,
+                Param::Null | Param::Text(_) | Param::Blob(_) => panic!("a page's limit"),
+            };
+            let rows = page_rows(wire, DATE).count();
+            self.pages.borrow_mut().push((wire.len(), rows, limit, capped));
+        }
+        r
+    }
+}
+
+/// DATE filled by `fill` and run to `uploaded`, every export step capped (or none): the
+/// object's text, the pages, and the steps' names.
+#[allow(clippy::type_complexity)]
+fn export_capped(
+    cfg: &Config,
+    capped: bool,
+    fill: &dyn Fn(&World),
+) -> (String, Vec<(usize, usize, i64, bool)>, Vec<&'static str>, World) {
+    use d1_archiver::engine::Ports;
+    let w = World::new(cfg.clone());
+    fill(&w);
+    w.command(Command::Trigger).unwrap();
+    let mut names = Vec::new();
+    let pages = {
+        let db = Pages {
+            w: &w,
+            pages: RefCell::new(Vec::new()),
+        };
+        let unsaved = Unsaved(&w);
+        while w.advance_to_wake() {
+            let report = if capped {
+                block_on(
+                    Ports {
+                        db: &db,
+                        r2: &w.r2,
+                        store: &unsaved,
+                        host: &w.host,
+                    }
+                    .run_alarm(DATE, &w.cfg),
+                )
+            } else {
+                block_on(
+                    Ports {
+                        db: &db,
+                        r2: &w.r2,
+                        store: &w.store,
+                        host: &w.host,
+                    }
+                    .run_alarm(DATE, &w.cfg),
+                )
+            };
+            names.push(report.unwrap().step);
+        }
+        db.pages.into_inner()
+    };
+    let st = w.status();
+    assert_eq!(st.phase, "uploaded", "{st:?}");
+    assert_eq!(st.rows_exported as usize, rows_of(w.sql(), DATE).len());
+    let text = gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap());
+    (text, pages, names, w)
+}
+
 /// Pages held to their bytes in SQL (a step after one that never saved) archive the very
-/// lines plain pages do, in the same order, over NULL, empty, escaped, lossy and BLOB ids and
-/// rows from a few bytes to 100 KB: every step of one world is capped here, its pages cut
-/// short again and again.
+/// lines plain pages do, in the same order: NULL ids over several pages, lossy ids (the exact
+/// cursor after each), BLOB ids, steps ending mid-segment, rows of 50 bytes and of 5 KB,
+/// pages cut short by the cap again and again (with a review's data), and the hostile rows.
 #[test]
 fn capped_pages_archive_the_same_lines() {
-    use d1_archiver::engine::Ports;
-    use d1_archiver::ports::{Durable, PortError};
-    /// Storage that says every step before this one never saved.
-    struct Unsaved<'a>(&'a World);
-    impl Durable for Unsaved<'_> {
-        async fn load(&self, carry_capacity: Option<usize>) -> Result<Option<(String, Vec<u8>)>, PortError> {
-            self.0.store.load(carry_capacity).await
-        }
-        async fn save(&self, json: &str, carry: Option<&[u8]>, expected: u64) -> Result<(), PortError> {
-            self.0.store.save(json, carry, expected).await
-        }
-        async fn step_begun(&self) -> Result<Option<u64>, PortError> {
-            Ok(Some(self.0.store.inner.revision()))
-        }
-        async fn begin_step(&self, _revision: u64) -> Result<(), PortError> {
-            Ok(())
-        }
-    }
     let cfg = Config {
         auto_cleanup: false,
-        page_bytes: 8 * 1024,
+        parquet: false,
+        page_bytes: 4 * 1024,
+        step_rows: 7,
         ..small_config()
     };
-    let texts: Vec<String> = [false, true]
-        .into_iter()
-        .map(|capped| {
-            let w = World::new(cfg.clone());
-            seed(w.sql(), DATE, 1_500, 3, now_s(&w));
-            hostile(&w);
-            w.sql()
-                .execute_batch(&format!(
-                    "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) VALUES
-                     ('u' || x'80', '/lossy', 'GET', 'h', 1, '{DATE}'), ('u' || char(233), '/e', 'GET', 'h', 1, '{DATE}'),
-                     (x'', '/empty-blob-id', 'GET', 'h', 1, '{DATE}'), (x'ff', '/blob-id', 'GET', 'h', 1, '{DATE}')"
-                ))
-                .unwrap();
-            w.command(Command::Trigger).unwrap();
-            let store = Unsaved(&w);
-            let ports = Ports {
-                db: &w.db,
-                r2: &w.r2,
-                store: &store,
-                host: &w.host,
-            };
-            let mut names = Vec::new();
-            while w.advance_to_wake() {
-                let report = if capped {
-                    block_on(ports.run_alarm(DATE, &w.cfg))
-                } else {
-                    w.step()
+    let fill = |w: &World| {
+        let ids = [
+            "NULL",
+            "NULL",
+            "NULL",
+            "'a'",
+            "'u' || x'80'",
+            "'u' || x'81'",
+            "'u' || x'8182'",
+            "'v' || x'ff'",
+            "'w'",
+            "x'00'",
+            "x'ff'",
+            "NULL",
+            "'z' || x'c0'",
+        ];
+        for k in 0..8 {
+            for (i, id) in ids.iter().enumerate() {
+                let (id, kind) = match id.strip_suffix('\'') {
+                    Some(hex) if id.starts_with("x'") => (format!("{hex}{k:02x}'"), "BLOB"),
+                    _ if id.starts_with('\'') => (format!("{id} || '{k}'"), "TEXT"),
+                    _ => (id.to_string(), "TEXT"),
                 };
-                names.push(report.unwrap().step);
+                w.sql()
+                    .execute_batch(&format!(
+                        "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
+                         VALUES (CAST({id} AS {kind}), '/{k}-{i}', 'GET', 'h', printf('%.*c', 5000 * ({i} % 3 = 0), 'A'), 1, '{DATE}')"
+                    ))
+                    .unwrap();
             }
-            let st = w.status();
-            assert_eq!(st.phase, "uploaded", "{st:?}");
-            assert_eq!(
-                names.contains(&"export-capped"),
-                capped,
-                "{names:?}"
-            );
-            assert_eq!(st.rows_exported as usize, rows_of(w.sql(), DATE).len());
-            gunzip_single_member(&w.objects().object(&st.object_key.unwrap()).unwrap())
-        })
-        .collect();
-    assert!(texts[0] == texts[1], "the capped export wrote other lines");
+        }
+        hostile(w);
+    };
+    let (plain, _, _, _) = export_capped(&cfg, false, &fill);
+    let (capped, pages, names, _) = export_capped(&cfg, true, &fill);
+    assert!(names.contains(&"export-capped"), "{names:?}");
+    assert!(plain == capped, "the capped export wrote other lines");
+    let cut = pages
+        .iter()
+        .filter(|(_, rows, limit, capped)| *capped && *rows > 0 && (*rows as i64) < *limit)
+        .count();
+    assert!(cut > 10, "{cut} pages cut short: {pages:?}");
+}
+
+/// The cap counts bytes, not characters: pages of three-byte characters stay within
+/// `PAGE_BYTES` and one row (a cap in characters let them reach three times that; found by a
+/// review).
+#[test]
+fn capped_pages_of_wide_characters_stay_within_page_bytes_and_one_row() {
+    let cfg = Config {
+        auto_cleanup: false,
+        parquet: false,
+        page_bytes: 64 * 1024,
+        ..small_config()
+    };
+    let fill = |w: &World| {
+        seed(w.sql(), DATE, 3_000, 3, now_s(w));
+        for i in 0..200 {
+            w.sql()
+                .execute(
+                    "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
+                     VALUES (?1, '/', 'GET', 'h', ?2, 1, ?3)",
+                    rusqlite::params![format!("z-{i:05}"), "搜".repeat(2_000), DATE],
+                )
+                .unwrap();
+        }
+    };
+    let (_, pages, _, w) = export_capped(&cfg, true, &fill);
+    let worst = pages.iter().filter(|p| p.3).map(|p| p.0).max().unwrap();
+    assert!(
+        worst <= 64 * 1024 + 6_200,
+        "a capped page of {worst} bytes, PAGE_BYTES = 65536"
+    );
+    // The Worker's log names the capped steps.
+    let logs = w.host.logs.borrow();
+    assert!(
+        logs.iter().any(|l| l.contains("\"action\":\"export-capped\"")),
+        "{logs:?}"
+    );
 }
 
 #[test]

@@ -373,6 +373,9 @@ macro_rules! wire_value {
 /// in its place.
 macro_rules! export_select {
     ($key:expr) => {
+        export_select!($key, "")
+    };
+    ($key:expr, $more:expr) => {
         concat!(
             "SELECT ",
             $key,
@@ -380,7 +383,9 @@ macro_rules! export_select {
             " AS line,",
             " CASE typeof(response_time) WHEN 'real' THEN response_time",
             " WHEN 'blob' THEN '=' || json_object('$blob', hex(response_time))",
-            " ELSE '=' || json_quote(response_time) END AS rt FROM traffic_events"
+            " ELSE '=' || json_quote(response_time) END AS rt",
+            $more,
+            " FROM traffic_events"
         )
     };
 }
@@ -396,59 +401,64 @@ macro_rules! export_page {
     };
 }
 
-/// Page statement `$page` held to about `$cap` bytes of `line` in SQL: a row goes only while
-/// the rows before it in the page hold fewer, so a page holds at most that and one row,
-/// whatever the rows' sizes. SQLite passes the page's rows through in their order (the page
-/// is a co-routine, the running sum a window over it in that order). Twice the SQL of a plain
-/// page natively, so it is used only for a step after one that never saved (its isolate
-/// died, most likely of a page too large for its memory: see [`export_page`]).
+/// An export page held to about `$cap` bytes of lines in SQL: a row goes only while the rows
+/// before it in the page hold fewer bytes, so a page holds at most that and one row, whatever
+/// the rows' sizes. `$page` selects the page's order key `$order` too, as `k`; the running sum
+/// and the page go by it. A sort and a window more than a plain page (twice its SQL natively),
+/// so it is used only for a step after one that never saved (its isolate died, most likely of
+/// a page too large for its memory: see [`export_page`]).
 macro_rules! capped {
     ($page:expr, $cap:literal) => {
         concat!(
-            "SELECT line, rt FROM (SELECT line, rt, sum(length(line)) OVER (ROWS UNBOUNDED PRECEDING)",
-            " - length(line) AS before FROM (",
+            "SELECT line, rt FROM (SELECT line, rt, k, sum(length(CAST(line AS BLOB))) OVER (ORDER BY k",
+            " ROWS UNBOUNDED PRECEDING) - length(CAST(line AS BLOB)) AS before FROM (",
             $page,
             ")) WHERE before < ",
-            $cap
+            $cap,
+            " ORDER BY k"
         )
     };
 }
 
-/// An export page statement ([`export_page!`]), and the same held to `$cap` bytes ([`capped!`]).
+/// An export page statement ([`export_page!`]) in `$order`, and the same held to `$cap` bytes
+/// ([`capped!`]).
 macro_rules! export_pages {
-    ($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $rest:literal, $cap:literal) => {
+    ($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $order:literal, $rest:literal, $cap:literal) => {
         $(#[$doc])*
         pub const $plain: &str = export_page!($key, $rest);
         #[doc = concat!("[`", stringify!($plain), "`] held to `", $cap, "` bytes of lines in SQL.")]
-        pub const $capped: &str = capped!(export_page!($key, $rest), $cap);
+        pub const $capped: &str = capped!(
+            concat!(export_select!($key, concat!(", ", $order, " AS k")), " WHERE event_date = ?1 AND ", $rest),
+            $cap
+        );
     };
 }
 
 export_pages!(
     /// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
     /// rowid: the first segment of the scan. `?2` is the last rowid read.
-    EXPORT_NULL_IDS, EXPORT_NULL_IDS_CAPPED: "rowid", "id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3", "?4"
+    EXPORT_NULL_IDS, EXPORT_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL AND rowid > ?2 ORDER BY rowid LIMIT ?3", "?4"
 );
 export_pages!(
     /// The first page of [`EXPORT_NULL_IDS`] (`LIMIT ?2`), from the lowest rowid: an app can
     /// write a row with rowid 0 or below (before, the scan started after 0 and never read such
     /// a row; found by a review).
-    EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED: "rowid", "id IS NULL ORDER BY rowid LIMIT ?2", "?3"
+    EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL ORDER BY rowid LIMIT ?2", "?3"
 );
 export_pages!(
     /// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids
     /// (which sort after all text). Seeks through `idx_traffic_events_date_id`.
-    EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id >= '' ORDER BY id LIMIT ?2", "?3"
+    EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id", "id >= '' ORDER BY id LIMIT ?2", "?3"
 );
 export_pages!(
     /// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
     /// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
-    EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED: "''", "id > ?2 ORDER BY id LIMIT ?3", "?4"
+    EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED: "''", "id", "id > ?2 ORDER BY id LIMIT ?3", "?4"
 );
 export_pages!(
     /// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again,
     /// byte for byte): see [`exact_cursor`].
-    EXPORT_AFTER_BYTES, EXPORT_AFTER_BYTES_CAPPED: "''", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3", "?4"
+    EXPORT_AFTER_BYTES, EXPORT_AFTER_BYTES_CAPPED: "''", "id", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3", "?4"
 );
 
 /// The hex of the last id of the page of `LIMIT ?3` (`?2` for the first ids) after the cursor,

@@ -14,10 +14,10 @@
 //! ids cannot be told apart, nor ids JavaScript handed over with U+FFFD for bytes that are not
 //! UTF-8 (they sort where their bytes did): every such line goes out.
 //!
-//! **Lossy ids under id bounds.** Such an id's text does not say where its bytes sorted, so
-//! it is placed by the scan: just after the last readable text id before it in its
-//! generation (before every text id when there is none), which is where the merge sends it
-//! too. Paging on from any readable id therefore sends each such line once.
+//! **Lossy ids.** Such an id's text does not say where its bytes sorted, so it is placed by
+//! the scan: just after the last readable text id before it in its generation (before every
+//! text id when there is none), both in the merge's order and for id bounds. Paging on from
+//! any readable id therefore sends each such line once.
 //!
 //! Memory: one piece buffer per generation read, each sized once for its largest planned
 //! piece, and one chunk going out, whatever the window. A read whose buffers would pass
@@ -123,11 +123,11 @@ struct Cursor {
     largest: usize,
     at: usize,
     /// The id of the line at `at`, once read (when generations are merged).
-    head: Option<Option<Key>>,
-    /// With id bounds: the last readable text id before the line at `at` in the generation's
-    /// scan, which places a lossy id. Carried from piece to piece when they follow each
-    /// other, else taken from the index ([`plan_context`] reads the piece before a piece that
-    /// starts with a lossy id when the index cannot tell).
+    head: Option<Head>,
+    /// With id bounds or generations to merge: the last readable text id before the line at
+    /// `at` in the generation's scan, which places a lossy id. Carried from piece to piece when
+    /// they follow each other, else taken from the index ([`plan_context`] reads the piece
+    /// before a piece that starts with a lossy id when the index cannot tell).
     pred: Option<String>,
     track: bool,
     last_read: Option<usize>,
@@ -154,14 +154,29 @@ impl Cursor {
         self.head = None;
     }
 
-    /// The id of the line at `at`; `None` for NULL, a lossy id (merged like NULL: sent, never
-    /// matched) and an id that cannot be read.
-    fn head(&mut self) -> Option<&Key> {
+    /// Reads the id of the line at `at`, once.
+    fn read_head(&mut self) {
         if self.head.is_none() {
             let id = self.line().and_then(|l| LineKeys::read(l)?.id_key());
-            self.head = Some(id.filter(|k| !lossy(Some(k))));
+            self.head = Some(match id {
+                None => Head::Null,
+                Some(k) if lossy(Some(&k)) => Head::Lossy,
+                Some(k) => Head::Id(k),
+            });
         }
-        self.head.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Where the line at `at` stands, once [`Cursor::read_head`] read it.
+    fn place(&self) -> Place<'_> {
+        match &self.head {
+            None | Some(Head::Null) => Place::Null,
+            Some(Head::Id(Key::Text(t))) => Place::Text(t, 0),
+            Some(Head::Id(Key::Blob(h))) => Place::Blob(h),
+            Some(Head::Lossy) => match &self.pred {
+                Some(p) => Place::Text(p, 1),
+                None => Place::Text("", -1),
+            },
+        }
     }
 
     /// Reads planned pieces until a line is at `at`; false when the generation is done.
@@ -209,6 +224,25 @@ impl Cursor {
         })?;
         Ok(bytes.len() as u64)
     }
+}
+
+/// A line's id, as the merge reads it.
+enum Head {
+    /// NULL, or an id that cannot be read.
+    Null,
+    Id(Key),
+    /// With U+FFFD ([`lossy`]): sent, never matched.
+    Lossy,
+}
+
+/// Where a line stands in the scan, for the merge: NULL ids first, then text ids, a lossy id
+/// just after the readable id before it in its generation (before every text id when there is
+/// none), then BLOB ids (by their hex, which sorts as their bytes).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Place<'a> {
+    Null,
+    Text(&'a str, i8),
+    Blob(&'a str),
 }
 
 /// An id JavaScript handed over with U+FFFD for bytes that are not UTF-8: the archive holds it
@@ -283,7 +317,9 @@ impl EventReader {
                     });
             }
         }
-        let track = window.bounds_ids();
+        // Lossy ids are placed by the readable id before them: for id bounds, and for the
+        // merge's order (a page's order must be the one the next page's bounds go by).
+        let track = window.bounds_ids() || objects.len() > 1;
         let cursors = objects
             .iter()
             .zip(plans)
@@ -391,22 +427,26 @@ impl EventReader {
         Ok((!chunk.is_empty()).then_some(chunk))
     }
 
-    /// The id of cursor `g`'s line, once [`Cursor::head`] read it.
+    /// The readable id of cursor `g`'s line, once [`Cursor::read_head`] read it.
     fn id(&self, g: usize) -> Option<&Key> {
-        self.cursors[g].head.as_ref().and_then(Option::as_ref)
+        match &self.cursors[g].head {
+            Some(Head::Id(k)) => Some(k),
+            _ => None,
+        }
     }
 
-    /// Of the cursors in `live`, the one whose line comes next: the lowest id, the newest
+    /// Of the cursors in `live`, the one whose line comes next: the lowest place, the newest
     /// generation on a tie (cursors are newest first). One generation alone reads no id.
     fn lowest(&mut self, live: &[usize]) -> Option<usize> {
         if live.len() > 1 {
             for &g in live {
-                self.cursors[g].head();
+                self.cursors[g].read_head();
             }
         }
+        let cursors = &self.cursors;
         live.iter()
             .copied()
-            .min_by(|&a, &b| self.id(a).cmp(&self.id(b)).then(a.cmp(&b)))
+            .min_by(|&a, &b| cursors[a].place().cmp(&cursors[b].place()).then(a.cmp(&b)))
     }
 
     /// Past the line of cursor `g`, and past older lines with the same id (NULL ids excepted).

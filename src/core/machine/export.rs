@@ -114,6 +114,8 @@ pub struct Exported {
     /// The step's Parquet file, in R2 (with Parquet on and at least one row).
     pub parquet: Option<ParquetFile>,
     pub io: IoStats,
+    /// Its pages were held to `PAGE_BYTES` in SQL ([`Limits::after_unsaved_step`]).
+    pub capped: bool,
 }
 
 /// The upload as a step leaves it.
@@ -407,6 +409,7 @@ impl ExportJob {
         self.io
             .note_buffer(self.writer.peak_buffer() + self.lines.capacity() + self.wire.capacity());
         Exported {
+            capped: self.limits.capped,
             cursor: self.cursor,
             rows: self.rows,
             row_bytes: self.row_bytes,

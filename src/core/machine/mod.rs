@@ -399,7 +399,7 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::Exported(mut e) => {
             note_io(&mut rec, &e.io, Tally::Export);
             rec.stats.encode_ms += report.busy_ms;
-            let rows = e.rows;
+            let (rows, capped) = (e.rows, e.capped);
             let bytes = std::mem::take(&mut e.carry);
             let folded = fold_export(&mut rec, e, bytes.len() as u64, now);
             carry = Carry::Write(bytes);
@@ -408,7 +408,7 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
                 t.carry = carry;
                 return t;
             }
-            ("export", rows)
+            (if capped { "export-capped" } else { "export" }, rows)
         }
         Outcome::Completed if repeats(&rec, cfg) => {
             drop_repeat(&mut rec, now);

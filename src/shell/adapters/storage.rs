@@ -80,10 +80,11 @@ impl Durable for DoStorage {
     }
 
     async fn begin_step(&self, revision: u64) -> Result<(), PortError> {
-        self.0
-            .put(STEP_BEGUN, revision as f64)
-            .await
-            .map_err(worker_err("do.begin_step"))
+        let err = worker_err("do.begin_step");
+        self.0.put(STEP_BEGUN, revision as f64).await.map_err(&err)?;
+        // On disk before the step goes on: the isolate may die in it (output gates would hold
+        // the step's D1 and R2 calls for it too; this does not depend on that).
+        self.0.sync().await.map_err(err)
     }
 
     fn recycle(&self, carry: Vec<u8>) {
