@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::Command;
-use d1_archiver::core::sql::{page_rows, Meta, Param, ResultSet, Statement};
-use d1_archiver::ports::{Database, Durable, PortError};
+use d1_archiver::core::sql::{page_rows, Param, Statement};
+use d1_archiver::ports::{Durable, PortError};
 
 fn now_s(w: &World) -> i64 {
     w.host.now.get() / 1000
@@ -236,32 +236,15 @@ impl Durable for Unsaved<'_> {
     }
 }
 
-/// D1 that keeps every export page: its bytes, rows, the rows it asked for, and whether capped.
-struct Pages<'a> {
-    w: &'a World,
-    pages: RefCell<Vec<(usize, usize, i64, bool)>>,
-}
-
-impl Database for Pages<'_> {
-    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-        self.w.db.run(stmt).await
-    }
-    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-        self.w.db.batch(stmts).await
-    }
-    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-        let r = self.w.db.run_page(stmt).await;
-        if let Ok((wire, _)) = &r {
-            let capped = stmt.sql.contains("UNBOUNDED PRECEDING");
-            let limit = match stmt.params[stmt.params.len() - 1 - usize::from(capped)] {
-                Param::Int(n) => n,
-                Param::Null | Param::Text(_) | Param::Blob(_) => panic!("a page's limit"),
-            };
-            let rows = page_rows(wire, DATE).count();
-            self.pages.borrow_mut().push((wire.len(), rows, limit, capped));
-        }
-        r
-    }
+/// An export page as `export_capped` keeps it: its bytes, rows, the rows it asked for, and
+/// whether it was capped.
+fn page_of(stmt: &Statement, wire: &str) -> (usize, usize, i64, bool) {
+    let capped = capped_page(stmt);
+    let limit = match stmt.params[stmt.params.len() - 1 - usize::from(capped)] {
+        Param::Int(n) => n,
+        Param::Null | Param::Text(_) | Param::Blob(_) => panic!("a page's limit"),
+    };
+    (wire.len(), page_rows(wire, DATE).count(), limit, capped)
 }
 
 /// DATE filled by `fill` and run to `uploaded`, every export step capped (or none): the
@@ -277,10 +260,11 @@ fn export_capped(
     fill(&w);
     w.command(Command::Trigger).unwrap();
     let mut names = Vec::new();
-    let pages = {
-        let db = Pages {
+    let pages = RefCell::new(Vec::new());
+    {
+        let db = PageWatch {
             w: &w,
-            pages: RefCell::new(Vec::new()),
+            seen: Box::new(|stmt, wire| pages.borrow_mut().push(page_of(stmt, wire))),
         };
         let unsaved = Unsaved(&w);
         while w.advance_to_wake() {
@@ -307,8 +291,8 @@ fn export_capped(
             };
             names.push(report.unwrap().step);
         }
-        db.pages.into_inner()
-    };
+    }
+    let pages = pages.into_inner();
     let st = w.status();
     assert_eq!(st.phase, "uploaded", "{st:?}");
     assert_eq!(st.rows_exported as usize, rows_of(w.sql(), DATE).len());

@@ -631,34 +631,13 @@ fn scenario_6_every_export_page_honours_page_bytes() {
 /// saved holds its pages to `PAGE_BYTES` in SQL, and the date ends.
 #[test]
 fn scenario_6b_a_page_that_kills_its_step_is_read_in_capped_pages_next() {
-    struct Dies<'a> {
-        w: &'a World,
-        pages: RefCell<Vec<(usize, bool)>>,
-    }
-    impl Database for Dies<'_> {
-        async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
-            self.w.db.run(stmt).await
-        }
-        async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
-            self.w.db.batch(stmts).await
-        }
-        async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
-            let r = self.w.db.run_page(stmt).await;
-            if let Ok((wire, _)) = &r {
-                let capped = stmt.sql.contains("UNBOUNDED PRECEDING");
-                self.pages.borrow_mut().push((wire.len(), capped));
-                if wire.len() as u64 > 4 * self.w.cfg.page_bytes {
-                    self.w.faults.add(Rule::CrashAfter(self.w.faults.calls()));
-                }
-            }
-            r
-        }
-    }
-    let w = World::new(Config {
-        parquet: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 2_000, 3, now_s(&w));
+    let w = world(
+        Config {
+            parquet: false,
+            ..small_config()
+        },
+        2_000,
+    );
     let ua = "a".repeat(100_000);
     for i in 0..300 {
         w.sql()
@@ -670,9 +649,16 @@ fn scenario_6b_a_page_that_kills_its_step_is_read_in_capped_pages_next() {
             .unwrap();
     }
     let originals = rows_of(w.sql(), DATE);
-    let db = Dies {
+    // An export page four times `PAGE_BYTES` kills the isolate: every call after it fails.
+    let pages = RefCell::new(Vec::new());
+    let db = PageWatch {
         w: &w,
-        pages: RefCell::new(Vec::new()),
+        seen: Box::new(|stmt, wire| {
+            pages.borrow_mut().push((wire.len(), capped_page(stmt)));
+            if wire.len() as u64 > 4 * w.cfg.page_bytes {
+                w.faults.add(Rule::CrashAfter(w.faults.calls()));
+            }
+        }),
     };
     w.command(Command::Trigger).unwrap();
     let (mut crashes, mut steps) = (0, Vec::new());
@@ -683,7 +669,7 @@ fn scenario_6b_a_page_that_kills_its_step_is_read_in_capped_pages_next() {
                 assert!(w.faults.crashed(), "{e}");
                 w.faults.clear();
                 crashes += 1;
-                assert!(crashes < 3, "the step died again: {:?}", &db.pages.borrow()[..]);
+                assert!(crashes < 3, "the step died again: {:?}", &pages.borrow()[..]);
             }
         }
     }
@@ -691,7 +677,7 @@ fn scenario_6b_a_page_that_kills_its_step_is_read_in_capped_pages_next() {
     assert_eq!(steps.iter().filter(|s| **s == "export-capped").count(), 1, "{steps:?}");
     assert_nothing_lost(&w, &originals, "after the page that killed its step");
     assert_truly_empty(&w, "after the page that killed its step");
-    let pages = db.pages.borrow();
+    let pages = pages.borrow();
     let capped: Vec<usize> = pages.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
     assert!(!capped.is_empty());
     assert!(

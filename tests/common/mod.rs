@@ -307,6 +307,37 @@ impl Durable for FakeStore {
     }
 }
 
+/// What [`PageWatch`] shows every export page to: its statement and wire text.
+pub type SeePage<'a> = Box<dyn Fn(&Statement, &str) + 'a>;
+
+/// The world's D1, showing every export page that went through to `seen`.
+pub struct PageWatch<'a> {
+    pub w: &'a World,
+    pub seen: SeePage<'a>,
+}
+
+impl Database for PageWatch<'_> {
+    async fn run(&self, stmt: &Statement) -> Result<ResultSet, PortError> {
+        self.w.db.run(stmt).await
+    }
+    async fn batch(&self, stmts: &[Statement]) -> Result<Vec<ResultSet>, PortError> {
+        self.w.db.batch(stmts).await
+    }
+    async fn run_page(&self, stmt: &Statement) -> Result<(String, Meta), PortError> {
+        let r = self.w.db.run_page(stmt).await;
+        if let Ok((wire, _)) = &r {
+            (self.seen)(stmt, wire);
+        }
+        r
+    }
+}
+
+/// Whether an export page statement is held to its bytes in SQL (a step after one that never
+/// saved).
+pub fn capped_page(stmt: &Statement) -> bool {
+    stmt.sql.contains("UNBOUNDED PRECEDING")
+}
+
 pub struct FakeHost {
     pub now: Cell<i64>,
     pub logs: RefCell<Vec<String>>,
