@@ -191,7 +191,7 @@ config! {
     prefix: String = "ARCHIVE_PREFIX", "traffic_events", Rule::Text, "key prefix in the bucket";
     part_size: u64 = "PART_SIZE_BYTES", "5242880", int(R2_MIN_PART_SIZE, MAX_PART_SIZE, "5 MiB (R2's minimum) ..= 32 MiB"), "multipart part size; every part but the last has exactly this size";
     page_rows: u32 = "PAGE_ROWS", "2000", int(1, 50_000, "1..=50000"), "most rows per D1 query of the export scan";
-    page_bytes: u64 = "PAGE_BYTES", "1048576", int(65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB"), "JSON bytes per D1 query of the export scan; pages shrink when rows are large, from the first page of every step; after a step that never saved, a hard bound in SQL";
+    page_bytes: u64 = "PAGE_BYTES", "1048576", int(65_536, 16 * 1024 * 1024, "64 KiB ..= 16 MiB"), "JSON bytes per D1 query of the export scan; pages shrink when rows are large, from the first page of every step; after a step that never saved, held to it in SQL (bytes of lines, and one row)";
     step_rows: u64 = "STEP_ROWS", "200000", int(1, 10_000_000, "1..=10000000"), "rows per export step (one alarm)";
     step_bytes: u64 = "STEP_BYTES", "67108864", int(65_536, 1 << 30, "64 KiB ..= 1 GiB"), "uncompressed bytes per export or verification step";
     piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"), "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";

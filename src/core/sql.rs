@@ -588,7 +588,8 @@ pub fn export_page(date: &str, cursor: &Cursor, limit: u32, cap: Option<u64>) ->
     match cap {
         None => Statement::new(plain, params),
         Some(cap) => {
-            params.push(Param::Int(i64::try_from(cap).unwrap_or(i64::MAX)));
+            // At least one byte: a page of no row would end the scan.
+            params.push(Param::Int(i64::try_from(cap.max(1)).unwrap_or(i64::MAX)));
             Statement::new(capped, params)
         }
     }

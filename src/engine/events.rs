@@ -145,8 +145,16 @@ impl Cursor {
     /// Past the line at `at`, `len` bytes (`None`: find its end).
     fn advance(&mut self, len: Option<usize>) {
         if self.track {
-            let id = self.line().and_then(|l| LineKeys::read(l)?.text_id());
-            if let Some(id) = id.filter(|t| !t.contains('\u{FFFD}')) {
+            // The id the merge read already, else the line's own.
+            let id = match self.head.take() {
+                Some(Head::Id(Key::Text(t))) => Some(t),
+                Some(Head::Id(Key::Blob(_)) | Head::Lossy | Head::Null) => None,
+                None => self
+                    .line()
+                    .and_then(|l| LineKeys::read(l)?.text_id())
+                    .filter(|t| !lossy_text(t)),
+            };
+            if let Some(id) = id {
                 self.pred = Some(id);
             }
         }
@@ -248,7 +256,11 @@ enum Place<'a> {
 /// An id JavaScript handed over with U+FFFD for bytes that are not UTF-8: the archive holds it
 /// where D1 sorted its bytes, not where its text sorts, so it neither orders nor matches.
 fn lossy(k: Option<&Key>) -> bool {
-    matches!(k, Some(Key::Text(t)) if t.contains('\u{FFFD}'))
+    matches!(k, Some(Key::Text(t)) if lossy_text(t))
+}
+
+fn lossy_text(t: &str) -> bool {
+    t.contains('\u{FFFD}')
 }
 
 /// Plans, for an id-bounded read, the piece before each planned piece that starts with a

@@ -399,16 +399,17 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::Exported(mut e) => {
             note_io(&mut rec, &e.io, Tally::Export);
             rec.stats.encode_ms += report.busy_ms;
-            let (rows, capped) = (e.rows, e.capped);
+            let rows = e.rows;
+            let action = if e.capped { "export-capped" } else { "export" };
             let bytes = std::mem::take(&mut e.carry);
             let folded = fold_export(&mut rec, e, bytes.len() as u64, now);
             carry = Carry::Write(bytes);
             if let Err(err) = folded {
-                let mut t = finish_failure(rec, err, report, cfg, before, "export");
+                let mut t = finish_failure(rec, err, report, cfg, before, action);
                 t.carry = carry;
                 return t;
             }
-            (if capped { "export-capped" } else { "export" }, rows)
+            (action, rows)
         }
         Outcome::Completed if repeats(&rec, cfg) => {
             drop_repeat(&mut rec, now);
