@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::core::sql::Key;
+use crate::core::sql::{lossy_text, Key};
 
 /// One entry of the seek index: `len` bytes at `offset`, with CRC-32 `zcrc32`, inflate (raw
 /// deflate) on their own to `raw_len` bytes of `rows` whole lines with CRC-32 `crc32`, ids `first_id..=last_id` (in
@@ -58,16 +58,15 @@ impl Piece {
                 _ => None,
             }
         }
-        let lossy = |t: &&str| t.contains('\u{FFFD}');
         // NULL ids come first and BLOB ids last in scan order; text ids in between, sorted.
         let lo = text(&self.first_id);
         let hi = text(&self.last_id);
         let starts_before_to = match (lo, to) {
-            (Some(lo), Some(to)) => lossy(&lo) || lo <= to,
+            (Some(lo), Some(to)) => lossy_text(lo) || lo <= to,
             _ => true,
         };
         let ends_after_from = match (hi, from, &self.last_id) {
-            (Some(hi), Some(from), _) => lossy(&hi) || hi >= from,
+            (Some(hi), Some(from), _) => lossy_text(hi) || hi >= from,
             (None, Some(_), Some(Key::Blob(_))) => true,
             (None, Some(_), _) => false,
             (_, None, _) => true,

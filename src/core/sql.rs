@@ -482,7 +482,7 @@ pub const LAST_ID_HEX_BYTES: &str = last_id_hex!("id > CAST(?2 AS TEXT)", "?3");
 /// turns bytes that are not into U+FFFD, so the next page would start before the row again (a
 /// scan of one-row pages would never get past it) or skip rows.
 pub fn cursor_is_lossy(cursor: &Cursor) -> bool {
-    matches!(cursor, Cursor::After { id: Key::Text(t) } if t.contains('\u{FFFD}'))
+    matches!(cursor, Cursor::After { id } if id.is_lossy())
 }
 
 /// The statement that reads the bytes of the last id of the page of `rows` rows that started
@@ -550,7 +550,18 @@ pub enum Key {
     Blob(String),
 }
 
+/// Whether text `t` is an id JavaScript handed over with U+FFFD for bytes that are not UTF-8
+/// (it cannot be given back byte for byte, and it sorted where its bytes did, not its text).
+pub fn lossy_text(t: &str) -> bool {
+    t.contains('\u{FFFD}')
+}
+
 impl Key {
+    /// A text id with U+FFFD ([`lossy_text`]).
+    pub fn is_lossy(&self) -> bool {
+        matches!(self, Key::Text(t) if lossy_text(t))
+    }
+
     fn param(&self) -> Param {
         match self {
             Key::Text(t) => Param::Text(t.clone()),

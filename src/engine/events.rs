@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use crate::core::gzip::{count_lines, inflate_piece};
 use crate::core::index::Piece;
 use crate::core::jsonl::LineKeys;
-use crate::core::sql::Key;
+use crate::core::sql::{lossy_text, Key};
 use crate::core::status::ArchiveObject;
 use crate::ports::{ObjectStore, PortError};
 
@@ -71,7 +71,7 @@ impl Window {
             (true, None) => false,
             // Just after `pred`: at or after a bound that `pred` reaches, and before one it
             // does not.
-            (true, Some(id)) if id.contains('\u{FFFD}') => {
+            (true, Some(id)) if lossy_text(&id) => {
                 self.id_from.as_deref().is_none_or(|f| pred.is_some_and(|p| p >= f))
                     && self.id_to.as_deref().is_none_or(|e| pred.is_none_or(|p| p < e))
             }
@@ -166,11 +166,7 @@ impl Cursor {
     fn read_head(&mut self) {
         if self.head.is_none() {
             let id = self.line().and_then(|l| LineKeys::read(l)?.id_key());
-            self.head = Some(match id {
-                None => Head::Null,
-                Some(k) if lossy(Some(&k)) => Head::Lossy,
-                Some(k) => Head::Id(k),
-            });
+            self.head = Some(Head::of(id));
         }
     }
 
@@ -243,6 +239,16 @@ enum Head {
     Lossy,
 }
 
+impl Head {
+    fn of(id: Option<Key>) -> Head {
+        match id {
+            None => Head::Null,
+            Some(k) if k.is_lossy() => Head::Lossy,
+            Some(k) => Head::Id(k),
+        }
+    }
+}
+
 /// Where a line stands in the scan, for the merge: NULL ids first, then text ids, a lossy id
 /// just after the readable id before it in its generation (before every text id when there is
 /// none), then BLOB ids (by their hex, which sorts as their bytes).
@@ -256,11 +262,7 @@ enum Place<'a> {
 /// An id JavaScript handed over with U+FFFD for bytes that are not UTF-8: the archive holds it
 /// where D1 sorted its bytes, not where its text sorts, so it neither orders nor matches.
 fn lossy(k: Option<&Key>) -> bool {
-    matches!(k, Some(Key::Text(t)) if lossy_text(t))
-}
-
-fn lossy_text(t: &str) -> bool {
-    t.contains('\u{FFFD}')
+    k.is_some_and(Key::is_lossy)
 }
 
 /// Plans, for an id-bounded read, the piece before each planned piece that starts with a
@@ -269,7 +271,7 @@ fn lossy_text(t: &str) -> bool {
 /// wants them. Returns, per piece, the last readable text id before it that the index tells.
 fn plan_context(pieces: &[Piece], plan: &mut [bool]) -> Vec<Option<String>> {
     let readable = |k: &Option<Key>| match k {
-        Some(Key::Text(t)) if !lossy(k.as_ref()) => Some(t.clone()),
+        Some(Key::Text(t)) if !lossy_text(t) => Some(t.clone()),
         _ => None,
     };
     for i in (1..pieces.len()).rev() {
@@ -422,8 +424,16 @@ impl EventReader {
             if !chunk.is_empty() && chunk.len() + line.len() > CHUNK {
                 break;
             }
-            let pred = self.cursors[g].pred.as_deref();
-            let wanted = !self.window.filters() || self.window.wants(LineKeys::read(line).as_ref(), pred);
+            let cursor = &self.cursors[g];
+            let (wanted, head) = if self.window.filters() {
+                let keys = LineKeys::read(line);
+                // Kept for `advance`, which places lossy ids by it: the line is parsed once.
+                let head =
+                    (cursor.track && cursor.head.is_none()).then(|| Head::of(keys.as_ref().and_then(|k| k.id_key())));
+                (self.window.wants(keys.as_ref(), cursor.pred.as_deref()), head)
+            } else {
+                (true, None)
+            };
             if wanted && self.skipped < self.window.skip {
                 self.skipped += 1;
             } else if wanted {
@@ -432,6 +442,9 @@ impl EventReader {
                 }
                 chunk.extend_from_slice(line);
                 self.sent += 1;
+            }
+            if head.is_some() {
+                self.cursors[g].head = head;
             }
             self.advance(g, &live, len);
         }

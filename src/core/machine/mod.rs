@@ -75,12 +75,21 @@ pub enum Step {
     },
 }
 
+/// An export step's name in logs: `export-capped` when its pages were held to `PAGE_BYTES` in
+/// SQL (the step after one that never saved).
+fn export_action(capped: bool) -> &'static str {
+    if capped {
+        "export-capped"
+    } else {
+        "export"
+    }
+}
+
 impl Step {
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Step::Export(j) if j.capped() => "export-capped",
-            Step::Export(_) => "export",
+            Step::Export(j) => export_action(j.capped()),
             Step::Complete(_) => "complete",
             Step::Verify(_) => "verify",
             Step::Pass(p) if p.kind() == Kind::Restore => "restore",
@@ -400,7 +409,7 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             note_io(&mut rec, &e.io, Tally::Export);
             rec.stats.encode_ms += report.busy_ms;
             let rows = e.rows;
-            let action = if e.capped { "export-capped" } else { "export" };
+            let action = export_action(e.capped);
             let bytes = std::mem::take(&mut e.carry);
             let folded = fold_export(&mut rec, e, bytes.len() as u64, now);
             carry = Carry::Write(bytes);
