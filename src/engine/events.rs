@@ -134,6 +134,38 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// The cursor of generation `o` over the pieces `plan` marks (with the pieces before them
+    /// that place lossy ids, when `track`).
+    fn planned(o: &ArchiveObject, mut plan: Vec<bool>, track: bool) -> Cursor {
+        let preds = if track {
+            plan_context(&o.pieces, &mut plan)
+        } else {
+            vec![None; o.pieces.len()]
+        };
+        let todo: VecDeque<Planned> = o
+            .pieces
+            .iter()
+            .zip(preds)
+            .enumerate()
+            .zip(plan)
+            .filter(|(_, read)| *read)
+            .map(|((i, (p, pred)), _)| (i, p.clone(), pred))
+            .collect();
+        // One spare byte, as `inflate_piece` asks.
+        let largest = todo.iter().map(|(_, p, _)| p.raw_len as usize + 1).max().unwrap_or(0);
+        Cursor {
+            key: o.key.clone(),
+            todo,
+            buf: Vec::new(),
+            largest,
+            at: 0,
+            head: None,
+            pred: None,
+            track,
+            last_read: None,
+        }
+    }
+
     fn line(&self) -> Option<&[u8]> {
         let rest = &self.buf[self.at..];
         (!rest.is_empty()).then(|| match memchr::memchr(b'\n', rest) {
@@ -290,6 +322,30 @@ fn overlap(p: &Piece, q: &Piece) -> bool {
     le(p.first_id.as_ref(), q.last_id.as_ref()) && le(q.first_id.as_ref(), p.last_id.as_ref())
 }
 
+/// Per generation (oldest first), per piece: whether the read of `window` reads it. A newer
+/// generation's piece that can hold an id of an older piece read is read too: its version of
+/// that row, if any, is the one that counts.
+fn plan_pieces(objects: &[ArchiveObject], window: &Window) -> Vec<Vec<bool>> {
+    let mut plans: Vec<Vec<bool>> = objects
+        .iter()
+        .map(|o| o.pieces.iter().map(|p| window.may_hold(p)).collect())
+        .collect();
+    for newer in 1..objects.len() {
+        for (i, p) in objects[newer].pieces.iter().enumerate() {
+            plans[newer][i] = plans[newer][i]
+                || (0..newer).any(|older| {
+                    let mut read = objects[older]
+                        .pieces
+                        .iter()
+                        .zip(&plans[older])
+                        .filter(|(_, read)| **read);
+                    read.any(|(q, _)| overlap(p, q))
+                });
+        }
+    }
+    plans
+}
+
 /// The pieces to read, generation by generation, and where the read stands.
 pub struct EventReader {
     window: Window,
@@ -312,61 +368,14 @@ pub struct EventReader {
 impl EventReader {
     /// Plans the read of `window` in `objects` (oldest generation first).
     pub fn new(objects: &[ArchiveObject], window: Window) -> EventReader {
-        let mut plans: Vec<Vec<bool>> = objects
-            .iter()
-            .map(|o| o.pieces.iter().map(|p| window.may_hold(p)).collect())
-            .collect();
-        // A newer generation's pieces that can hold an id of an older piece read: its version
-        // of that row, if any, is the one that counts.
-        for newer in 1..objects.len() {
-            for (i, p) in objects[newer].pieces.iter().enumerate() {
-                plans[newer][i] = plans[newer][i]
-                    || (0..newer).any(|older| {
-                        let mut read = objects[older]
-                            .pieces
-                            .iter()
-                            .zip(&plans[older])
-                            .filter(|(_, read)| **read);
-                        read.any(|(q, _)| overlap(p, q))
-                    });
-            }
-        }
         // Lossy ids are placed by the readable id before them: for id bounds, and for the
         // merge's order (a page's order must be the one the next page's bounds go by).
         let track = window.bounds_ids() || objects.len() > 1;
         let cursors = objects
             .iter()
-            .zip(plans)
+            .zip(plan_pieces(objects, &window))
             .rev()
-            .map(|(o, mut plan)| {
-                let preds = if track {
-                    plan_context(&o.pieces, &mut plan)
-                } else {
-                    vec![None; o.pieces.len()]
-                };
-                let todo: VecDeque<Planned> = o
-                    .pieces
-                    .iter()
-                    .zip(preds)
-                    .enumerate()
-                    .zip(plan)
-                    .filter(|(_, read)| *read)
-                    .map(|((i, (p, pred)), _)| (i, p.clone(), pred))
-                    .collect();
-                // One spare byte, as `inflate_piece` asks.
-                let largest = todo.iter().map(|(_, p, _)| p.raw_len as usize + 1).max().unwrap_or(0);
-                Cursor {
-                    key: o.key.clone(),
-                    todo,
-                    buf: Vec::new(),
-                    largest,
-                    at: 0,
-                    head: None,
-                    pred: None,
-                    track,
-                    last_read: None,
-                }
-            })
+            .map(|(o, plan)| Cursor::planned(o, plan, track))
             .collect();
         EventReader {
             window,
