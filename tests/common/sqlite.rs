@@ -5,8 +5,12 @@ use d1_archiver::core::sql::{Meta, Param, ResultSet, Statement, WIRE_SEP};
 use rusqlite::types::{Value as Sql, ValueRef};
 use serde_json::Value;
 
-/// A statement's parameters as SQLite values.
+/// A statement's parameters as SQLite values. An integer D1 would round fails the test, as the
+/// Worker's D1 adapter refuses it.
 pub fn params(stmt: &Statement) -> Vec<Sql> {
+    if let Some(i) = stmt.params.iter().find_map(Param::inexact_int) {
+        panic!("{:.80}… binds the integer {i}, which D1 would round", stmt.sql);
+    }
     stmt.params
         .iter()
         .map(|p| match p {

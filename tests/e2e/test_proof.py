@@ -54,6 +54,13 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
                row(date, "''", "/empty-id", ts=3, created_at="NULL"),
                row(date, "NULL", "/null-id", ts=4),
                row(date, "'blob-row'", "/blob", ua="x'00ff'", ts=5))
+    # NULL-id rows at rowids past 2^53, more than a page: the scan's rowid cursor must not be
+    # rounded on its way into D1 (a row read twice or skipped).
+    w.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
+              "INSERT INTO traffic_events (rowid, id, path, method, status, response_time, client_ip_hash, "
+              "timestamp, event_date, is_error) SELECT 9007199254740992 + i, NULL, '/big-rowid-' || i, 'GET', "
+              f"200, 1.5, 'h', 6, '{date}', 0 FROM n UNION ALL SELECT 9223372036854775807, NULL, '/max-rowid', "
+              f"'GET', 200, 1.5, 'h', 7, '{date}', 0")
     originals = {r: v for r, v in w.rows(date).items() if r is not None and r != "blob-row"}
     with running(w):
         st = w.archive(date, until={"cleaned", "failed"})
@@ -63,7 +70,8 @@ def test_rows_with_any_created_at_are_archived_and_the_date_is_truly_empty(tmp_p
         archived_everything(w, date, originals)
         lines = w.archive_rows(date)
         assert [r["user_agent"] for r in lines if r["id"] == "blob-row"] == [{"$blob": "00FF"}]
-        assert [r["path"] for r in lines if r["id"] is None] == ["/null-id"]
+        big = [f"/big-rowid-{i}" for i in range(1, 2501)]
+        assert [r["path"] for r in lines if r["id"] is None] == ["/null-id"] + big + ["/max-rowid"]
 
 
 def test_a_real_in_an_integer_column_goes_only_if_its_text_reads_back(tmp_path):

@@ -71,6 +71,12 @@ fn result_set(result: &JsValue) -> Result<ResultSet, PortError> {
 
 impl D1 {
     fn prepare(&self, stmt: &Statement) -> Result<worker::D1PreparedStatement, PortError> {
+        if let Some(i) = stmt.params.iter().find_map(Param::inexact_int) {
+            return Err(PortError::transient(
+                "d1",
+                format!("a statement binds the integer {i}, which D1 would round (JavaScript numbers are exact to 2^53 only); nothing was run. This is a bug in the archiver: report it with this message"),
+            ));
+        }
         let params: Vec<JsValue> = stmt
             .params
             .iter()
