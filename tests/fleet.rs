@@ -92,6 +92,51 @@ fn health_reports_failures_overdue_rows_a_silent_cron_and_test_hooks() {
     };
 }
 
+/// `archive_metadata.error_message` says what is wrong now: a date that recovered from a
+/// failed call (or from a failed metadata write) shows none once it is cleaned.
+#[test]
+fn a_recovered_date_shows_no_error_in_its_metadata() {
+    let error_message = |w: &World| -> Option<String> {
+        w.sql()
+            .query_row(
+                "SELECT error_message FROM archive_metadata WHERE date = ?1",
+                [DATE],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let world = || {
+        let w = World::new(small_config());
+        seed(w.sql(), DATE, 500, 1, w.host.now.get() / 1000);
+        w.command(Command::Trigger).unwrap();
+        w
+    };
+    // The first call named `op` after the trigger fails once: an export page, or the first
+    // metadata write (runs are deterministic: a first run finds the call's number).
+    for op in ["d1.page", "d1.batch.metadata"] {
+        let probe = world();
+        let after = probe.faults.calls() as usize;
+        probe.run();
+        let k = after
+            + probe.faults.log.borrow()[after..]
+                .iter()
+                .position(|o| *o == op)
+                .unwrap()
+            + 1;
+        let w = world();
+        w.faults.add(Rule::Fail {
+            service: None,
+            from: k as u64,
+            count: 1,
+        });
+        w.run();
+        let st = w.status();
+        assert!(st.last_error.is_some(), "{op}: the fault was met: {st:?}");
+        assert_eq!((st.phase.as_str(), st.attempts), ("cleaned", 0), "{op}");
+        assert_eq!(error_message(&w), None, "{op}");
+    }
+}
+
 #[test]
 fn listing_shows_known_and_pending_dates() {
     let cfg = small_config();

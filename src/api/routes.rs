@@ -183,8 +183,10 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
         "/admin/dates" => (&["GET"], &[], Ok(Route::Dates)),
         // HEAD for uptime monitors: the status code alone.
         "/admin/health" => (&["GET", "HEAD"], &[], Ok(Route::Health)),
-        _ if cfg.test_hooks => test_hook(path, req, today),
-        _ => return Err(unknown()),
+        _ => match cfg.test_hooks.then(|| test_hook(path, req, today)).flatten() {
+            Some(parsed) => parsed,
+            None => return Err(unknown()),
+        },
     };
     if !methods.contains(&req.method) {
         return Err(ApiError::new(
@@ -324,9 +326,10 @@ fn events(day: Day, req: &Request<'_>) -> Result<Route, ApiError> {
 
 type Parsed<'r> = (&'r [&'r str], &'r [&'r str], Result<Route, ApiError>);
 
-fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> Parsed<'r> {
+/// A test hook's route (`TEST_HOOKS=1`), or `None`: no such route.
+fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> Option<Parsed<'r>> {
     let text = |name: &str| req.get(name).unwrap_or_default().to_string();
-    match path {
+    Some(match path {
         "/admin/bench/naive" => (
             &["POST", "GET"],
             &["date"],
@@ -347,8 +350,8 @@ fn test_hook<'r>(path: &str, req: &Request<'_>, today: Day) -> Parsed<'r> {
         }
         "/admin/test/list" => (&["GET"], &["prefix"], Ok(Route::TestList { prefix: text("prefix") })),
         "/admin/test/sql" => (&["POST"], &[], Ok(Route::TestSql)),
-        _ => (&[], &[], Err(unknown())),
-    }
+        _ => return None,
+    })
 }
 
 /// Validates the `date` parameter: present, a real calendar day, not in the future.
@@ -495,6 +498,12 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(parse("POST", "/admin/test/sql", &hooks).unwrap(), Route::TestSql);
+        // With hooks on, an unknown route is still a 404, not a 405 with an empty `Allow`
+        // (a review's finding).
+        for url in ["/admin/nope", "/admin/test/nope"] {
+            let e = parse("GET", url, &hooks).unwrap_err();
+            assert_eq!((e.error, e.allow.as_deref()), (ErrorKind::NotFound, None), "{url}");
+        }
     }
 
     #[test]

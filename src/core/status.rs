@@ -319,9 +319,12 @@ fn key_text(k: &Option<Key>) -> Value {
 /// `archive_objects` rows of `rec`, as a D1 batch.
 pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
     let newest = rec.generations.last();
+    // The error of a failed date, or of the step being retried; none once a date recovered (the
+    // status page keeps the newest error). Not for a stale record: these rows are written as it
+    // stops being stale (a review found every row carried the last error ever seen).
     let error = if let Phase::Failed(f) = &rec.phase {
         Some(f.error.clone())
-    } else if rec.attempts > 0 || rec.metadata_stale {
+    } else if rec.attempts > 0 {
         rec.last_error.clone()
     } else {
         None
