@@ -62,6 +62,37 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
     assert_eq!(h.reasons.len(), 2, "{h:?}");
 }
 
+/// Health reads past the dates an operator asked to keep: ten dates waiting for their cleanup
+/// hid an eleventh, overdue for weeks, and health said ok (a review's finding).
+#[test]
+fn health_sees_an_overdue_date_behind_ten_dates_waiting_for_an_operator() {
+    let cfg = Config {
+        auto_cleanup: false,
+        ..small_config()
+    };
+    let w = World::new(cfg.clone());
+    for d in 1..=11 {
+        seed(w.sql(), &date(d), 20, u64::from(d), w.host.now.get() / 1000);
+    }
+    for d in 1..=10 {
+        let ports = w.ports();
+        block_on(ports.run_command(&date(d), Command::Trigger, &cfg)).unwrap();
+        while w.advance_to_wake() {
+            block_on(ports.run_alarm(&date(d), &cfg)).unwrap();
+        }
+        assert_eq!(block_on(ports.record(&date(d), &cfg)).unwrap().phase.name(), "uploaded");
+        *w.store.inner.saved.borrow_mut() = None;
+    }
+    let now = at(30);
+    block_on(fleet::beat(&w.db, now)).unwrap();
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert_eq!(h.notices.len(), 10, "{h:?}");
+    assert!(
+        !h.ok && h.reasons.len() == 1 && h.reasons[0].contains(&date(11)),
+        "{h:?}"
+    );
+}
+
 #[test]
 fn health_reports_failures_overdue_rows_a_silent_cron_and_test_hooks() {
     let cfg = Config::default();

@@ -121,7 +121,8 @@ pub struct Health {
 pub struct HealthInputs {
     /// Failed dates and their errors.
     pub failed: Vec<(String, String)>,
-    /// Dates with rows in D1 more than a day past due, oldest first (the first [`OVERDUE_SHOWN`]).
+    /// Dates with rows in D1 more than a day past due, oldest first: at least [`OVERDUE_SHOWN`]
+    /// more than the dates `states` knows, so dates waiting on an operator hide none.
     pub overdue: Vec<String>,
     /// Where the dates `archive_metadata` knows stand.
     pub states: Vec<DateState>,
@@ -129,7 +130,7 @@ pub struct HealthInputs {
     pub first_seen_ms: Option<i64>,
 }
 
-/// How many overdue dates health looks at and names.
+/// How many overdue dates health names in each list (reasons, notices).
 pub const OVERDUE_SHOWN: usize = 10;
 
 /// The newest date whose rows should be gone from D1 by now: archivable for more than a day.
@@ -168,15 +169,29 @@ fn overdue(date: &str, state: Option<&DateState>, now_ms: i64, cfg: &Config) -> 
 /// cron has not run for two days, or test hooks are on.
 pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     let mut reasons: Vec<String> = inputs.failed.iter().map(|(d, e)| format!("{d} failed: {e}")).collect();
-    let mut notices = Vec::new();
-    for date in inputs.overdue.iter().take(OVERDUE_SHOWN) {
+    // Every overdue date read is looked at (dates an operator asked to keep must not hide one
+    // nobody did: a review's finding); each list names the first OVERDUE_SHOWN.
+    let (mut named, mut more) = ([Vec::new(), Vec::new()], [0usize; 2]);
+    for date in &inputs.overdue {
         let state = inputs.states.iter().find(|s| &s.date == date);
-        match overdue(date, state, now_ms, cfg) {
-            Some(Ok(notice)) => notices.push(notice),
-            Some(Err(reason)) => reasons.push(reason),
-            None => {}
+        let (i, text) = match overdue(date, state, now_ms, cfg) {
+            Some(Ok(notice)) => (0, notice),
+            Some(Err(reason)) => (1, reason),
+            None => continue,
+        };
+        if named[i].len() < OVERDUE_SHOWN {
+            named[i].push(text);
+        } else {
+            more[i] += 1;
         }
     }
+    for (list, more) in named.iter_mut().zip(more) {
+        if more > 0 {
+            list.push(format!("and {more} more such dates (GET /admin/dates lists them)"));
+        }
+    }
+    let [notices, overdue_reasons] = named;
+    reasons.extend(overdue_reasons);
     let since = inputs.last_cron_ms.or(inputs.first_seen_ms).unwrap_or(now_ms);
     if now_ms - since > 2 * 86_400_000 {
         reasons.push(match inputs.last_cron_ms {
@@ -418,6 +433,37 @@ mod tests {
             "{h:?}"
         );
         assert_eq!(h.today, "1970-01-11");
+    }
+
+    #[test]
+    fn dates_an_operator_asked_to_keep_hide_no_overdue_date() {
+        let cfg = Config {
+            auto_cleanup: false,
+            ..Config::default()
+        };
+        let now = 100 * 86_400_000;
+        let waiting: Vec<String> = (1..=12).map(|d| format!("2026-09-{d:02}")).collect();
+        let mut overdue = waiting.clone();
+        overdue.extend((1..=12).map(|d| format!("2026-10-{d:02}")));
+        let inputs = HealthInputs {
+            overdue,
+            states: waiting.iter().map(|d| st(d, "uploaded")).collect(),
+            last_cron_ms: Some(now),
+            ..HealthInputs::default()
+        };
+        let h = health(&inputs, now, &cfg);
+        assert!(!h.ok, "{h:?}");
+        let (reasons, notices) = (&h.reasons, &h.notices);
+        assert_eq!(
+            (reasons.len(), notices.len()),
+            (OVERDUE_SHOWN + 1, OVERDUE_SHOWN + 1),
+            "{h:?}"
+        );
+        assert!(
+            reasons[0].contains("2026-10-01") && notices[0].contains("2026-09-01"),
+            "{h:?}"
+        );
+        assert!(reasons[OVERDUE_SHOWN].starts_with("and 2 more") && notices[OVERDUE_SHOWN].starts_with("and 2 more"));
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
     let failed: Vec<(String, Option<String>)> =
         decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
-    let overdue = due_dates(db, last, policy::OVERDUE_SHOWN).await?;
     let states = date_states(db).await?;
+    let overdue = due_dates(db, last, states.len() + policy::OVERDUE_SHOWN).await?;
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
