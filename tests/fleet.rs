@@ -478,6 +478,60 @@ fn same_crc_twin(text: &str, path: &str) -> String {
 /// A date hands its slot over when it stops holding one: at `cleaned`, or at `uploaded` when it
 /// waits for an operator's cleanup (before, only at `cleaned`, so a date waiting, held or
 /// failed left its slot empty until the next daily cron); never on its way through `uploaded`.
+/// The hand-over reads the slots from `archive_metadata`: when the write that says the date
+/// is cleaned failed, it saw the date still cleaning and started nothing, and the next alarm
+/// wrote `cleaned` without handing over, so the slot stayed empty until the next daily cron (a
+/// review's finding). It now hands over once the metadata says so.
+#[test]
+fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
+    let cfg = Config {
+        max_running_dates: 1,
+        ..small_config()
+    };
+    let world = || {
+        let w = World::new(cfg.clone());
+        seed(w.sql(), DATE, 300, 1, w.host.now.get() / 1000);
+        seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+        block_on(w.ports().run_command(DATE, Command::Trigger, &cfg)).unwrap();
+        w
+    };
+    let alarms = |w: &World| {
+        let mut plans = Vec::new();
+        while w.advance_to_wake() {
+            let report = block_on(w.ports().run_alarm(DATE, &cfg)).unwrap();
+            if report.hand_over {
+                let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(30), Some(DATE))).unwrap();
+                plans.push((report.phase, plan));
+            }
+        }
+        plans
+    };
+    // The last metadata write of a run is the one that says `cleaned`.
+    let probe = world();
+    alarms(&probe);
+    let k = probe
+        .faults
+        .log
+        .borrow()
+        .iter()
+        .rposition(|o| *o == "d1.batch.metadata")
+        .unwrap()
+        + 1;
+    let w = world();
+    w.faults.add(Rule::Fail {
+        service: None,
+        from: k as u64,
+        count: 1,
+    });
+    let plans = alarms(&w);
+    assert_eq!(w.metadata().unwrap().0, "cleaned");
+    assert_eq!(
+        plans,
+        [("cleaned", vec![(OTHER.to_string(), PokeReason::Start)])],
+        "one hand-over, once the metadata says cleaned"
+    );
+}
+
 #[test]
 fn a_date_hands_its_slot_over_when_it_stops_holding_one() {
     for auto_cleanup in [true, false] {

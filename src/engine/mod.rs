@@ -102,7 +102,9 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
                 wake_at_ms: saved.wake_at_ms,
                 error,
                 superseded: false,
-                hand_over,
+                // The hand-over reads the slots from the metadata: not before it is written
+                // (the metadata step that writes it hands over then).
+                hand_over: hand_over && !saved.metadata_stale,
             }),
             None => {
                 let (now_rec, _) = self.load(date, cfg, None).await?;

@@ -450,7 +450,13 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::MetadataWritten => {
             // The commit of this transition writes the metadata; the step only brought it here.
             rec.stats.steps -= 1;
-            return settle(rec, before, "metadata", now, cfg);
+            // A date whose metadata was stale may have given up its slot while D1 still said it
+            // held one (the write failed, or the isolate died before it): the hand-over then
+            // saw no free slot, or never ran. Once D1 says so, hand it over.
+            let gave_up = !policy::holds_slot(rec.phase.name(), cfg);
+            let mut t = settle(rec, before, "metadata", now, cfg);
+            t.hand_over = gave_up;
+            return t;
         }
         Outcome::Collected => {
             rec.garbage.clear();
