@@ -532,6 +532,34 @@ fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
     );
 }
 
+/// A reset of a running date frees its slot at once (before, the slot stayed empty until the
+/// next daily cron; a review's finding); a trigger takes one and hands nothing over.
+#[test]
+fn a_reset_of_a_running_date_hands_its_slot_over() {
+    let cfg = Config {
+        max_running_dates: 1,
+        ..small_config()
+    };
+    let w = World::new(cfg.clone());
+    seed(w.sql(), DATE, 3_000, 1, w.host.now.get() / 1000);
+    seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+    let ports = w.ports();
+    let trigger = block_on(ports.run_command(DATE, Command::Trigger, &cfg)).unwrap();
+    assert!(!trigger.hand_over);
+    w.advance_to_wake();
+    block_on(ports.run_alarm(DATE, &cfg)).unwrap();
+    assert_eq!(w.metadata().unwrap().0, "exporting");
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(30), None)).unwrap();
+    assert!(
+        !plan.iter().any(|(_, r)| *r == PokeReason::Start),
+        "the slot is taken: {plan:?}"
+    );
+    let reset = block_on(ports.run_command(DATE, Command::Reset, &cfg)).unwrap();
+    assert!(reset.hand_over, "{reset:?}");
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(30), Some(DATE))).unwrap();
+    assert!(plan.contains(&(OTHER.to_string(), PokeReason::Start)), "{plan:?}");
+}
+
 #[test]
 fn a_date_hands_its_slot_over_when_it_stops_holding_one() {
     for auto_cleanup in [true, false] {

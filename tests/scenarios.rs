@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::{Command, Reply};
-use d1_archiver::core::sql::{Meta, ResultSet, Statement, DELETE_BATCH, DELETE_KEYED};
+use d1_archiver::core::sql::{Meta, Param, ResultSet, Statement, DELETE_BATCH, DELETE_KEYED, UPSERT_DATE};
 use d1_archiver::engine::{AlarmReport, EngineError, Ports};
 use d1_archiver::ports::faulty::Rule;
 use d1_archiver::ports::{Database, PortError};
@@ -98,7 +98,7 @@ impl<'a> Hooked<'a> {
     /// Runs a reset of DATE, once, before the first statement `when` picks; keeps its reply.
     fn racing_reset(
         w: &'a World,
-        when: fn(&Statement) -> bool,
+        when: impl Fn(&Statement) -> bool + 'a,
         reply: &'a RefCell<Option<Result<Reply, String>>>,
     ) -> Hooked<'a> {
         Hooked::before(w, move |stmt| {
@@ -305,7 +305,7 @@ fn scenario_1d_reset_after_the_metadata_write_failed_loses_nothing() {
     let (w, originals) = uploaded_then_cleanup(3_000);
     let fired = Cell::new(false);
     let db = Hooked::before(&w, |s| {
-        if s.sql == d1_archiver::core::sql::UPSERT_DATE && !fired.replace(true) {
+        if s.sql == UPSERT_DATE && !fired.replace(true) {
             return Err(injected());
         }
         Ok(())
@@ -752,6 +752,56 @@ fn scenario_8c_a_step_superseded_by_a_reset_writes_no_metadata() {
         w.objects().keys()
     );
     assert_eq!(w.objects().open_uploads(), 0, "the upload was aborted");
+}
+
+/// Found by a review: a step saves, then sends its metadata; a reset served while it awaits D1
+/// saves after it and writes its own. Should the step's batch reach D1 last, it said
+/// `exporting` of a reset date (which then held a running slot for good) or listed objects the
+/// reset had removed. The date's row now keeps the newer write, by `updated_at` and revision, and
+/// `archive_objects` changes only with the write the row kept.
+#[test]
+fn scenario_8d_a_steps_metadata_that_reaches_d1_after_a_reset_changes_nothing() {
+    for status in ["exporting", "uploaded"] {
+        let w = world(
+            Config {
+                parquet: true,
+                ..no_cleanup()
+            },
+            3_000,
+        );
+        w.command(Command::Trigger).unwrap();
+        let reset = RefCell::new(None);
+        let racing = Hooked::racing_reset(
+            &w,
+            move |s| {
+                s.sql == UPSERT_DATE
+                    && matches!(&s.params[1], Param::Text(row) if row.contains(&format!("\"status\":\"{status}\"")))
+            },
+            &reset,
+        );
+        while reset.borrow().is_none() && w.advance_to_wake() {
+            step_with(&w, &racing).unwrap();
+        }
+        assert_eq!(*reset.borrow(), Some(Ok(Reply::WasReset)), "{status}");
+        w.drive(|_, _| {});
+        assert_eq!(w.record().phase.name(), "idle", "{status}");
+        let (meta, path, _, _) = w.metadata().unwrap();
+        assert_eq!(
+            (meta.as_str(), path),
+            ("idle", None),
+            "{status}: the metadata is the reset's"
+        );
+        assert_eq!(
+            w.objects().keys(),
+            Vec::<String>::new(),
+            "{status}: the reset removed every object"
+        );
+        assert_eq!(
+            (w.listed_objects(), w.listed_parquet()),
+            (vec![], vec![]),
+            "{status}: and archive_objects lists none"
+        );
+    }
 }
 
 /// Found by a review: two ids JavaScript hands over as the same text (bytes that are not UTF-8

@@ -1418,18 +1418,22 @@ pub fn restore_check_result(results: &[ResultSet]) -> Option<&ResultSet> {
 // ---------------------------------------------------------------------------------------------
 // Metadata: archive_metadata (one row per date) and archive_objects (one per object)
 
-/// Writes the date's row, every column from the record (nothing merged with what was there).
+/// Writes the date's row, every column from the record (nothing merged with what was there),
+/// stamped with the record's revision `?3`, unless the row holds a newer write: one with a
+/// later `updated_at`, or as late and of a later revision (a step's write that reaches D1 after
+/// a command's, sent while the step awaited D1; found by a review). Time first: a Durable
+/// Object whose storage was lost starts again at revision 0.
 pub const UPSERT_DATE: &str = "\
 INSERT INTO archive_metadata (date, r2_path, record_count, file_size_bytes, status, error_message,
   archived_at, completed_at, d1_cleaned, generation, parts, checksum_crc32, first_id, last_id,
   cutoff_created_at, rows_deleted, total_record_count, attempts, updated_at, rows_pending,
-  rows_restored, hold_until, next_step_at)
+  rows_restored, hold_until, next_step_at, revision)
 SELECT ?1, ?2 ->> '$.r2_path', ?2 ->> '$.record_count', ?2 ->> '$.file_size_bytes', ?2 ->> '$.status',
   ?2 ->> '$.error_message', ?2 ->> '$.archived_at', ?2 ->> '$.completed_at', ?2 ->> '$.d1_cleaned',
   ?2 ->> '$.generation', ?2 ->> '$.parts', ?2 ->> '$.checksum_crc32', ?2 ->> '$.first_id',
   ?2 ->> '$.last_id', NULL, ?2 ->> '$.rows_deleted', ?2 ->> '$.total_record_count', ?2 ->> '$.attempts',
   ?2 ->> '$.updated_at', ?2 ->> '$.rows_pending', ?2 ->> '$.rows_restored', ?2 ->> '$.hold_until',
-  ?2 ->> '$.next_step_at'
+  ?2 ->> '$.next_step_at', ?3
 WHERE true
 ON CONFLICT (date) DO UPDATE SET
   r2_path = excluded.r2_path, record_count = excluded.record_count, file_size_bytes = excluded.file_size_bytes,
@@ -1439,15 +1443,30 @@ ON CONFLICT (date) DO UPDATE SET
   last_id = excluded.last_id, cutoff_created_at = NULL, rows_deleted = excluded.rows_deleted,
   total_record_count = excluded.total_record_count, attempts = excluded.attempts,
   updated_at = excluded.updated_at, rows_pending = excluded.rows_pending,
-  rows_restored = excluded.rows_restored, hold_until = excluded.hold_until, next_step_at = excluded.next_step_at";
+  rows_restored = excluded.rows_restored, hold_until = excluded.hold_until, next_step_at = excluded.next_step_at,
+  revision = excluded.revision
+WHERE (excluded.updated_at, excluded.revision)
+  >= (coalesce(archive_metadata.updated_at, 0), coalesce(archive_metadata.revision, 0))";
+
+/// The date's row holds the write stamped `?3` (`updated_at`) and `?4` (revision) of date `?1`:
+/// [`UPSERT_DATE`] kept it, so the objects' rows are this write's to change.
+macro_rules! kept_write {
+    () => {
+        "EXISTS (SELECT 1 FROM archive_metadata WHERE date = ?1 AND updated_at = ?3 AND revision = ?4)"
+    };
+}
 
 /// Removes the rows of objects of date `?1` that the record no longer holds (`?2`: JSON array
-/// of the keys it holds).
-pub const PRUNE_OBJECTS: &str =
-    "DELETE FROM archive_objects WHERE date = ?1 AND key NOT IN (SELECT value FROM json_each(?2))";
+/// of the keys it holds), if the date's row kept this write.
+pub const PRUNE_OBJECTS: &str = concat!(
+    "DELETE FROM archive_objects WHERE date = ?1 AND key NOT IN (SELECT value FROM json_each(?2)) AND ",
+    kept_write!()
+);
 
-/// Writes one row per object of the JSON array `?1` (built by [`crate::core::status::metadata_statements`]).
-pub const UPSERT_OBJECTS: &str = "\
+/// Writes one row per object of the JSON array `?2` (built by
+/// [`crate::core::status::metadata_statements`]) of date `?1`, if the date's row kept this write.
+pub const UPSERT_OBJECTS: &str = concat!(
+    "\
 INSERT INTO archive_objects (key, date, generation, format, state, rows, bytes, uncompressed_bytes,
   checksum_crc32, parts, pieces, index_key, rows_deleted, created_at, verified_at, cleaned_at, updated_at)
 SELECT j.value ->> '$.key', j.value ->> '$.date', j.value ->> '$.generation', j.value ->> '$.format',
@@ -1455,23 +1474,36 @@ SELECT j.value ->> '$.key', j.value ->> '$.date', j.value ->> '$.generation', j.
   j.value ->> '$.checksum_crc32', j.value ->> '$.parts', j.value ->> '$.pieces', j.value ->> '$.index_key',
   j.value ->> '$.rows_deleted', j.value ->> '$.created_at',
   j.value ->> '$.verified_at', j.value ->> '$.cleaned_at', j.value ->> '$.updated_at'
-FROM json_each(?1) AS j WHERE true
+FROM json_each(?2) AS j WHERE ",
+    kept_write!(),
+    "
 ON CONFLICT (key) DO UPDATE SET
   date = excluded.date, generation = excluded.generation, format = excluded.format, state = excluded.state,
   rows = excluded.rows, bytes = excluded.bytes, uncompressed_bytes = excluded.uncompressed_bytes,
   checksum_crc32 = excluded.checksum_crc32, parts = excluded.parts, pieces = excluded.pieces,
   index_key = excluded.index_key, rows_deleted = excluded.rows_deleted,
   created_at = excluded.created_at, verified_at = excluded.verified_at, cleaned_at = excluded.cleaned_at,
-  updated_at = excluded.updated_at";
+  updated_at = excluded.updated_at"
+);
 
-/// The D1 batch that makes both tables say what the record says about `date`.
-pub fn sync_metadata(date: &str, date_row: &Value, objects: &Value, keys: &Value) -> Vec<Statement> {
+/// The D1 batch that makes both tables say what the record at `revision` says about `date`,
+/// written at `now_ms` (the date row's `updated_at`), unless D1 holds a newer write.
+pub fn sync_metadata(
+    date: &str,
+    date_row: &Value,
+    objects: &Value,
+    keys: &Value,
+    (now_ms, revision): (i64, u64),
+) -> Vec<Statement> {
     let text = |v: &Value| Param::Text(v.to_string());
     let date = Param::Text(date.into());
+    // Revisions count saves of one date: far below 2^53.
+    let revision = Param::Int(revision.min(MAX_EXACT_INT) as i64);
+    let stamp = || vec![Param::Int(now_ms), revision.clone()];
     vec![
-        Statement::new(UPSERT_DATE, vec![date.clone(), text(date_row)]),
-        Statement::new(PRUNE_OBJECTS, vec![date, text(keys)]),
-        Statement::new(UPSERT_OBJECTS, vec![text(objects)]),
+        Statement::new(UPSERT_DATE, vec![date.clone(), text(date_row), revision.clone()]),
+        Statement::new(PRUNE_OBJECTS, [vec![date.clone(), text(keys)], stamp()].concat()),
+        Statement::new(UPSERT_OBJECTS, [vec![date, text(objects)], stamp()].concat()),
     ]
 }
 

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::core::index::key_json;
-use crate::core::io::Effect;
 use crate::core::sql::{self, Key, Statement};
 use crate::core::state::{Failure, Generation, ParquetFile, Phase, Record, RestoreCounts, Stats, Work};
 
@@ -316,8 +315,8 @@ fn key_text(k: &Option<Key>) -> Value {
 }
 
 /// The `archive_metadata` row (as the JSON [`sql::UPSERT_DATE`] reads) and the
-/// `archive_objects` rows of `rec`, as a D1 batch.
-pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
+/// `archive_objects` rows of `rec`, as a D1 batch, for `rec` as saved at `revision`.
+pub fn metadata_statements(rec: &Record, revision: u64, now_ms: i64) -> Vec<Statement> {
     let newest = rec.generations.last();
     // The error of a failed date, or of the step being retried; none once a date recovered (the
     // status page keeps the newest error). Not for a stale record: these rows are written as it
@@ -383,7 +382,13 @@ pub fn metadata_statements(rec: &Record, now_ms: i64) -> Vec<Statement> {
     }
     objects.extend(parquet_rows(rec, now_ms));
     let keys: Vec<Value> = objects.iter().map(|o| o["key"].clone()).collect();
-    sql::sync_metadata(&rec.date, &date_row, &Value::from(objects), &Value::from(keys))
+    sql::sync_metadata(
+        &rec.date,
+        &date_row,
+        &Value::from(objects),
+        &Value::from(keys),
+        (now_ms, revision),
+    )
 }
 
 fn object_row(rec: &Record, g: &Generation, state: &str, now_ms: i64) -> Value {
@@ -418,11 +423,6 @@ fn parquet_rows(rec: &Record, now_ms: i64) -> Vec<Value> {
         })
     })
     .collect()
-}
-
-/// The metadata effect of `rec`.
-pub fn metadata_effect(rec: &Record, now_ms: i64) -> Effect {
-    Effect::Metadata(metadata_statements(rec, now_ms))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ pub struct CommandReport {
     pub reply: Reply,
     pub status: Status,
     pub wake_at_ms: Option<i64>,
+    /// The date gave up its running slot (a reset of a running date): the shell lets due dates
+    /// start into it.
+    pub hand_over: bool,
 }
 
 impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
@@ -137,10 +140,12 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             let reply = decision.reply;
             if !decision.save {
                 self.host.log(&decision.transition.log.line());
-                return Ok(command_report(reply, &decision.transition.record));
+                return Ok(command_report(reply, &decision.transition.record, false));
             }
+            let hand_over = decision.transition.hand_over;
             if let Some(saved) = self.commit(decision.transition, rec.revision, cfg).await? {
-                return Ok(command_report(reply, &saved));
+                // As after a step: not before the metadata says the slot is free.
+                return Ok(command_report(reply, &saved, hand_over && !saved.metadata_stale));
             }
         }
         Err(EngineError::Busy { date: date.into() })
@@ -263,11 +268,12 @@ fn idle_report(rec: &Record) -> AlarmReport {
     }
 }
 
-fn command_report(reply: Reply, rec: &Record) -> CommandReport {
+fn command_report(reply: Reply, rec: &Record, hand_over: bool) -> CommandReport {
     CommandReport {
         reply,
         status: status(rec),
         wake_at_ms: rec.wake_at_ms,
+        hand_over,
     }
 }
 

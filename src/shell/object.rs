@@ -54,10 +54,7 @@ impl DurableObject for DateArchiver {
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
         self.arm(report.wake_at_ms).await?;
         if report.hand_over {
-            // Best effort: the daily cron does the same.
-            if let Err(e) = super::cron::hand_over(&self.env, &date).await {
-                WorkerHost.log(&serde_json::json!({ "archiver": "d1-archiver", "date": date, "action": "hand-over", "error": e.message }).to_string());
-            }
+            self.hand_over(&date).await;
         }
         Response::ok(report.phase)
     }
@@ -77,6 +74,9 @@ impl DateArchiver {
             DoRequest::Command { command, .. } => {
                 let report = engine.run_command(&date, command, &cfg).await?;
                 self.arm(report.wake_at_ms).await.map_err(ApiError::unavailable)?;
+                if report.hand_over {
+                    self.hand_over(&date).await;
+                }
                 Ok(DoReply::Command {
                     result: report.reply,
                     status: Box::new(report.status),
@@ -86,6 +86,14 @@ impl DateArchiver {
             DoRequest::Objects { .. } => Ok(DoReply::Objects {
                 objects: ArchiveObject::of(&engine.record(&date, &cfg).await?),
             }),
+        }
+    }
+
+    /// The date gave up its running slot: due dates start into it. Best effort: the daily cron
+    /// does the same.
+    async fn hand_over(&self, date: &str) {
+        if let Err(e) = super::cron::hand_over(&self.env, date).await {
+            WorkerHost.log(&serde_json::json!({ "archiver": "d1-archiver", "date": date, "action": "hand-over", "error": e.message }).to_string());
         }
     }
 

@@ -218,7 +218,8 @@ pub enum Alarm {
 /// `unsaved`: a step of `rec` as it stands began and never saved (its isolate died in it).
 pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config, unsaved: bool) -> Alarm {
     if rec.metadata_stale {
-        return Alarm::Run(Step::Metadata(Some(metadata_statements(rec, now_ms))));
+        // The record as saved: its metadata is what this step writes.
+        return Alarm::Run(Step::Metadata(Some(metadata_statements(rec, rec.revision, now_ms))));
     }
     if !rec.garbage.is_empty() {
         return Alarm::Run(Step::Collect {
@@ -512,7 +513,8 @@ pub(super) fn settle(
     let hand_over = policy::holds_slot(before, cfg) && !policy::holds_slot(rec.phase.name(), cfg);
     let log = StepLog::new(&rec, action, before, now_ms);
     Transition {
-        metadata: Effect::Metadata(metadata_statements(&rec, now_ms)),
+        // The engine saves the transition at the next revision, then writes this.
+        metadata: Effect::Metadata(metadata_statements(&rec, rec.revision + 1, now_ms)),
         record: rec,
         carry: Carry::Keep,
         hand_over,
