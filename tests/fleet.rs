@@ -9,7 +9,7 @@ use d1_archiver::core::policy::PokeReason;
 use d1_archiver::core::state::{Phase, Work};
 use d1_archiver::engine::fleet;
 use d1_archiver::engine::Ports;
-use d1_archiver::ports::faulty::Rule;
+use d1_archiver::ports::faulty::{Rule, Service};
 
 /// Unix ms at noon, `days` after 2026-11-20.
 fn at(days: i64) -> i64 {
@@ -142,30 +142,144 @@ fn a_recovered_date_shows_no_error_in_its_metadata() {
         w.command(Command::Trigger).unwrap();
         w
     };
-    // The first call named `op` after the trigger fails once: an export page, or the first
-    // metadata write (runs are deterministic: a first run finds the call's number).
-    for op in ["d1.page", "d1.batch.metadata"] {
+    // D1 fails `count` calls in a row from the first (or last) call named `op` after the
+    // trigger: an export page, the first metadata write, or the write that says `cleaned` and
+    // the metadata step's retry of it (runs are deterministic: a first run finds the call).
+    let cases = [
+        ("d1.page", false, 1),
+        ("d1.batch.metadata", false, 1),
+        ("d1.batch.metadata", true, 2),
+    ];
+    for (op, last, count) in cases {
         let probe = world();
         let after = probe.faults.calls() as usize;
         probe.run();
-        let k = after
-            + probe.faults.log.borrow()[after..]
-                .iter()
-                .position(|o| *o == op)
-                .unwrap()
-            + 1;
+        let log = probe.faults.log.borrow();
+        let calls = &log[after..];
+        let at = if last {
+            calls.iter().rposition(|o| *o == op)
+        } else {
+            calls.iter().position(|o| *o == op)
+        };
+        // The call's number among D1's calls (a fault plan counts per service).
+        let k = log[..after + at.unwrap() + 1]
+            .iter()
+            .filter(|o| o.starts_with("d1"))
+            .count();
         let w = world();
         w.faults.add(Rule::Fail {
-            service: None,
+            service: Some(Service::D1),
             from: k as u64,
-            count: 1,
+            count,
         });
         w.run();
         let st = w.status();
         assert!(st.last_error.is_some(), "{op}: the fault was met: {st:?}");
-        assert_eq!((st.phase.as_str(), st.attempts), ("cleaned", 0), "{op}");
-        assert_eq!(error_message(&w), None, "{op}");
+        assert_eq!((st.phase.as_str(), st.attempts), ("cleaned", 0), "{op} x{count}");
+        assert_eq!(error_message(&w), None, "{op} x{count}");
     }
+}
+
+/// A release deployed before its migration (D1 without `archive_metadata.revision`): every
+/// metadata write fails. The dates wait, retrying it with a growing backoff, and fail none of
+/// their work: once the column exists they go on (a review found they went `failed` within
+/// seconds and stayed so for a day).
+#[test]
+fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 3_000, 1, w.host.now.get() / 1000);
+    w.command(Command::Trigger).unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    assert_eq!(w.metadata().unwrap().0, "exporting");
+    w.sql()
+        .execute_batch("ALTER TABLE archive_metadata DROP COLUMN revision")
+        .unwrap();
+    let start = w.host.now.get();
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let before = w.host.now.get();
+        assert!(w.advance_to_wake());
+        waits.push(w.host.now.get() - before);
+        w.step().unwrap();
+    }
+    let st = w.status();
+    assert_eq!((st.phase.as_str(), st.attempts), ("exporting", 0), "{st:?}");
+    assert!(st.last_error.unwrap().contains("no column named revision"));
+    assert!(
+        waits.windows(2).all(|p| p[1] >= p[0]) && waits[11] > waits[1],
+        "backs off: {waits:?}"
+    );
+    assert!(
+        w.host.now.get() - start > 10 * 60_000,
+        "12 tries span minutes, not seconds"
+    );
+    w.sql()
+        .execute_batch("ALTER TABLE archive_metadata ADD COLUMN revision INTEGER")
+        .unwrap();
+    w.run();
+    assert_eq!(w.status().phase, "cleaned");
+    assert_eq!(w.metadata().unwrap().0, "cleaned");
+}
+
+/// A date whose `failed` write failed too, reset by an operator before its metadata step: the
+/// reset's write is the one that frees the slot in D1, so the reset hands over (a review's
+/// finding: nothing did until the next daily cron).
+#[test]
+fn a_reset_that_writes_stale_metadata_hands_the_slot_over() {
+    let cfg = Config {
+        max_running_dates: 1,
+        max_attempts: 2,
+        ..small_config()
+    };
+    // The export fails at every try (its table is away), so the date fails.
+    let world = || {
+        let w = World::new(cfg.clone());
+        seed(w.sql(), DATE, 300, 1, w.host.now.get() / 1000);
+        seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+        w.sql()
+            .execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away")
+            .unwrap();
+        block_on(w.ports().run_command(DATE, Command::Trigger, &cfg)).unwrap();
+        w
+    };
+    let probe = world();
+    while probe.advance_to_wake() {
+        block_on(probe.ports().run_alarm(DATE, &cfg)).unwrap();
+    }
+    assert_eq!(probe.record().phase.name(), "failed");
+    // The last metadata write of that run says `failed`: here it fails too.
+    let k = probe
+        .faults
+        .log
+        .borrow()
+        .iter()
+        .rposition(|o| *o == "d1.batch.metadata")
+        .unwrap()
+        + 1;
+    let w = world();
+    w.faults.add(Rule::Fail {
+        service: None,
+        from: k as u64,
+        count: 1,
+    });
+    let ports = w.ports();
+    while w.record().phase.name() != "failed" {
+        assert!(w.advance_to_wake());
+        let report = block_on(ports.run_alarm(DATE, &cfg)).unwrap();
+        assert!(!report.hand_over, "D1 still says exporting: {report:?}");
+    }
+    assert!(w.record().metadata_stale);
+    assert_eq!(w.metadata().unwrap().0, "exporting");
+    w.sql()
+        .execute_batch("ALTER TABLE traffic_events_away RENAME TO traffic_events")
+        .unwrap();
+    // The operator resets it before its metadata step comes round.
+    let reset = block_on(ports.run_command(DATE, Command::Reset, &cfg)).unwrap();
+    assert!(reset.hand_over, "{reset:?}");
+    assert_eq!(w.metadata().unwrap().0, "idle");
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(30), Some(DATE))).unwrap();
+    assert!(plan.contains(&(OTHER.to_string(), PokeReason::Start)), "{plan:?}");
 }
 
 #[test]

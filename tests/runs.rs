@@ -382,8 +382,8 @@ fn capped_pages_archive_the_same_lines() {
                 };
                 w.sql()
                     .execute_batch(&format!(
-                        "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
-                         VALUES (CAST({id} AS {kind}), '/{k}-{i}', 'GET', 'h', printf('%.*c', 5000 * ({i} % 3 = 0), 'A'), 1, '{DATE}')"
+                        "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date, created_at) \
+                         VALUES (CAST({id} AS {kind}), '/{k}-{i}', 'GET', 'h', printf('%.*c', 5000 * ({i} % 3 = 0), 'A'), 1, '{DATE}', 1)"
                     ))
                     .unwrap();
             }

@@ -148,6 +148,7 @@ impl Step {
         match (error, done) {
             (None, done) => done,
             (Some(e), Outcome::Passed(p)) => Outcome::Failed(e, Some(p)),
+            (Some(e), Outcome::MetadataWritten | Outcome::Collected) => Outcome::UpkeepFailed(e),
             (Some(e), _) => Outcome::Failed(e, None),
         }
     }
@@ -163,6 +164,9 @@ pub enum Outcome {
     MetadataWritten,
     /// The garbage is removed from R2.
     Collected,
+    /// Writing stale metadata or removing garbage failed: tried again with backoff, and never a
+    /// reason to fail the date (a review found a D1 without a new column failed running dates).
+    UpkeepFailed(StepError),
     /// The step failed; a pass reports the pieces it finished before the failure.
     Failed(StepError, Option<Passed>),
 }
@@ -451,16 +455,11 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::MetadataWritten => {
             // The commit of this transition writes the metadata; the step only brought it here.
             rec.stats.steps -= 1;
-            // A date whose metadata was stale may have given up its slot while D1 still said it
-            // held one (the write failed, or the isolate died before it): the hand-over then
-            // saw no free slot, or never ran. Once D1 says so, hand it over.
-            let gave_up = !policy::holds_slot(rec.phase.name(), cfg);
-            let mut t = settle(rec, before, "metadata", now, cfg);
-            t.hand_over = gave_up;
-            return t;
+            return settle(rec, before, "metadata", now, cfg);
         }
         Outcome::Collected => {
             rec.garbage.clear();
+            rec.upkeep_failures = 0;
             rec.stats.steps -= 1;
             // Leave `attempts` alone: collecting garbage is not the date's own step.
             return settle(rec, before, "collect", now, cfg);
@@ -468,6 +467,14 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         Outcome::Failed(err, partial) => {
             let action = partial.as_ref().map_or("step", |p| fold_pass(&mut rec, p, now).0);
             return finish_failure(rec, err, report, cfg, before, action);
+        }
+        Outcome::UpkeepFailed(err) => {
+            rec.stats.steps -= 1;
+            rec.upkeep_failures = rec.upkeep_failures.saturating_add(1);
+            rec.last_error = Some(err.to_string());
+            let mut t = settle(rec, before, "upkeep", now, cfg);
+            t.log.error = Some(err.to_string());
+            return t;
         }
     };
     rec.attempts = 0;
@@ -504,13 +511,16 @@ pub(super) fn settle(
     now_ms: i64,
     cfg: &Config,
 ) -> Transition {
+    // The date gave up its running slot (cleaned, failed, restored and held, waiting for an
+    // operator's cleanup, or reset): a due date may start into it. Or its metadata was stale,
+    // so the hand-over when it gave up its slot read D1 still saying it held one (the write
+    // failed, or the isolate died before it): it hands over once these rows are written.
+    let holds = policy::holds_slot(rec.phase.name(), cfg);
+    let hand_over = (policy::holds_slot(before, cfg) || rec.metadata_stale) && !holds;
     // Saved as pending until its metadata rows are written (see `handle_metadata_written`): if
     // the process dies between the save and the write, the alarm this keeps due writes them.
     rec.metadata_stale = true;
     rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
-    // The date gave up its running slot (cleaned, failed, restored and held, or waiting for an
-    // operator's cleanup): a due date may start into it.
-    let hand_over = policy::holds_slot(before, cfg) && !policy::holds_slot(rec.phase.name(), cfg);
     let log = StepLog::new(&rec, action, before, now_ms);
     Transition {
         // The engine saves the transition at the next revision, then writes this.
@@ -530,7 +540,9 @@ pub fn next_wake(rec: &Record, now_ms: i64, cfg: &Config) -> Option<i64> {
         cfg.backoff_ms(rec.attempts) as i64
     };
     match &rec.phase {
-        _ if rec.metadata_stale || !rec.garbage.is_empty() => Some(now_ms + cfg.backoff_ms(1) as i64),
+        _ if rec.metadata_stale || !rec.garbage.is_empty() => {
+            Some(now_ms + cfg.backoff_ms(rec.upkeep_failures.max(1)) as i64)
+        }
         Phase::Working(_) => Some(now_ms + delay),
         Phase::Uploaded { .. } => cfg.auto_cleanup.then_some(now_ms),
         Phase::Restored(hold) => Some(hold.until_ms.max(now_ms)),
@@ -947,6 +959,9 @@ fn refs_of(rec: &Record) -> Vec<Garbage> {
 /// what its work needs.
 pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Record {
     rec.metadata_stale = false;
+    if rec.garbage.is_empty() {
+        rec.upkeep_failures = 0;
+    }
     rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
     rec
 }
@@ -955,6 +970,7 @@ pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Re
 pub fn handle_metadata_failure(mut rec: Record, error: String, now_ms: i64, cfg: &Config) -> Transition {
     let before = rec.phase.name();
     rec.metadata_stale = true;
+    rec.upkeep_failures = rec.upkeep_failures.saturating_add(1);
     rec.last_error = Some(format!(
         "writing archive_metadata failed: {error}; it is written again by the next step"
     ));
