@@ -206,10 +206,14 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
     let st = w.status();
     assert_eq!((st.phase.as_str(), st.attempts), ("exporting", 0), "{st:?}");
     assert!(st.last_error.unwrap().contains("no column named revision"));
-    assert!(
-        waits.windows(2).all(|p| p[1] >= p[0]) && waits[11] > waits[1],
-        "backs off: {waits:?}"
-    );
+    // BACKOFF_BASE_MS doubling per failed write, up to BACKOFF_MAX_MS.
+    let doubling: Vec<i64> = (1..=12).map(|n| small_config().backoff_ms(n) as i64).collect();
+    // (The fake clock ticks a millisecond per step.)
+    let ok = waits[1..]
+        .iter()
+        .zip(&doubling)
+        .all(|(w, d)| (0..=1).contains(&(w - d)));
+    assert!(ok, "{waits:?} against {doubling:?}");
     assert!(
         w.host.now.get() - start > 10 * 60_000,
         "12 tries span minutes, not seconds"
@@ -220,6 +224,56 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
     w.run();
     assert_eq!(w.status().phase, "cleaned");
     assert_eq!(w.metadata().unwrap().0, "cleaned");
+}
+
+/// An R2 object a reset dropped that can never be removed (a bucket lock, a token without
+/// delete rights), while D1 works: a running date fails after MAX_ATTEMPTS tries, says why in
+/// `archive_metadata` and health, and frees its slot (a review found the first cut of the
+/// upkeep rule kept it `exporting`, holding its slot, with no error in D1).
+#[test]
+fn garbage_that_cannot_be_removed_fails_a_running_date_visibly() {
+    let cfg = Config {
+        max_running_dates: 1,
+        ..small_config()
+    };
+    let w = World::new(cfg.clone());
+    seed(w.sql(), DATE, 3_000, 1, w.host.now.get() / 1000);
+    seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+    w.command(Command::Trigger).unwrap();
+    for _ in 0..2 {
+        assert!(w.advance_to_wake());
+        w.step().unwrap();
+    }
+    let r2_calls = w.faults.log.borrow().iter().filter(|o| o.starts_with("r2")).count() as u64;
+    w.faults.add(Rule::Fail {
+        service: Some(Service::R2),
+        from: r2_calls + 1,
+        count: 1_000_000,
+    });
+    w.command(Command::Reset).unwrap();
+    w.command(Command::Trigger).unwrap();
+    let mut alarms = 0;
+    while w.record().phase.name() != "failed" {
+        assert!(w.advance_to_wake() && alarms < 20, "{:?}", w.status());
+        w.step().unwrap();
+        alarms += 1;
+    }
+    let error: Option<String> = w
+        .sql()
+        .query_row(
+            "SELECT error_message FROM archive_metadata WHERE date = ?1",
+            [DATE],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(error.is_some_and(|e| e.contains("r2.")), "{:?}", w.status());
+    let h = block_on(fleet::health(&w.db, &cfg, at(1))).unwrap();
+    assert!(
+        h.reasons.iter().any(|r| r.contains(DATE) && r.contains("failed")),
+        "{h:?}"
+    );
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, at(30), Some(DATE))).unwrap();
+    assert!(plan.contains(&(OTHER.to_string(), PokeReason::Start)), "{plan:?}");
 }
 
 /// A date whose `failed` write failed too, reset by an operator before its metadata step: the

@@ -34,10 +34,10 @@ pub struct Record {
     /// The last save's `archive_metadata`/`archive_objects` rows could not be written; the
     /// next alarm writes them first.
     pub metadata_stale: bool,
-    /// Consecutive failures of the upkeep (writing stale metadata, removing garbage): not the
-    /// date's own work, so they never fail it, but they space its retries out.
+    /// Consecutive failed writes of the record's metadata: not the date's own work, so they
+    /// never fail it (D1 could not say so either), but they space its retries out.
     #[serde(default)]
-    pub upkeep_failures: u32,
+    pub metadata_failures: u32,
     /// Passes over archives started so far (cleaning, restore, release): each pass's ledger id.
     pub passes: u32,
     /// Objects and uploads this record dropped and that are still to be removed from R2. A
@@ -404,7 +404,7 @@ impl Record {
             attempts: 0,
             last_error: None,
             metadata_stale: false,
-            upkeep_failures: 0,
+            metadata_failures: 0,
             passes: 0,
             garbage: Vec::new(),
             started_at_ms: None,

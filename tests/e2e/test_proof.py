@@ -174,8 +174,12 @@ def test_events_never_serve_a_damaged_piece_and_say_so(tmp_path):
         env = {**os.environ, "ADMIN_TOKEN": w.token, "ARCHIVER_URL": f"http://127.0.0.1:{w.port}"}
         out = subprocess.run([str(ROOT / "scripts" / "query"), "--date", date], env=env, capture_output=True, timeout=60)
         assert out.returncode != 0 and b"the read stopped after" in out.stderr, out.stderr
-        assert out.stdout.endswith(b"\n") and len(out.stdout.splitlines()) == len(whole)
-        assert all(json.loads(line)["id"] for line in out.stdout.splitlines())
+        # Both reads hold the lines before the damaged piece in order, whole; how many of them
+        # got through before the connection was cut depends on timing.
+        mine = [json.loads(line) for line in out.stdout.splitlines()]
+        assert out.stdout.endswith(b"\n") and 0 < len(mine) < 20_000
+        n = min(len(mine), len(whole))
+        assert mine[:n] == whole[:n]
 
 
 def test_test_hooks_need_test_hooks_and_health_reports_them(tmp_path):

@@ -148,7 +148,7 @@ impl Step {
         match (error, done) {
             (None, done) => done,
             (Some(e), Outcome::Passed(p)) => Outcome::Failed(e, Some(p)),
-            (Some(e), Outcome::MetadataWritten | Outcome::Collected) => Outcome::UpkeepFailed(e),
+            (Some(e), Outcome::MetadataWritten) => Outcome::UpkeepFailed(e),
             (Some(e), _) => Outcome::Failed(e, None),
         }
     }
@@ -164,8 +164,10 @@ pub enum Outcome {
     MetadataWritten,
     /// The garbage is removed from R2.
     Collected,
-    /// Writing stale metadata or removing garbage failed: tried again with backoff, and never a
-    /// reason to fail the date (a review found a D1 without a new column failed running dates).
+    /// Writing stale metadata failed: tried again with backoff, and never a reason to fail the
+    /// date, whose failure D1 could not show either (a review found a D1 without a new column
+    /// failed running dates). Removing garbage is not upkeep of this kind: D1 works then, so
+    /// a removal that keeps failing fails a running date, visibly, and frees its slot.
     UpkeepFailed(StepError),
     /// The step failed; a pass reports the pieces it finished before the failure.
     Failed(StepError, Option<Passed>),
@@ -459,7 +461,6 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
         }
         Outcome::Collected => {
             rec.garbage.clear();
-            rec.upkeep_failures = 0;
             rec.stats.steps -= 1;
             // Leave `attempts` alone: collecting garbage is not the date's own step.
             return settle(rec, before, "collect", now, cfg);
@@ -469,8 +470,9 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             return finish_failure(rec, err, report, cfg, before, action);
         }
         Outcome::UpkeepFailed(err) => {
+            // Counted once, when the commit's own write of these rows fails too (or reset when
+            // it succeeds): `handle_metadata_failure`.
             rec.stats.steps -= 1;
-            rec.upkeep_failures = rec.upkeep_failures.saturating_add(1);
             rec.last_error = Some(err.to_string());
             let mut t = settle(rec, before, "upkeep", now, cfg);
             t.log.error = Some(err.to_string());
@@ -540,8 +542,9 @@ pub fn next_wake(rec: &Record, now_ms: i64, cfg: &Config) -> Option<i64> {
         cfg.backoff_ms(rec.attempts) as i64
     };
     match &rec.phase {
+        // Upkeep first, backing off as its failures (or the step's) add up.
         _ if rec.metadata_stale || !rec.garbage.is_empty() => {
-            Some(now_ms + cfg.backoff_ms(rec.upkeep_failures.max(1)) as i64)
+            Some(now_ms + cfg.backoff_ms(rec.metadata_failures.max(rec.attempts).max(1)) as i64)
         }
         Phase::Working(_) => Some(now_ms + delay),
         Phase::Uploaded { .. } => cfg.auto_cleanup.then_some(now_ms),
@@ -959,9 +962,7 @@ fn refs_of(rec: &Record) -> Vec<Garbage> {
 /// what its work needs.
 pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Record {
     rec.metadata_stale = false;
-    if rec.garbage.is_empty() {
-        rec.upkeep_failures = 0;
-    }
+    rec.metadata_failures = 0;
     rec.wake_at_ms = next_wake(&rec, now_ms, cfg);
     rec
 }
@@ -970,7 +971,7 @@ pub fn handle_metadata_written(mut rec: Record, now_ms: i64, cfg: &Config) -> Re
 pub fn handle_metadata_failure(mut rec: Record, error: String, now_ms: i64, cfg: &Config) -> Transition {
     let before = rec.phase.name();
     rec.metadata_stale = true;
-    rec.upkeep_failures = rec.upkeep_failures.saturating_add(1);
+    rec.metadata_failures = rec.metadata_failures.saturating_add(1);
     rec.last_error = Some(format!(
         "writing archive_metadata failed: {error}; it is written again by the next step"
     ));
