@@ -20,19 +20,18 @@ fn date(n: u32) -> String {
     format!("2026-11-{n:02}")
 }
 
-#[test]
-fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
-    // MAX_RUNNING_DATES + 1 dates wait in `uploaded` (AUTO_CLEANUP=false); two more are due.
+/// `cfg` with AUTO_CLEANUP=false, dates 1..=`seeded` of November with `rows` rows each, and
+/// the first `waiting` of them archived one after another: each waits in `uploaded`.
+fn dates_waiting(cfg: Config, seeded: u32, waiting: u32, rows: u64) -> (World, Config) {
     let cfg = Config {
         auto_cleanup: false,
-        max_running_dates: 2,
-        ..small_config()
+        ..cfg
     };
     let w = World::new(cfg.clone());
-    for d in 1..=5 {
-        seed(w.sql(), &date(d), 200, u64::from(d), w.host.now.get() / 1000);
+    for d in 1..=seeded {
+        seed(w.sql(), &date(d), rows, u64::from(d), w.host.now.get() / 1000);
     }
-    for d in 1..=3 {
+    for d in 1..=waiting {
         let ports = w.ports();
         block_on(ports.run_command(&date(d), Command::Trigger, &cfg)).unwrap();
         // Each date has its own Durable Object; here they share a store, so finish each in turn.
@@ -42,6 +41,41 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
         assert_eq!(block_on(ports.record(&date(d), &cfg)).unwrap().phase.name(), "uploaded");
         *w.store.inner.saved.borrow_mut() = None;
     }
+    (w, cfg)
+}
+
+/// In `w`, a run like `probe`'s (runs are deterministic), the call that was `probe`'s last
+/// metadata write fails once.
+fn fail_the_last_metadata_write(probe: &World, w: &World) {
+    let log = probe.faults.log.borrow();
+    let k = log.iter().rposition(|o| *o == "d1.batch.metadata").unwrap() + 1;
+    w.faults.add(Rule::Fail {
+        service: None,
+        from: k as u64,
+        count: 1,
+    });
+}
+
+/// One running slot, DATE with `rows` rows and OTHER due behind it.
+fn one_slot(rows: u64) -> (World, Config) {
+    let cfg = Config {
+        max_running_dates: 1,
+        ..small_config()
+    };
+    let w = World::new(cfg.clone());
+    seed(w.sql(), DATE, rows, 1, w.host.now.get() / 1000);
+    seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+    (w, cfg)
+}
+
+#[test]
+fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
+    // MAX_RUNNING_DATES + 1 dates wait in `uploaded` (AUTO_CLEANUP=false); two more are due.
+    let cfg = Config {
+        max_running_dates: 2,
+        ..small_config()
+    };
+    let (w, cfg) = dates_waiting(cfg, 5, 3, 200);
     let now = at(10);
     let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None)).unwrap();
     let started: Vec<&str> = plan
@@ -66,23 +100,7 @@ fn dates_waiting_on_an_operator_do_not_starve_other_due_dates() {
 /// hid an eleventh, overdue for weeks, and health said ok (a review's finding).
 #[test]
 fn health_sees_an_overdue_date_behind_ten_dates_waiting_for_an_operator() {
-    let cfg = Config {
-        auto_cleanup: false,
-        ..small_config()
-    };
-    let w = World::new(cfg.clone());
-    for d in 1..=11 {
-        seed(w.sql(), &date(d), 20, u64::from(d), w.host.now.get() / 1000);
-    }
-    for d in 1..=10 {
-        let ports = w.ports();
-        block_on(ports.run_command(&date(d), Command::Trigger, &cfg)).unwrap();
-        while w.advance_to_wake() {
-            block_on(ports.run_alarm(&date(d), &cfg)).unwrap();
-        }
-        assert_eq!(block_on(ports.record(&date(d), &cfg)).unwrap().phase.name(), "uploaded");
-        *w.store.inner.saved.borrow_mut() = None;
-    }
+    let (w, cfg) = dates_waiting(small_config(), 11, 10, 20);
     let now = at(30);
     block_on(fleet::beat(&w.db, now)).unwrap();
     let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
@@ -232,13 +250,7 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
 /// upkeep rule kept it `exporting`, holding its slot, with no error in D1).
 #[test]
 fn garbage_that_cannot_be_removed_fails_a_running_date_visibly() {
-    let cfg = Config {
-        max_running_dates: 1,
-        ..small_config()
-    };
-    let w = World::new(cfg.clone());
-    seed(w.sql(), DATE, 3_000, 1, w.host.now.get() / 1000);
-    seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+    let (w, cfg) = one_slot(3_000);
     w.command(Command::Trigger).unwrap();
     for _ in 0..2 {
         assert!(w.advance_to_wake());
@@ -303,20 +315,8 @@ fn a_reset_that_writes_stale_metadata_hands_the_slot_over() {
     }
     assert_eq!(probe.record().phase.name(), "failed");
     // The last metadata write of that run says `failed`: here it fails too.
-    let k = probe
-        .faults
-        .log
-        .borrow()
-        .iter()
-        .rposition(|o| *o == "d1.batch.metadata")
-        .unwrap()
-        + 1;
     let w = world();
-    w.faults.add(Rule::Fail {
-        service: None,
-        from: k as u64,
-        count: 1,
-    });
+    fail_the_last_metadata_write(&probe, &w);
     let ports = w.ports();
     while w.record().phase.name() != "failed" {
         assert!(w.advance_to_wake());
@@ -677,20 +677,8 @@ fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
     // The last metadata write of a run is the one that says `cleaned`.
     let probe = world();
     alarms(&probe);
-    let k = probe
-        .faults
-        .log
-        .borrow()
-        .iter()
-        .rposition(|o| *o == "d1.batch.metadata")
-        .unwrap()
-        + 1;
     let w = world();
-    w.faults.add(Rule::Fail {
-        service: None,
-        from: k as u64,
-        count: 1,
-    });
+    fail_the_last_metadata_write(&probe, &w);
     let plans = alarms(&w);
     assert_eq!(w.metadata().unwrap().0, "cleaned");
     assert_eq!(
@@ -704,13 +692,7 @@ fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
 /// next daily cron; a review's finding); a trigger takes one and hands nothing over.
 #[test]
 fn a_reset_of_a_running_date_hands_its_slot_over() {
-    let cfg = Config {
-        max_running_dates: 1,
-        ..small_config()
-    };
-    let w = World::new(cfg.clone());
-    seed(w.sql(), DATE, 3_000, 1, w.host.now.get() / 1000);
-    seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+    let (w, cfg) = one_slot(3_000);
     let ports = w.ports();
     let trigger = block_on(ports.run_command(DATE, Command::Trigger, &cfg)).unwrap();
     assert!(!trigger.hand_over);

@@ -159,26 +159,40 @@ fn the_last_part_is_never_larger_than_the_others() {
 fn a_null_id_row_at_rowid_zero_or_below_is_archived() {
     let w = World::new(small_config());
     seed(w.sql(), DATE, 50, 5, now_s(&w));
-    for rowid in [-7, 0] {
+    null_id_rows_at(&w, &[-7, 0], 0);
+    archives_every_row(&w, 52);
+}
+
+/// NULL-id rows of DATE at `rowids`, each with a user agent of `ua` bytes.
+fn null_id_rows_at(w: &World, rowids: &[i64], ua: usize) {
+    for (n, rowid) in rowids.iter().enumerate() {
         w.sql()
             .execute(
-                "INSERT INTO traffic_events (rowid, id, path, method, client_ip_hash, timestamp, event_date) \
-                 VALUES (?1, NULL, '/neg', 'GET', 'h', 1795000000000, ?2)",
-                rusqlite::params![rowid, DATE],
+                "INSERT INTO traffic_events (rowid, id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
+                 VALUES (?1, NULL, ?2, 'GET', 'h', printf('%.*c', ?3, 'u'), 1795000000000, ?4)",
+                rusqlite::params![rowid, format!("/rowid-{n}"), ua, DATE],
             )
             .unwrap();
     }
+}
+
+/// Runs DATE to the end: its `rows` rows are archived, each line once and identical, and D1
+/// holds none of them. Returns them as they were.
+fn archives_every_row(w: &World, rows: u64) -> Vec<serde_json::Value> {
     let expected = rows_of(w.sql(), DATE);
     w.run();
     let st = w.status();
     assert_eq!(
         (st.phase.as_str(), st.rows_pending, st.rows_exported),
-        ("cleaned", Some(0), 52),
+        ("cleaned", Some(0), rows),
         "{st:?}"
     );
-    let key = st.object_key.clone().unwrap();
-    assert_lines(lines_of(&w.objects().object(&key).unwrap()), &expected);
+    assert_lines(
+        lines_of(&w.objects().object(&st.object_key.clone().unwrap()).unwrap()),
+        &expected,
+    );
     assert_eq!(count_date(w.sql(), DATE), 0);
+    expected
 }
 
 /// An app can give rows rowids past 2^53 (explicitly, or SQLite picks random ones once a row
@@ -195,27 +209,8 @@ fn null_id_rows_at_rowids_past_2_pow_53_are_archived_once_each() {
     });
     let base: i64 = (1 << 53) + 1;
     let rowids: Vec<i64> = (0..40).map(|i| base + i).chain([i64::MAX - 1, i64::MAX]).collect();
-    for (n, rowid) in rowids.iter().enumerate() {
-        w.sql()
-            .execute(
-                "INSERT INTO traffic_events (rowid, id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
-                 VALUES (?1, NULL, ?2, 'GET', 'h', printf('%.*c', 10000, 'u'), 1795000000000, ?3)",
-                rusqlite::params![rowid, format!("/big-rowid-{n}"), DATE],
-            )
-            .unwrap();
-    }
-    let expected = rows_of(w.sql(), DATE);
-    w.run();
-    let st = w.status();
-    assert_eq!(
-        (st.phase.as_str(), st.rows_pending, st.rows_exported),
-        ("cleaned", Some(0), rowids.len() as u64),
-        "{st:?}"
-    );
-    assert_lines(
-        lines_of(&w.objects().object(&st.object_key.clone().unwrap()).unwrap()),
-        &expected,
-    );
+    null_id_rows_at(&w, &rowids, 10_000);
+    let expected = archives_every_row(&w, rowids.len() as u64);
     w.command(Command::Restore {
         generation: None,
         hold_until_ms: None,
