@@ -56,11 +56,11 @@ fn fail_the_last_metadata_write(probe: &World, w: &World) {
     });
 }
 
-/// One running slot, DATE with `rows` rows and OTHER due behind it.
-fn one_slot(rows: u64) -> (World, Config) {
+/// `cfg` with one running slot, DATE with `rows` rows and OTHER due behind it.
+fn one_slot(cfg: Config, rows: u64) -> (World, Config) {
     let cfg = Config {
         max_running_dates: 1,
-        ..small_config()
+        ..cfg
     };
     let w = World::new(cfg.clone());
     seed(w.sql(), DATE, rows, 1, w.host.now.get() / 1000);
@@ -240,8 +240,8 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
         .execute_batch("ALTER TABLE archive_metadata ADD COLUMN revision INTEGER")
         .unwrap();
     w.run();
-    assert_eq!(w.status().phase, "cleaned");
-    assert_eq!(w.metadata().unwrap().0, "cleaned");
+    let (phase, metadata) = (w.status().phase, w.metadata().unwrap().0);
+    assert_eq!((phase.as_str(), metadata.as_str()), ("cleaned", "cleaned"));
 }
 
 /// An R2 object a reset dropped that can never be removed (a bucket lock, a token without
@@ -250,7 +250,7 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
 /// upkeep rule kept it `exporting`, holding its slot, with no error in D1).
 #[test]
 fn garbage_that_cannot_be_removed_fails_a_running_date_visibly() {
-    let (w, cfg) = one_slot(3_000);
+    let (w, cfg) = one_slot(small_config(), 3_000);
     w.command(Command::Trigger).unwrap();
     for _ in 0..2 {
         assert!(w.advance_to_wake());
@@ -294,15 +294,12 @@ fn garbage_that_cannot_be_removed_fails_a_running_date_visibly() {
 #[test]
 fn a_reset_that_writes_stale_metadata_hands_the_slot_over() {
     let cfg = Config {
-        max_running_dates: 1,
         max_attempts: 2,
         ..small_config()
     };
     // The export fails at every try (its table is away), so the date fails.
     let world = || {
-        let w = World::new(cfg.clone());
-        seed(w.sql(), DATE, 300, 1, w.host.now.get() / 1000);
-        seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+        let (w, cfg) = one_slot(cfg.clone(), 300);
         w.sql()
             .execute_batch("ALTER TABLE traffic_events RENAME TO traffic_events_away")
             .unwrap();
@@ -310,6 +307,7 @@ fn a_reset_that_writes_stale_metadata_hands_the_slot_over() {
         w
     };
     let probe = world();
+    let cfg = probe.cfg.clone();
     while probe.advance_to_wake() {
         block_on(probe.ports().run_alarm(DATE, &cfg)).unwrap();
     }
@@ -652,17 +650,12 @@ fn same_crc_twin(text: &str, path: &str) -> String {
 /// review's finding). It now hands over once the metadata says so.
 #[test]
 fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
-    let cfg = Config {
-        max_running_dates: 1,
-        ..small_config()
-    };
     let world = || {
-        let w = World::new(cfg.clone());
-        seed(w.sql(), DATE, 300, 1, w.host.now.get() / 1000);
-        seed(w.sql(), OTHER, 300, 2, w.host.now.get() / 1000);
+        let (w, cfg) = one_slot(small_config(), 300);
         block_on(w.ports().run_command(DATE, Command::Trigger, &cfg)).unwrap();
         w
     };
+    let cfg = world().cfg.clone();
     let alarms = |w: &World| {
         let mut plans = Vec::new();
         while w.advance_to_wake() {
@@ -692,7 +685,7 @@ fn a_failed_metadata_write_at_the_end_still_hands_the_slot_over() {
 /// next daily cron; a review's finding); a trigger takes one and hands nothing over.
 #[test]
 fn a_reset_of_a_running_date_hands_its_slot_over() {
-    let (w, cfg) = one_slot(3_000);
+    let (w, cfg) = one_slot(small_config(), 3_000);
     let ports = w.ports();
     let trigger = block_on(ports.run_command(DATE, Command::Trigger, &cfg)).unwrap();
     assert!(!trigger.hand_over);

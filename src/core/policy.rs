@@ -232,6 +232,14 @@ pub fn misconfigured(error: &str, now_ms: i64) -> Health {
 mod tests {
     use super::*;
 
+    /// The default config with `AUTO_CLEANUP=false`.
+    fn manual_cleanup() -> Config {
+        Config {
+            auto_cleanup: false,
+            ..Config::default()
+        }
+    }
+
     fn st(date: &str, status: &str) -> DateState {
         DateState {
             date: date.into(),
@@ -437,11 +445,7 @@ mod tests {
 
     #[test]
     fn dates_an_operator_asked_to_keep_hide_no_overdue_date() {
-        let cfg = Config {
-            auto_cleanup: false,
-            ..Config::default()
-        };
-        let now = 100 * 86_400_000;
+        let (cfg, now) = (manual_cleanup(), 100 * 86_400_000);
         let waiting: Vec<String> = (1..=12).map(|d| format!("2026-09-{d:02}")).collect();
         let mut overdue = waiting.clone();
         overdue.extend((1..=12).map(|d| format!("2026-10-{d:02}")));
@@ -468,11 +472,7 @@ mod tests {
 
     #[test]
     fn old_rows_an_operator_asked_for_are_notices_and_the_rest_say_why_they_stay() {
-        let cfg = Config {
-            auto_cleanup: false,
-            ..Config::default()
-        };
-        let now = 10 * 86_400_000;
+        let (cfg, now) = (manual_cleanup(), 10 * 86_400_000);
         let with = |date: &str, status: &str, hold_until: Option<i64>, rows_pending: Option<u64>| DateState {
             date: date.into(),
             status: status.into(),
