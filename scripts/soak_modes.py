@@ -129,8 +129,8 @@ def writer_soak(w: LocalWorker, date: str, kills: int, rng: random.Random) -> Ve
         targets = ["exporting", "exporting", "verifying", "cleaning", "cleaning"]
         for i in range(kills):
             st = kill_during(w, date, targets[i % len(targets)], rng)
-            if st is None:  # the date finished: start its next generation and keep killing
-                w.start()
+            if st is None:  # the date finished, no kill: start its next generation and go on
+                # (wrangler is still up; starting another here left the first running for good)
                 w.api("POST", f"/admin/trigger-archive?date={date}")
                 continue
             seen.append(st["phase"])
