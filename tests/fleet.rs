@@ -247,7 +247,7 @@ fn a_d1_without_the_new_column_holds_dates_back_and_fails_none() {
 /// An R2 object a reset dropped that can never be removed (a bucket lock, a token without
 /// delete rights), while D1 works: a running date fails after MAX_ATTEMPTS tries, says why in
 /// `archive_metadata` and health, and frees its slot (a review found the first cut of the
-/// upkeep rule kept it `exporting`, holding its slot, with no error in D1).
+/// metadata-failure rule kept it `exporting`, holding its slot, with no error in D1).
 #[test]
 fn garbage_that_cannot_be_removed_fails_a_running_date_visibly() {
     let (w, cfg) = one_slot(small_config(), 3_000);

@@ -148,7 +148,7 @@ impl Step {
         match (error, done) {
             (None, done) => done,
             (Some(e), Outcome::Passed(p)) => Outcome::Failed(e, Some(p)),
-            (Some(e), Outcome::MetadataWritten) => Outcome::UpkeepFailed(e),
+            (Some(e), Outcome::MetadataWritten) => Outcome::MetadataFailed(e),
             (Some(e), _) => Outcome::Failed(e, None),
         }
     }
@@ -166,9 +166,9 @@ pub enum Outcome {
     Collected,
     /// Writing stale metadata failed: tried again with backoff, and never a reason to fail the
     /// date, whose failure D1 could not show either (a review found a D1 without a new column
-    /// failed running dates). Removing garbage is not upkeep of this kind: D1 works then, so
-    /// a removal that keeps failing fails a running date, visibly, and frees its slot.
-    UpkeepFailed(StepError),
+    /// failed running dates). A failed garbage removal is a plain [`Outcome::Failed`]: D1 works
+    /// then, so one that keeps failing fails a running date, visibly, and frees its slot.
+    MetadataFailed(StepError),
     /// The step failed; a pass reports the pieces it finished before the failure.
     Failed(StepError, Option<Passed>),
 }
@@ -469,12 +469,12 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             let action = partial.as_ref().map_or("step", |p| fold_pass(&mut rec, p, now).0);
             return finish_failure(rec, err, report, cfg, before, action);
         }
-        Outcome::UpkeepFailed(err) => {
+        Outcome::MetadataFailed(err) => {
             // Counted once, when the commit's own write of these rows fails too (or reset when
             // it succeeds): `handle_metadata_failure`.
             rec.stats.steps -= 1;
             rec.last_error = Some(err.to_string());
-            let mut t = settle(rec, before, "upkeep", now, cfg);
+            let mut t = settle(rec, before, "metadata", now, cfg);
             t.log.error = Some(err.to_string());
             return t;
         }
@@ -542,7 +542,7 @@ pub fn next_wake(rec: &Record, now_ms: i64, cfg: &Config) -> Option<i64> {
         cfg.backoff_ms(rec.attempts) as i64
     };
     match &rec.phase {
-        // Upkeep first, backing off as its failures (or the step's) add up.
+        // Metadata and garbage first, backing off as their failures (or the step's) add up.
         _ if rec.metadata_stale || !rec.garbage.is_empty() => {
             Some(now_ms + cfg.backoff_ms(rec.metadata_failures.max(rec.attempts).max(1)) as i64)
         }
