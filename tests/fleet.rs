@@ -347,6 +347,51 @@ fn listing_shows_known_and_pending_dates() {
     assert_eq!(listing.pending, [OTHER]);
 }
 
+/// A backlog of 1,200 due dates (an archiver deployed onto years of rows) and rows whose
+/// `event_date` is no date: the cron, health and the listing read them in a few D1 queries
+/// each (D1 allows 1,000 a Worker invocation; one query a date went past it), and read them
+/// right: oldest first, malformed ones skipped, none missed at the seams between queries.
+#[test]
+fn a_backlog_of_many_due_dates_costs_a_few_d1_queries() {
+    let cfg = small_config();
+    let w = World::new(cfg.clone());
+    let first = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();
+    let days: Vec<String> = (0..1_200).map(|i| (first + chrono::Days::new(i)).to_string()).collect();
+    for (i, day) in days.iter().enumerate() {
+        seed(w.sql(), day, 1, i as u64 + 1, w.host.now.get() / 1000);
+    }
+    for (n, bad) in ["2023-1-5", "2023-01-01x", "2024-02-30", "bogus"].iter().enumerate() {
+        insert_row(&w, &format!("bad-{n}"), bad, "'/x'");
+    }
+    let now = at(10);
+    let queries = |what: &dyn Fn()| {
+        let before = w.faults.calls();
+        what();
+        w.faults.calls() - before
+    };
+    let plan = std::cell::RefCell::new(Vec::new());
+    let n = queries(&|| *plan.borrow_mut() = block_on(fleet::cron_plan(&w.db, &cfg, now, None)).unwrap());
+    let started: Vec<String> = plan.borrow().iter().map(|(d, _)| d.clone()).collect();
+    assert_eq!(started, days[..cfg.max_running_dates as usize], "{n} queries");
+    assert!(n <= 3, "the cron's plan took {n} D1 queries");
+
+    let health = std::cell::RefCell::new(None);
+    let n = queries(&|| *health.borrow_mut() = Some(block_on(fleet::health(&w.db, &cfg, now)).unwrap()));
+    let h = health.borrow().clone().unwrap();
+    assert!(n <= 8, "health took {n} D1 queries");
+    assert!(h.reasons.iter().any(|r| r.contains(&days[0])), "{h:?}");
+    assert!(h.reasons.last().unwrap().starts_with("and at least 990 more"), "{h:?}");
+
+    let listing = std::cell::RefCell::new(None);
+    let n = queries(&|| *listing.borrow_mut() = Some(block_on(fleet::listing(&w.db, &cfg, now)).unwrap()));
+    assert!(n <= 4, "the listing took {n} D1 queries");
+    assert_eq!(listing.borrow().as_ref().unwrap().pending, days[..1_000]);
+    // Every due date, across the seams of several queries (500 dates each).
+    let last = d1_archiver::core::date::Day::parse_any(&days[1_199]).unwrap();
+    let due = block_on(fleet::due_dates(&w.db, last, 5_000)).unwrap();
+    assert_eq!(due, days);
+}
+
 /// Rows D1 cannot hand back unchanged (text that is not UTF-8) never compare equal with their
 /// lines and stay. Once a generation held nothing but them, an export that finds the same lines
 /// again is dropped and they stay pending, as they were: before, every daily

@@ -121,9 +121,11 @@ pub struct Health {
 pub struct HealthInputs {
     /// Failed dates and their errors.
     pub failed: Vec<(String, String)>,
-    /// Dates with rows in D1 more than a day past due, oldest first: at least [`OVERDUE_SHOWN`]
+    /// Dates with rows in D1 more than a day past due, oldest first: up to [`OVERDUE_READ`]
     /// more than the dates `states` knows, so dates waiting on an operator hide none.
     pub overdue: Vec<String>,
+    /// `overdue` stopped at that limit: more may follow.
+    pub overdue_cut: bool,
     /// Where the dates `archive_metadata` knows stand.
     pub states: Vec<DateState>,
     pub last_cron_ms: Option<i64>,
@@ -132,6 +134,9 @@ pub struct HealthInputs {
 
 /// How many overdue dates health names in each list (reasons, notices).
 pub const OVERDUE_SHOWN: usize = 10;
+
+/// How many overdue dates beyond those `archive_metadata` knows health reads to count them.
+pub const OVERDUE_READ: usize = 1_000;
 
 /// The newest date whose rows should be gone from D1 by now: archivable for more than a day.
 pub fn last_overdue(today: Day, cfg: &Config) -> Day {
@@ -187,7 +192,10 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     }
     for (list, more) in named.iter_mut().zip(more) {
         if more > 0 {
-            list.push(format!("and {more} more such dates (GET /admin/dates lists them)"));
+            let least = if inputs.overdue_cut { "at least " } else { "" };
+            list.push(format!(
+                "and {least}{more} more such dates (GET /admin/dates lists them)"
+            ));
         }
     }
     let [notices, overdue_reasons] = named;
@@ -423,6 +431,7 @@ mod tests {
             states: vec![],
             last_cron_ms: Some(now - 3 * 86_400_000),
             first_seen_ms: None,
+            overdue_cut: false,
         };
         let h = health(
             &inputs,
@@ -468,6 +477,13 @@ mod tests {
             "{h:?}"
         );
         assert!(reasons[OVERDUE_SHOWN].starts_with("and 2 more") && notices[OVERDUE_SHOWN].starts_with("and 2 more"));
+        // A read that stopped at its limit says the count is a floor.
+        let cut = HealthInputs {
+            overdue_cut: true,
+            ..inputs
+        };
+        let h = health(&cut, now, &cfg);
+        assert!(h.reasons[OVERDUE_SHOWN].starts_with("and at least 2 more"), "{h:?}");
     }
 
     #[test]
@@ -496,6 +512,7 @@ mod tests {
             states,
             last_cron_ms: Some(now),
             first_seen_ms: None,
+            overdue_cut: false,
         };
         let h = health(&inputs, now, &cfg);
         let has = |list: &[String], date: &str, words: &str| list.iter().any(|t| t.contains(date) && t.contains(words));

@@ -1510,12 +1510,26 @@ pub fn sync_metadata(
 // ---------------------------------------------------------------------------------------------
 // The fleet of dates: due dates, states, the cron's heartbeat, health
 
-/// The next date after `?1` and no later than `?2` with rows: one index seek per date.
-pub const NEXT_DATE: &str =
-    "SELECT min(event_date) AS d FROM traffic_events WHERE event_date > ?1 AND event_date <= ?2";
+/// The dates after `?1` and no later than `?2` that have rows, oldest first, at most `?3`: one
+/// statement, one index seek per date (a loose index scan: each row of the recursion asks the
+/// index for the least date past the one before), so a backlog of many dates costs the cron,
+/// health and the listing one D1 query, not one a date.
+pub const NEXT_DATES: &str = "WITH RECURSIVE next(d, n) AS (\
+SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ?1 AND event_date <= ?2), 1 \
+UNION ALL SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > next.d AND event_date <= ?2), n + 1 \
+FROM next WHERE next.d IS NOT NULL AND n < ?3) \
+SELECT d FROM next WHERE d IS NOT NULL ORDER BY d";
 
-pub fn next_date(after: &str, last: &str) -> Statement {
-    Statement::new(NEXT_DATE, vec![Param::Text(after.into()), Param::Text(last.into())])
+/// Dates with rows after `after` and up to `last`, at most `limit` (see [`NEXT_DATES`]).
+pub fn next_dates(after: &str, last: &str, limit: u32) -> Statement {
+    Statement::new(
+        NEXT_DATES,
+        vec![
+            Param::Text(after.into()),
+            Param::Text(last.into()),
+            Param::Int(i64::from(limit)),
+        ],
+    )
 }
 
 /// Every known date's phase and hold, for the cron's and the listing's decisions.

@@ -17,25 +17,31 @@ fn bad(e: sql::BadResult) -> PortError {
     PortError::transient("d1", e.to_string())
 }
 
-/// Dates up to `last` that still have rows in D1, oldest first, at most `limit`: one index seek
-/// per date.
+/// Dates up to `last` that still have rows in D1, oldest first, at most `limit`: one D1 query
+/// for every [`DATES_A_QUERY`] dates read.
 pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<Vec<String>, PortError> {
     let mut dates = Vec::new();
     let mut after = String::new();
     while dates.len() < limit {
-        let rs = db.run(&sql::next_date(&after, &last.to_string())).await?;
-        let next: Vec<(Option<String>,)> = decode_rows("next_date", &rs).map_err(bad)?;
-        let Some((Some(next),)) = next.into_iter().next() else {
+        let ask = (limit - dates.len()).min(DATES_A_QUERY);
+        let rs = db.run(&sql::next_dates(&after, &last.to_string(), ask as u32)).await?;
+        let read: Vec<(String,)> = decode_rows("next_dates", &rs).map_err(bad)?;
+        let Some((newest,)) = read.last() else {
             break;
         };
-        after.clone_from(&next);
+        after.clone_from(newest);
+        let more = read.len() == ask;
         // Rows with a malformed event_date cannot be archived by date; skip them.
-        if Day::parse_any(&next).is_ok() {
-            dates.push(next);
+        dates.extend(read.into_iter().map(|(d,)| d).filter(|d| Day::parse_any(d).is_ok()));
+        if !more {
+            break;
         }
     }
     Ok(dates)
 }
+
+/// How many dates one query of [`due_dates`] reads at most.
+pub const DATES_A_QUERY: usize = 500;
 
 /// Every date `archive_metadata` knows, with its phase.
 pub async fn date_states<D: Database>(db: &D) -> Result<Vec<DateState>, PortError> {
@@ -80,12 +86,14 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
         decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
     let states = date_states(db).await?;
-    let overdue = due_dates(db, last, states.len() + policy::OVERDUE_SHOWN).await?;
+    let limit = states.len() + policy::OVERDUE_READ;
+    let overdue = due_dates(db, last, limit).await?;
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
     let inputs = HealthInputs {
         failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
+        overdue_cut: overdue.len() == limit,
         overdue,
         states,
         last_cron_ms: at("cron"),
