@@ -370,3 +370,66 @@ fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
     w.drive(|_, _| {});
     assert_eq!(count_date(w.sql(), DATE), 0);
 }
+
+/// A release takes back only the rows its restore inserted. A row still pending in D1 (changed
+/// after each export: v1, v2, then v1 again) equals generation 1's line while generation 2
+/// holds v2; the restore finds it present, and the release used to delete it by generation 1's
+/// line, so D1 lost the row's newest version and every reader that prefers the newest
+/// generation read v2 (a review's finding).
+#[test]
+fn a_release_leaves_a_row_the_restore_found_in_d1_even_if_an_older_generation_holds_it() {
+    let w = archived_world(50);
+    let (id, v1): (String, String) = w
+        .sql()
+        .query_row("SELECT id, path FROM traffic_events ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let set_path = |p: &str| {
+        w.sql()
+            .execute("UPDATE traffic_events SET path = ?2 WHERE id = ?1", [&id, p])
+            .unwrap();
+    };
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("uploaded");
+    set_path("/v2");
+    w.drive(|_, _| {});
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("uploaded");
+    set_path(&v1);
+    w.drive(|_, _| {});
+    assert_eq!((w.status().rows_pending, w.record().generations.len()), (Some(1), 2));
+    let before = rows_of(w.sql(), DATE);
+    assert_eq!(w.command(RESTORE).unwrap().reply, Reply::RestoreStarted);
+    w.drive_until("restored");
+    assert_eq!(w.command(Command::Release).unwrap().reply, Reply::ReleaseStarted);
+    w.drive(|_, _| {});
+    assert_eq!(w.status().phase, "cleaned");
+    assert_eq!(rows_of(w.sql(), DATE), before, "D1 after the restore and its release");
+}
+
+/// A reset that stops a cleaning leaves the rows not yet deleted in D1; a restore and its
+/// release then leave them there too (the release used to finish the stopped cleaning).
+#[test]
+fn a_release_does_not_finish_a_cleaning_the_operator_stopped() {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, 3_000, 9, w.host.now.get() / 1000);
+    w.run();
+    w.command(Command::Cleanup).unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::CleaningStopped);
+    let before = rows_of(w.sql(), DATE);
+    assert!(!before.is_empty() && before.len() < 3_000, "{}", before.len());
+    assert_eq!(w.command(RESTORE).unwrap().reply, Reply::RestoreStarted);
+    w.drive_until("restored");
+    let r = w.status().restore.unwrap();
+    assert_eq!((r.inserted + r.already_present) as usize, 3_000, "{r:?}");
+    w.command(Command::Release).unwrap();
+    w.drive(|_, _| {});
+    assert_eq!(w.status().phase, "cleaned");
+    assert_eq!(rows_of(w.sql(), DATE), before, "D1 after the restore and its release");
+}

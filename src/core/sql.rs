@@ -812,13 +812,15 @@ macro_rules! same_keyed {
 
 /// [`DELETE_KEYED`] up to its `ELSE`: each statement that takes keyed lines ends the `CASE`.
 macro_rules! delete_keyed {
-    () => {
+    ($narrow:expr) => {
         concat!(
             "DELETE FROM traffic_events AS t WHERE changes() = 1 AND t.event_date = ?2",
             // The date byte for byte, whatever collation the table gives the column (`RTRIM`
             // would find '2026-11-20 ' equal): the line holds the date the statement names.
             " AND CAST(t.event_date AS BLOB) = CAST(?2 AS BLOB)",
-            " AND t.id BETWEEN ?3 AND ?4 AND CASE WHEN ",
+            " AND t.id BETWEEN ?3 AND ?4",
+            $narrow,
+            " AND CASE WHEN ",
             keyed_row!(),
             " THEN ",
             same_keyed!()
@@ -833,14 +835,14 @@ macro_rules! delete_keyed {
 /// One read per row: the date's index is walked over the id range once and each row is deleted
 /// where it stands (no subquery, so SQLite deletes in one pass), its line found by a JSON path
 /// and not by a join. A row whose id the path cannot spell, or that no line names, stays.
-pub const DELETE_KEYED: &str = concat!(delete_keyed!(), " ELSE 0 END");
+pub const DELETE_KEYED: &str = concat!(delete_keyed!(""), " ELSE 0 END");
 
 /// [`DELETE_KEYED`] for lines with a REAL in a column other than the REAL one: their rows
 /// must also read back from their text exactly ([`reads_back_t`]). Apart, so that the
 /// statement every other line takes carries no check it never needs: a line without such a
 /// REAL cannot equal a row with one (a REAL is written with a point or an exponent).
 pub const DELETE_KEYED_REALS: &str = concat!(
-    delete_keyed!(),
+    delete_keyed!(""),
     " AND ",
     columns!(keyed, reads_back_t, " AND "),
     " ELSE 0 END"
@@ -857,21 +859,23 @@ macro_rules! mark_rowid {
     };
 }
 
-/// [`DELETE_BATCH`], with `$nulls` narrowing the NULL-id rows it may take.
+/// [`DELETE_BATCH`], with `$narrow` narrowing the rows it may take.
 macro_rules! delete_batch {
-    ($nulls:expr) => {
+    ($narrow:expr) => {
         concat!(
             "DELETE FROM traffic_events WHERE changes() = 1 AND rowid IN (",
             "SELECT t.rowid FROM ",
             batch_lines!("?3", ""),
-            " AS l JOIN traffic_events AS t ON t.id = l.id WHERE ",
+            " AS l JOIN traffic_events AS t ON t.id = l.id",
+            $narrow,
+            " WHERE ",
             same_row_exact!(),
             " UNION ALL SELECT p.rid FROM (SELECT t.rowid AS rid, l.k AS k,",
             " row_number() OVER (PARTITION BY l.kv, l.r, l.k ORDER BY t.rowid) - 1 AS n",
             " FROM ",
             batch_lines!("?3", ", row_number() OVER (PARTITION BY value ORDER BY key) - 1 AS k"),
             " AS l JOIN traffic_events AS t ON t.event_date = ?2 AND t.id IS NULL",
-            $nulls,
+            $narrow,
             " AND ",
             same_row_exact!(),
             " WHERE l.id IS NULL) AS p WHERE p.n = p.k)"
@@ -900,17 +904,37 @@ macro_rules! end_rowid {
     };
 }
 
-/// [`DELETE_BATCH`] for a release: a NULL-id row goes only if its rowid is past the restore's
-/// mark `?4` ([`ROWID_MARK`]) and not past its end mark ([`ROWID_END`]), i.e. the restore
-/// inserted it (or the app wrote it while the restore ran). A NULL-id row equal to an archived
-/// line may be one the app wrote after the cleaning or during the hold, which no archive
-/// holds; only the restore's own copies are the archive's. Without the mark, none goes.
-pub const DELETE_BATCH_RESTORED: &str = delete_batch!(concat!(
-    " AND t.rowid > ",
-    mark_rowid!("?4"),
-    " AND t.rowid <= ",
-    end_rowid!("?4")
-));
+/// A release's narrowing: a row goes only if its rowid is past the restore's mark `$pass`
+/// ([`ROWID_MARK`]) and not past its end mark ([`ROWID_END`]), i.e. the restore inserted it (or
+/// the app wrote it while the restore ran). A row equal to an archived line may be one the
+/// restore found in D1 (a row still pending, which may be the newest version of the row while
+/// a newer generation holds an older one) or one the app wrote after the cleaning or during
+/// the hold; neither is the restore's to take back, and both stay (found by a review). Without
+/// the mark (a restore from before it), none goes.
+macro_rules! restored_only {
+    ($pass:literal) => {
+        concat!(
+            " AND t.rowid > ",
+            mark_rowid!($pass),
+            " AND t.rowid <= ",
+            end_rowid!($pass)
+        )
+    };
+}
+
+/// [`DELETE_BATCH`] for a release: only rows the restore inserted ([`restored_only`], `?4`).
+pub const DELETE_BATCH_RESTORED: &str = delete_batch!(restored_only!("?4"));
+
+/// [`DELETE_KEYED`] for a release: only rows the restore inserted ([`restored_only`], `?8`).
+pub const DELETE_KEYED_RESTORED: &str = concat!(delete_keyed!(restored_only!("?8")), " ELSE 0 END");
+
+/// [`DELETE_KEYED_REALS`] for a release ([`DELETE_KEYED_RESTORED`]).
+pub const DELETE_KEYED_REALS_RESTORED: &str = concat!(
+    delete_keyed!(restored_only!("?8")),
+    " AND ",
+    columns!(keyed, reads_back_t, " AND "),
+    " ELSE 0 END"
+);
 
 /// After a restore batch's changes, on its first run only (`changes()` of the ledger's close
 /// is 1 then): the restore's end mark `?1` for date `?2` at `?3` becomes the largest rowid of
@@ -991,18 +1015,23 @@ impl BatchId<'_> {
 /// otherwise it stays in D1, exact (and pending). With no line, the batch still runs (and
 /// closes its ledger row) with an empty delete.
 ///
-/// `mark`: for a release, the restore's rowid mark ([`DELETE_BATCH_RESTORED`]).
+/// `mark`: for a release, the restore's rowid mark: only rows the restore inserted go
+/// ([`restored_only`]).
 pub fn delete_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mark: Option<&str>) -> Vec<Statement> {
     let (keyed, others) = split_keyed(lines, date);
     let (reals, plain): (Vec<_>, Vec<_>) = keyed.into_iter().partition(|k| k.values.iter().any(|v| is_real(v)));
+    let (sql_plain, sql_reals) = match mark {
+        None => (DELETE_KEYED, DELETE_KEYED_REALS),
+        Some(_) => (DELETE_KEYED_RESTORED, DELETE_KEYED_REALS_RESTORED),
+    };
     let mut deletes: Vec<Statement> = plain
         .chunks(KEYED_LINES)
-        .map(|c| keyed_statement(DELETE_KEYED, c, date))
-        .chain(
-            reals
-                .chunks(KEYED_LINES)
-                .map(|c| keyed_statement(DELETE_KEYED_REALS, c, date)),
-        )
+        .map(|c| keyed_statement(sql_plain, c, date))
+        .chain(reals.chunks(KEYED_LINES).map(|c| keyed_statement(sql_reals, c, date)))
+        .map(|mut st| {
+            st.params.extend(mark.map(|m| Param::Text(m.into())));
+            st
+        })
         .collect();
     if !others.is_empty() || deletes.is_empty() {
         let [narrow, wide] = lines_params(&others);
@@ -1935,10 +1964,12 @@ mod tests {
                 LEDGER_ROWS
             ]
         );
-        // A release takes NULL-id rows only past the restore's mark.
+        // A release takes only rows past the restore's mark, keyed or not.
         let release = delete_batch(&text, "2026-11-20", &id, 9, Some("m"));
         assert_eq!(release[5].sql, DELETE_BATCH_RESTORED);
         assert_eq!(release[5].params[3], Param::Text("m".into()));
+        assert_eq!(release[1].sql, DELETE_KEYED_RESTORED);
+        assert_eq!(release[1].params[7], Param::Text("m".into()));
         let first = &delete_batch(&text, "2026-11-20", &id, 9, None)[1];
         assert_eq!(
             first.params[2..4],
