@@ -236,6 +236,7 @@ fn pass(purpose: Purpose) -> Pass {
         piece: 0,
         id: 1,
         batch_bytes: 1000,
+        wide_twice: true,
         rows: 0,
         restored_by: None,
     }
@@ -248,6 +249,7 @@ fn restore() -> Restore {
         piece: 0,
         id: 1,
         batch_bytes: 1000,
+        wide_twice: true,
         hold_until_ms: NOW + 10,
         counts: RestoreCounts::default(),
     }

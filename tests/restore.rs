@@ -433,3 +433,52 @@ fn a_release_does_not_finish_a_cleaning_the_operator_stopped() {
     assert_eq!(w.status().phase, "cleaned");
     assert_eq!(rows_of(w.sql(), DATE), before, "D1 after the restore and its release");
 }
+
+/// Lines with characters past U+00FF cross D1 as the hex of their UTF-8, twice their bytes; a
+/// batch counts them twice, so no statement binds a string over D1's 2 MB. Before, a CJK site's
+/// day (here 6,000 rows of ~300 bytes, and 600 of ~5 KB whose 256-line keyed groups made
+/// 2.6 MB of hex) was archived, but its restore (and the cleaning of the long lines) failed on
+/// every attempt (a review's finding).
+#[test]
+fn wide_lines_in_full_batches_are_cleaned_restored_and_released() {
+    let cfg = Config {
+        clean_batch_bytes: 1_500_000,
+        piece_bytes: 4 * 1024 * 1024,
+        step_rows: 200_000,
+        clean_step_rows: 200_000,
+        ..small_config()
+    };
+    let insert = |w: &World, i: i64, path: String| {
+        w.sql()
+            .execute(
+                "INSERT INTO traffic_events (id, path, method, client_ip_hash, user_agent, timestamp, event_date) \
+                 VALUES (?1, ?2, 'GET', 'h', 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)', ?3, ?4)",
+                rusqlite::params![format!("{i:08}"), path, 1_795_132_800_000 + i, DATE],
+            )
+            .unwrap();
+    };
+    for (rows, path) in [
+        (6_000, format!("/検索/{}", "東京".repeat(40))),
+        (600, format!("/検索?q={}", "a".repeat(5_000))),
+    ] {
+        let w = World::new(cfg.clone());
+        (0..rows).for_each(|i| insert(&w, i, path.clone()));
+        let before = rows_of(w.sql(), DATE);
+        w.run();
+        let st = w.status();
+        assert_eq!(
+            (st.phase.as_str(), count_date(w.sql(), DATE)),
+            ("cleaned", 0),
+            "{:?}",
+            st.last_error
+        );
+        w.command(RESTORE).unwrap();
+        w.drive_until("restored");
+        let st = w.status();
+        assert_eq!(st.phase, "restored", "{:?}", st.last_error);
+        assert_eq!(rows_of(w.sql(), DATE), before);
+        w.command(Command::Release).unwrap();
+        w.drive(|_, _| {});
+        assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
+    }
+}

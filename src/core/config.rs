@@ -195,7 +195,7 @@ config! {
     step_rows: u64 = "STEP_ROWS", "200000", int(1, 10_000_000, "1..=10000000"), "rows per export step (one alarm)";
     step_bytes: u64 = "STEP_BYTES", "67108864", int(65_536, 1 << 30, "64 KiB ..= 1 GiB"), "uncompressed bytes per export or verification step";
     piece_bytes: u64 = "PIECE_BYTES", "4194304", int(65_536, PIECE_MAX_RAW, "64 KiB ..= 4 MiB"), "uncompressed bytes per piece of the seek index (a piece also ends at 1 MiB compressed)";
-    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1500000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"), "archived lines per DELETE or INSERT statement, in bytes of JSON";
+    clean_batch_bytes: u64 = "CLEAN_BATCH_BYTES", "1500000", int(4_096, D1_MAX_STRING * 3 / 4, "4 KB ..= 1.5 MB (D1 takes 2 MB per string)"), "archived lines per DELETE or INSERT statement, in bytes of JSON (a line with a character past U+00FF counts twice: it crosses D1 as hex)";
     clean_step_rows: u64 = "CLEAN_STEP_ROWS", "200000", int(1, 50_000_000, "1..=50000000"), "rows deleted or restored per step";
     max_attempts: u32 = "MAX_ATTEMPTS", "6", int(1, 100, "1..=100"), "consecutive failures of a step (or export restarts) before the date is failed";
     backoff_base_ms: u64 = "BACKOFF_BASE_MS", "2000", int(1, 3_600_000, "1 ms ..= 1 h"), "first retry delay; it doubles per attempt";

@@ -1295,7 +1295,12 @@ pub fn lines_params(lines: &[&str]) -> [Param; 2] {
 /// Whether `s` holds no character past U+00FF, so that V8 keeps it one byte per character: in
 /// UTF-8, no byte from 0xC4 up (0xC2 and 0xC3 lead U+0080 ..= U+00FF).
 fn is_narrow(s: &str) -> bool {
-    s.bytes().all(|b| b < 0xC4)
+    is_narrow_bytes(s.as_bytes())
+}
+
+/// [`is_narrow`] of UTF-8 bytes.
+pub fn is_narrow_bytes(s: &[u8]) -> bool {
+    s.iter().all(|b| *b < 0xC4)
 }
 
 /// Lines as one JSON array.

@@ -280,6 +280,11 @@ pub struct Pass {
     pub id: u32,
     /// Batch size in JSON bytes, fixed for the pass (batch ids must mean the same lines).
     pub batch_bytes: u64,
+    /// A line with a character past U+00FF counts twice toward `batch_bytes`: it crosses D1 as
+    /// the hex of its UTF-8, and D1 takes 2 MB per string. `false` in a pass saved before
+    /// (fixed for the pass, like `batch_bytes`).
+    #[serde(default)]
+    pub wide_twice: bool,
     /// Rows deleted by this pass so far.
     pub rows: u64,
     /// For a release: the restore whose rows it deletes. A NULL-id row goes only if that
@@ -298,6 +303,9 @@ pub struct Restore {
     pub piece: usize,
     pub id: u32,
     pub batch_bytes: u64,
+    /// As [`Pass::wide_twice`].
+    #[serde(default)]
+    pub wide_twice: bool,
     /// Unix ms until which the restored rows stay.
     pub hold_until_ms: i64,
     pub counts: RestoreCounts,

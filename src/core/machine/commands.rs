@@ -434,6 +434,7 @@ fn restore(
         piece: 0,
         id: rec.passes,
         batch_bytes: cfg.clean_batch_bytes,
+        wide_twice: true,
         hold_until_ms: hold_until_ms.unwrap_or(now_ms + i64::from(cfg.restore_hold_days) * 86_400_000),
         counts: Default::default(),
     }));

@@ -304,6 +304,7 @@ struct Position {
     piece: usize,
     id: u32,
     batch_bytes: u64,
+    wide_twice: bool,
     purpose: &'static str,
     /// The restore whose rowid mark bounds the NULL-id rows: its own for a restore, the
     /// restored one for a release (0 when unknown: no pass has that id, so no mark and no
@@ -318,6 +319,7 @@ fn pass_position(p: &Pass) -> Position {
         piece: p.piece,
         id: p.id,
         batch_bytes: p.batch_bytes,
+        wide_twice: p.wide_twice,
         purpose: match p.purpose {
             Purpose::Clean => "clean",
             Purpose::Release => "release",
@@ -336,6 +338,7 @@ fn restore_position(r: &Restore) -> Position {
         piece: r.piece,
         id: r.id,
         batch_bytes: r.batch_bytes,
+        wide_twice: r.wide_twice,
         purpose: "restore",
         mark: Some(r.id),
     }
@@ -360,6 +363,7 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config)
         current: at.current,
         piece: at.piece,
         batch_bytes: at.batch_bytes,
+        wide_twice: at.wide_twice,
         budget_rows: cfg.clean_step_rows,
         now_ms,
         rowid_mark: at.mark.map(|id| crate::core::sql::rowid_mark(&rec.date, id)),
@@ -391,6 +395,7 @@ pub(super) fn start_pass(
         piece: 0,
         id: rec.passes,
         batch_bytes: cfg.clean_batch_bytes,
+        wide_twice: true,
         rows: 0,
         restored_by,
     }));

@@ -377,6 +377,7 @@ pub struct PassJob {
     current: usize,
     piece: usize,
     batch_bytes: usize,
+    wide_twice: bool,
     budget_rows: u64,
     now_ms: i64,
     rowid_mark: Option<String>,
@@ -418,6 +419,8 @@ pub struct PassStart {
     pub current: usize,
     pub piece: usize,
     pub batch_bytes: u64,
+    /// See [`crate::core::state::Pass::wide_twice`].
+    pub wide_twice: bool,
     pub budget_rows: u64,
     pub now_ms: i64,
     /// The restore's rowid mark ([`sql::rowid_mark`]): a restore writes it, a release deletes
@@ -439,6 +442,7 @@ impl PassJob {
             current: at.current,
             piece: at.piece,
             batch_bytes: at.batch_bytes as usize,
+            wide_twice: at.wide_twice,
             budget_rows: at.budget_rows,
             now_ms: at.now_ms,
             rowid_mark: at.rowid_mark,
@@ -510,7 +514,7 @@ impl PassJob {
                 })
             }
             PassStage::Batches { k, from, .. } => {
-                let to = batch_end(&self.buf, from, self.batch_bytes);
+                let to = batch_end(&self.buf, from, self.batch_bytes, self.wide_twice);
                 self.stage = PassStage::Batches { k, from, to };
                 Poll::Io(Io::Batch(self.statements(k, from, to)))
             }
@@ -746,12 +750,19 @@ impl PassJob {
 
 /// The end of the batch that starts at `from`: whole lines, at most `max` bytes as a JSON array
 /// (at least one line).
-fn batch_end(buf: &[u8], from: usize, max: usize) -> usize {
-    let mut end = from;
-    // The array adds a bracket per batch and a comma per line; a newline becomes the comma.
+fn batch_end(buf: &[u8], from: usize, max: usize, wide_twice: bool) -> usize {
+    let (mut end, mut size) = (from, 1);
+    // The array adds a bracket per batch and a comma per line; a newline becomes the comma. A
+    // wide line crosses as hex: twice its bytes.
     while end < buf.len() {
         let next = memchr::memchr(b'\n', &buf[end..]).map_or(buf.len(), |i| end + i + 1);
-        if end > from && next - from + 1 > max {
+        let line = &buf[end..next];
+        size += if wide_twice && !sql::is_narrow_bytes(line) {
+            2 * line.len()
+        } else {
+            line.len()
+        };
+        if end > from && size > max {
             break;
         }
         end = next;
@@ -766,8 +777,12 @@ mod tests {
     #[test]
     fn batches_are_whole_lines_under_the_byte_cap() {
         let buf = b"{\"a\":1}\n{\"a\":22}\n{\"a\":333}\n";
-        assert_eq!(batch_end(buf, 0, 1000), buf.len());
-        assert_eq!(batch_end(buf, 0, 18), 17);
-        assert_eq!(batch_end(buf, 0, 1), 8, "one line at least");
+        assert_eq!(batch_end(buf, 0, 1000, true), buf.len());
+        assert_eq!(batch_end(buf, 0, 18, true), 17);
+        assert_eq!(batch_end(buf, 0, 1, true), 8, "one line at least");
+        // A wide line counts twice (it crosses D1 as hex); a pass saved before counts it once.
+        let wide = "{\"a\":\"東\"}\n{\"a\":1}\n".as_bytes();
+        assert_eq!(batch_end(wide, 0, 24, true), 12);
+        assert_eq!(batch_end(wide, 0, 24, false), wide.len());
     }
 }
