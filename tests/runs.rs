@@ -8,6 +8,7 @@ use common::*;
 use d1_archiver::core::config::Config;
 use d1_archiver::core::machine::Command;
 use d1_archiver::core::sql::{page_rows, Param, Statement};
+use d1_archiver::ports::faulty::{Rule, Service};
 use d1_archiver::ports::{Durable, PortError};
 
 fn now_s(w: &World) -> i64 {
@@ -941,4 +942,35 @@ fn an_export_started_over_that_finds_no_row_leaves_nothing_behind() {
         0,
         "no object, index or file is left in R2"
     );
+}
+
+/// A command whose save won answers with what it saved, even if a follow-up save (its metadata
+/// written, its garbage removed) fails: before, a trigger answered 503 "retry the call" while
+/// the date was already `exporting`, and the shell, seeing an error, armed no alarm (a
+/// review's finding). Now it answers, its record stays stale with an alarm due, and that alarm
+/// writes the metadata and carries on.
+#[test]
+fn a_command_whose_follow_up_save_fails_still_answers_what_it_saved() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 200, 3, w.host.now.get() / 1000);
+    // A trigger's storage calls: the load, the save, the save after its metadata write.
+    w.faults.add(Rule::Fail {
+        service: Some(Service::Storage),
+        from: 3,
+        count: 1,
+    });
+    let report = w.command(Command::Trigger).expect("the trigger was saved: it answers");
+    assert_eq!(report.status.phase, "exporting");
+    let rec = w.record();
+    assert!(
+        rec.metadata_stale,
+        "saved as stale until its metadata is saved as written"
+    );
+    assert!(
+        report.wake_at_ms.is_some() && report.wake_at_ms == rec.wake_at_ms,
+        "{report:?}"
+    );
+    w.drive(|_, _| {});
+    assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
+    assert!(!w.record().metadata_stale);
 }

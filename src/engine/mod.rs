@@ -31,7 +31,8 @@ pub struct Ports<'a, D, O, S, H> {
     pub host: &'a H,
 }
 
-/// Why the engine could not finish a call. The saved record is unchanged in every case.
+/// Why the engine could not finish a call. The saved record is unchanged in every case: once a
+/// call's save won, it answers with what it saved (see `kept`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineError {
     /// Durable storage could not be read or written; the alarm (or the caller) should retry.
@@ -175,44 +176,57 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
             self.store.recycle(buffer);
         }
         self.host.log(&log.line());
-        record = self.write_metadata(record, metadata, cfg).await?;
+        record = self.write_metadata(record, metadata, cfg).await;
         if !record.garbage.is_empty() {
-            record = self.collect(record, cfg).await?;
+            record = self.collect(record, cfg).await;
         }
         Ok(Some(record))
     }
 
     /// Writes the metadata of the just-saved `record`, then saves it as written (or, if the
     /// write failed, as stale with the error; its alarm comes back for it).
-    async fn write_metadata(&self, record: Record, metadata: Effect, cfg: &Config) -> Result<Record, EngineError> {
+    async fn write_metadata(&self, record: Record, metadata: Effect, cfg: &Config) -> Record {
         let now = self.host.now_ms();
         let next = match self.perform(metadata.io()).await {
             Ok(_) => handle_metadata_written(record.clone(), now, cfg),
             Err(e) => handle_metadata_failure(record.clone(), e.to_string(), now, cfg).record,
         };
-        // A command that saved in between wrote its own metadata: keep its record.
+        // A command that saved in between wrote its own metadata: keep its record. Any other
+        // failure leaves the record as saved, stale: its alarm writes the metadata again.
         match self.resave(next).await {
-            Ok(saved) => Ok(saved),
-            Err(EngineError::Storage { source, .. }) if source.kind == FailureKind::Conflict => Ok(record),
-            Err(e) => Err(e),
+            Ok(saved) => saved,
+            Err(EngineError::Storage { source, .. }) if source.kind == FailureKind::Conflict => record,
+            Err(e) => self.kept(record, "metadata-saved", e),
         }
+    }
+
+    /// After a save that won: `e` failed a follow-up (saving the metadata as written, removing
+    /// garbage), which the saved record's alarm does again. The call still did what it was
+    /// asked, so it answers with the record as saved (and the shell arms its alarm), not with
+    /// an error that says nothing changed (a review's finding).
+    fn kept(&self, saved: Record, action: &'static str, e: EngineError) -> Record {
+        let mut log = StepLog::new(&saved, action, saved.phase.name(), self.host.now_ms());
+        log.error = Some(format!("{e}; the next alarm does it again"));
+        self.host.log(&log.line());
+        saved
     }
 
     /// Removes the record's garbage from R2 and saves the record without it. If a removal
     /// fails, the record keeps it and its alarm comes back for it.
-    async fn collect(&self, record: Record, cfg: &Config) -> Result<Record, EngineError> {
+    async fn collect(&self, record: Record, cfg: &Config) -> Record {
         let started = self.host.now_ms();
         let Alarm::Run(step @ Step::Collect { .. }) = handle_alarm(&record, Vec::new(), started, cfg, false) else {
-            return Ok(record);
+            return record;
         };
         let (outcome, report) = self.drive(step, started).await;
         if !matches!(outcome, Outcome::Collected) {
-            return Ok(record);
+            return record;
         }
         let t = handle_outcome(record.clone(), outcome, report, cfg);
-        match Box::pin(self.commit(t, record.revision, cfg)).await? {
-            Some(saved) => Ok(saved),
-            None => Ok(record),
+        match Box::pin(self.commit(t, record.revision, cfg)).await {
+            Ok(Some(saved)) => saved,
+            Ok(None) => record,
+            Err(e) => self.kept(record, "garbage-saved", e),
         }
     }
 
