@@ -126,6 +126,8 @@ pub struct HealthInputs {
     pub overdue: Vec<String>,
     /// `overdue` stopped at that limit: more may follow.
     pub overdue_cut: bool,
+    /// `event_date` values met on the way that are no `YYYY-MM-DD` date (a few).
+    pub not_dates: Vec<String>,
     /// Where the dates `archive_metadata` knows stand.
     pub states: Vec<DateState>,
     pub last_cron_ms: Option<i64>,
@@ -137,6 +139,9 @@ pub const OVERDUE_SHOWN: usize = 10;
 
 /// How many overdue dates beyond those `archive_metadata` knows health reads to count them.
 pub const OVERDUE_READ: usize = 1_000;
+
+/// How many `event_date` values that are no date health names.
+pub const NOT_DATES_SHOWN: usize = 3;
 
 /// The newest date whose rows should be gone from D1 by now: archivable for more than a day.
 pub fn last_overdue(today: Day, cfg: &Config) -> Day {
@@ -200,6 +205,14 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     }
     let [notices, overdue_reasons] = named;
     reasons.extend(overdue_reasons);
+    if !inputs.not_dates.is_empty() {
+        let values: Vec<String> = inputs.not_dates.iter().map(|v| format!("{v:?}")).collect();
+        reasons.push(format!(
+            "D1 holds rows whose event_date is no YYYY-MM-DD date ({}{}): no date's archive takes them, so they stay in D1; fix what the app writes, then correct or delete those rows (SELECT event_date, count(*) FROM traffic_events WHERE length(event_date) <> 10 OR event_date NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' GROUP BY 1)",
+            values.join(", "),
+            if values.len() == NOT_DATES_SHOWN { ", …" } else { "" }
+        ));
+    }
     let since = inputs.last_cron_ms.or(inputs.first_seen_ms).unwrap_or(now_ms);
     if now_ms - since > 2 * 86_400_000 {
         reasons.push(match inputs.last_cron_ms {
@@ -432,6 +445,7 @@ mod tests {
             last_cron_ms: Some(now - 3 * 86_400_000),
             first_seen_ms: None,
             overdue_cut: false,
+            not_dates: Vec::new(),
         };
         let h = health(
             &inputs,
@@ -484,6 +498,19 @@ mod tests {
         };
         let h = health(&cut, now, &cfg);
         assert!(h.reasons[OVERDUE_SHOWN].starts_with("and at least 2 more"), "{h:?}");
+        // Rows under an event_date that is no date are named: no archive takes them.
+        let odd = HealthInputs {
+            not_dates: vec!["2026-11-01T05:00:00Z".into(), "bogus\"".into()],
+            ..HealthInputs::default()
+        };
+        let h = health(&odd, now, &cfg);
+        assert!(!h.ok, "{h:?}");
+        assert!(
+            h.reasons
+                .iter()
+                .any(|r| r.contains(r#"("2026-11-01T05:00:00Z", "bogus\"")"#)),
+            "{h:?}"
+        );
     }
 
     #[test]
@@ -513,6 +540,7 @@ mod tests {
             last_cron_ms: Some(now),
             first_seen_ms: None,
             overdue_cut: false,
+            not_dates: Vec::new(),
         };
         let h = health(&inputs, now, &cfg);
         let has = |list: &[String], date: &str, words: &str| list.iter().any(|t| t.contains(date) && t.contains(words));

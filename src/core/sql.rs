@@ -1544,15 +1544,36 @@ pub fn sync_metadata(
 // ---------------------------------------------------------------------------------------------
 // The fleet of dates: due dates, states, the cron's heartbeat, health
 
-/// The dates after `?1` and no later than `?2` that have rows, oldest first, at most `?3`: one
-/// statement, one index seek per date (a loose index scan: each row of the recursion asks the
-/// index for the least date past the one before), so a backlog of many dates costs the cron,
-/// health and the listing one D1 query, not one a date.
-pub const NEXT_DATES: &str = "WITH RECURSIVE next(d, n) AS (\
-SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ?1 AND event_date <= ?2), 1 \
-UNION ALL SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > next.d AND event_date <= ?2), n + 1 \
-FROM next WHERE next.d IS NOT NULL AND n < ?3) \
-SELECT d FROM next WHERE d IS NOT NULL ORDER BY d";
+/// Where the scan of `event_date` values goes on after value `$v` (see [`NEXT_DATES`]).
+macro_rules! past_value {
+    ($v:literal) => {
+        concat!(
+            "(CASE WHEN length(",
+            $v,
+            ") > 10 THEN substr(",
+            $v,
+            ", 1, 10) || char(1114111) ELSE ",
+            $v,
+            " END)"
+        )
+    };
+}
+
+/// The `event_date` values after `?1` and no later than `?2` that have rows, oldest first, at
+/// most `?3`: one statement, one index seek per value (a loose index scan: each row of the
+/// recursion asks the index for the least value past the one before), so a backlog of many
+/// dates costs the cron, health and the listing one D1 query, not one a date. A value longer
+/// than a date is no date, nor is any value that starts with its first ten characters and goes
+/// on (the date itself, if any, sorts before them): the scan jumps past them all, so an app
+/// that writes timestamps into `event_date` costs one seek a day, not one a row.
+pub const NEXT_DATES: &str = concat!(
+    "WITH RECURSIVE next(d, n) AS (SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
+    past_value!("?1"),
+    " AND event_date <= ?2), 1 UNION ALL SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
+    past_value!("next.d"),
+    " AND event_date <= ?2), n + 1 FROM next WHERE next.d IS NOT NULL AND n < ?3) ",
+    "SELECT d FROM next WHERE d IS NOT NULL ORDER BY d"
+);
 
 /// Dates with rows after `after` and up to `last`, at most `limit` (see [`NEXT_DATES`]).
 pub fn next_dates(after: &str, last: &str, limit: u32) -> Statement {

@@ -17,13 +17,28 @@ fn bad(e: sql::BadResult) -> PortError {
     PortError::transient("d1", e.to_string())
 }
 
-/// Dates up to `last` that still have rows in D1, oldest first, at most `limit`: one D1 query
-/// for every [`DATES_A_QUERY`] dates read.
+/// Dates up to `last` that still have rows in D1, oldest first, at most `limit`.
 pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<Vec<String>, PortError> {
-    let mut dates = Vec::new();
+    Ok(scan_dates(db, last, limit).await?.dates)
+}
+
+/// The `event_date` values up to some day that have rows, oldest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DateScan {
+    /// The dates.
+    pub dates: Vec<String>,
+    /// Values that are no `YYYY-MM-DD` date (the first [`policy::NOT_DATES_SHOWN`]): their rows
+    /// are archived under no date.
+    pub not_dates: Vec<String>,
+}
+
+/// Dates up to `last` that have rows, at most `limit`, and the values met that are no date:
+/// one D1 query for every [`DATES_A_QUERY`] values read ([`sql::NEXT_DATES`]).
+pub async fn scan_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<DateScan, PortError> {
+    let mut scan = DateScan::default();
     let mut after = String::new();
-    while dates.len() < limit {
-        let ask = (limit - dates.len()).min(DATES_A_QUERY);
+    while scan.dates.len() < limit {
+        let ask = (limit - scan.dates.len()).min(DATES_A_QUERY);
         let rs = db.run(&sql::next_dates(&after, &last.to_string(), ask as u32)).await?;
         let read: Vec<(String,)> = decode_rows("next_dates", &rs).map_err(bad)?;
         let Some((newest,)) = read.last() else {
@@ -31,13 +46,18 @@ pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<V
         };
         after.clone_from(newest);
         let more = read.len() == ask;
-        // Rows with a malformed event_date cannot be archived by date; skip them.
-        dates.extend(read.into_iter().map(|(d,)| d).filter(|d| Day::parse_any(d).is_ok()));
+        for (value,) in read {
+            if Day::parse_any(&value).is_ok() {
+                scan.dates.push(value);
+            } else if scan.not_dates.len() < policy::NOT_DATES_SHOWN {
+                scan.not_dates.push(value);
+            }
+        }
         if !more {
             break;
         }
     }
-    Ok(dates)
+    Ok(scan)
 }
 
 /// How many dates one query of [`due_dates`] reads at most.
@@ -87,7 +107,10 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
     let states = date_states(db).await?;
     let limit = states.len() + policy::OVERDUE_READ;
-    let overdue = due_dates(db, last, limit).await?;
+    let DateScan {
+        dates: overdue,
+        not_dates,
+    } = scan_dates(db, last, limit).await?;
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
@@ -95,6 +118,7 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
         failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
         overdue_cut: overdue.len() == limit,
         overdue,
+        not_dates,
         states,
         last_cron_ms: at("cron"),
         first_seen_ms: at("first_seen"),

@@ -80,6 +80,21 @@ def test_health_is_503_while_an_old_date_waits_in_d1(worker):
     assert any(DATE in r and "past its due time" in r for r in body["reasons"]), body
 
 
+def test_rows_whose_event_date_is_no_date_are_named_by_health_and_listed_under_no_date(tmp_path):
+    # An app that writes timestamps into event_date: health names them (no archive takes them),
+    # and the scan of due dates passes over them a day at a time (one D1 query, on workerd's D1).
+    w = make_worker(tmp_path, seed={DATE: 50})
+    w.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 299) "
+        "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, event_date) "
+        f"SELECT 'ts-' || i, '/', 'GET', 200, 1.0, 'h', 7, '{DATE}T00:00:' || i FROM n")
+    with running(w):
+        code, body = w.api("GET", "/admin/health")
+        assert code == 503 and any(f'"{DATE}T00:00:0"' in r and "no YYYY-MM-DD date" in r for r in body["reasons"]), body
+        code, body = w.api("GET", "/admin/dates")
+        assert code == 200 and body["pending"] == [DATE], body
+
+
 def test_no_token_configured_is_503_with_instructions(tmp_path):
     w = LocalWorker(tmp_path, token=None)
     w.migrate()
