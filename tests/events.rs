@@ -157,6 +157,23 @@ fn a_damaged_piece_stops_the_read_before_any_of_its_lines() {
     );
 }
 
+/// An object the record lists but R2 no longer has (a reset meanwhile) is missing, not damaged:
+/// `/admin/events` answers 404 for it, as `/admin/archive` does, not 500 "damaged" (a review's
+/// finding).
+#[test]
+fn a_listed_object_gone_from_r2_is_missing_not_damaged() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 500, 4, w.host.now.get() / 1000);
+    w.run();
+    let objects = ArchiveObject::of(&w.record());
+    w.objects().objects.borrow_mut().remove(&objects[0].key);
+    let err = block_on(EventReader::new(&objects, Window::default()).next(&w.r2)).unwrap_err();
+    assert!(
+        matches!(&err, EventsError::Missing { key } if *key == objects[0].key),
+        "{err}"
+    );
+}
+
 /// All of `w`'s lines in `window`, read in pages of `page` lines as the README says: each page
 /// goes on after the last readable id so far (text without U+FFFD; `id_after`) and skips the
 /// lines already had after it (`skip`).

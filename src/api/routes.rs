@@ -141,11 +141,9 @@ pub fn route(req: &Request<'_>, today: Day, now_ms: i64, cfg: &Config) -> Result
             &["date", "force"],
             day().and_then(|d| trigger(d, req, today, cfg)),
         ),
-        "/admin/trigger-cleanup" => (
-            &["POST", "GET"],
-            DATE,
-            day().map(|d| Route::Command(d, Command::Cleanup)),
-        ),
+        // It deletes rows: POST only (a GET that deletes could be repeated or prefetched by
+        // anything on the way; a review's finding). Archiving stays GET too, for runbooks.
+        "/admin/trigger-cleanup" => (&["POST"], DATE, day().map(|d| Route::Command(d, Command::Cleanup))),
         "/admin/reset" => (&["POST"], DATE, day().map(|d| Route::Command(d, Command::Reset))),
         "/admin/release" => (&["POST"], DATE, day().map(|d| Route::Command(d, Command::Release))),
         "/admin/restore" => (
@@ -482,6 +480,10 @@ mod tests {
             Ok(Route::Command(_, Command::Trigger))
         ));
         assert_eq!(err("GET", "/admin/reset?date=2026-11-20"), ErrorKind::MethodNotAllowed);
+        assert_eq!(
+            err("GET", "/admin/trigger-cleanup?date=2026-11-20"),
+            ErrorKind::MethodNotAllowed
+        );
         assert_eq!(
             err("GET", "/admin/archive?date=2026-11-20&generation=0"),
             ErrorKind::BadParameter

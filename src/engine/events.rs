@@ -96,9 +96,13 @@ impl Window {
 pub enum EventsError {
     #[error("{0}")]
     Port(PortError),
-    /// A piece is missing or does not match the index: nothing of it was sent.
+    /// A piece does not match the index: nothing of it was sent.
     #[error("piece {piece} of {key} could not be read back as indexed ({detail}); the lines sent so far are complete and checked, the rest is not sent. If the date was reset or archived again meanwhile, read it again")]
     Damaged { key: String, piece: usize, detail: String },
+    /// The object the record lists is not in R2 (removed by a reset meanwhile, or from
+    /// outside): nothing of it was sent.
+    #[error("{key} is not in R2; the lines sent so far are complete and checked, the rest is not sent. If the date was reset or archived again meanwhile, read it again")]
+    Missing { key: String },
 }
 
 /// The most piece buffers a read may hold at once, all generations together: a Worker has 128
@@ -243,7 +247,7 @@ impl Cursor {
             .get_range(&self.key, p.offset, p.len)
             .await
             .map_err(EventsError::Port)?
-            .ok_or_else(|| damaged("the object is missing".into()))?;
+            .ok_or_else(|| EventsError::Missing { key: self.key.clone() })?;
         if bytes.len() as u64 != p.len {
             return Err(damaged(format!("{} bytes, the index says {}", bytes.len(), p.len)));
         }

@@ -254,6 +254,8 @@ async fn events(env: &Env, q: EventsQuery) -> Result<Response, ApiError> {
             ErrorKind::CorruptState,
             format!("piece {piece} of {key} could not be read back as indexed ({detail}); no line was sent. If the date was reset or archived again meanwhile, read it again; else the archive is damaged: GET /admin/archive-status?date={date} lists the date's archives"),
         ),
+        // As `/admin/archive` answers for an object that is not there.
+        EventsError::Missing { key } => no_archive(q.day, format!("{key} is not in R2 (no line was sent); if the date was reset or archived again meanwhile, read it again")),
     })?;
     let body = lines_body(first, reader, r2, date);
     let read: Vec<String> = chosen.iter().map(|o| o.generation.to_string()).collect();

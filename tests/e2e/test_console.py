@@ -3,6 +3,7 @@ real Worker on local workerd: a wrong token refused, log in, archive and clean a
 to cleaned, trigger and reset a date, see a failed date's advice, a date inside retention
 archived only when asked twice, a phone-width screen."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -99,6 +100,14 @@ def test_download_a_generation(page, worker):
     assert d.value.suggested_filename.endswith(".jsonl.gz")
 
 
+def test_a_refused_download_shows_the_apis_message(page):
+    # As a stale page would ask for a generation the date no longer has.
+    page.evaluate(f"download('{DONE}', 9, 'x/0009.jsonl.gz')")
+    page.wait_for_selector("#toast:has-text('download failed')")
+    text = page.locator("#toast").inner_text()
+    assert "generation 9" in text and "HTTP" not in text, text
+
+
 def test_restore_and_release_a_date(page, worker):
     act(page, DONE, "restore")
     page.wait_for_selector(f'tr[data-date="{DONE}"][data-phase="restored"]')
@@ -163,3 +172,19 @@ def test_phone_width(page):
     page.wait_for_selector(f'tr[data-date="{DONE}"]')
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
     assert row(page, DONE).locator('button[data-action="trigger"]').is_visible()
+
+
+def test_a_date_whose_status_answers_an_error_says_so(page):
+    # As the object of a date whose saved state this code cannot read answers: the page draws
+    # the date from its metadata, and says what the object answered.
+    message = f"saved state of {DONE} is unreadable (test); deploy a version that reads it"
+    page.route(f"**/admin/archive-status?date={DONE}",
+               lambda route: route.fulfill(status=500, content_type="application/json",
+                                           body=json.dumps({"error": "corrupt_state", "message": message})))
+    try:
+        page.reload()
+        page.wait_for_selector(f"#toast:has-text('status of {DONE}')")
+        assert "unreadable (test)" in page.locator("#toast").inner_text()
+        assert row(page, DONE).is_visible()
+    finally:
+        page.unroute(f"**/admin/archive-status?date={DONE}")

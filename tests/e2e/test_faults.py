@@ -92,6 +92,9 @@ def test_a_deleted_archive_stops_cleaning_and_nothing_is_deleted(tmp_path):
     with running(w):
         st = w.archive(date, until={"uploaded"})
         w.wrangler("r2", "object", "delete", f"traffic-archive/{st['object_key']}", "--local", "--persist-to", str(w.persist))
+        # Read in place, the object is missing (404, as /admin/archive says), not damaged.
+        code, body = w.api("GET", f"/admin/events?date={date}")
+        assert code == 404 and "is not in R2" in body["message"], (code, body)
         code, body = w.api("POST", f"/admin/trigger-cleanup?date={date}")
         assert code == 202
         st = w.wait_for(date, {"failed"})
