@@ -195,6 +195,8 @@ async fn archive(env: &Env, day: Day, generation: Option<u32>, format: ArchiveFo
         ("content-type", content_type.to_string()),
         ("content-length", found.size().to_string()),
         ("content-disposition", format!("attachment; filename=\"{day}-{file}\"")),
+        // A key is written again when its export starts over: no cache may keep the old bytes.
+        ("cache-control", "no-store".to_string()),
         ("x-archive-key", key.to_string()),
     ] {
         h.set(name, &value).map_err(ApiError::unavailable)?;

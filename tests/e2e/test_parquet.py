@@ -35,7 +35,7 @@ def download(w, files, folder):
         status, headers, body = w.request("GET", f"/admin/archive?date={DATE}&format=parquet&file={f['file']}")
         assert status == 200, body[:300]
         headers = {k.lower(): v for k, v in headers.items()}
-        assert headers["content-type"] == "application/vnd.apache.parquet"
+        assert headers["content-type"] == "application/vnd.apache.parquet" and headers["cache-control"] == "no-store"
         assert headers["x-archive-key"] == f["key"] and len(body) == f["bytes"] == int(headers["content-length"])
         assert body[:4] == body[-4:] == b"PAR1"
         path = folder / f"event_date={DATE}" / f["key"].rsplit("/", 1)[1]
