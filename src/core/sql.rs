@@ -1393,8 +1393,8 @@ pub const RESTORE_BATCH: &str = concat!(
 /// that was there before the restore (conflicts, up to its rowid mark `?4`), those ids as a
 /// JSON array in the archive's order (by id), and how many have it taken by a row from after
 /// the mark (superseded: a newer version, restored from a newer generation, which a restore
-/// walks first). A line with no row at all counts as none (the caller then knows rows went
-/// missing).
+/// walks first; only where `?5` says one was, else a conflict: the app wrote it meanwhile). A
+/// line with no row at all counts as none (the caller then knows rows went missing).
 pub const RESTORE_CHECK: &str = concat!(
     materialised_lines!("?3"),
     " SELECT coalesce(sum(c.st = 0), 0), coalesce(sum(c.st = 1), 0),",
@@ -1402,7 +1402,7 @@ pub const RESTORE_CHECK: &str = concat!(
     // One state per line, each row compared once: 0 equal, 1 conflict, 2 superseded, 3 no row.
     "SELECT l.id AS id, l.idj AS idj, CASE WHEN ",
     same_row!(),
-    " THEN 0 WHEN t.rowid > ",
+    " THEN 0 WHEN ?5 AND t.rowid > ",
     mark_rowid!("?4"),
     " THEN 2 ELSE 1 END AS st FROM l JOIN traffic_events AS t ON t.id = l.id",
     " UNION ALL SELECT l.id, l.idj, CASE WHEN EXISTS (SELECT 1 FROM traffic_events AS t WHERE t.event_date = ?2",
@@ -1415,7 +1415,14 @@ pub const RESTORE_CHECK: &str = concat!(
 /// the ledger's count between them, close it, check every line, read the ledger.
 ///
 /// Before it, the restore's rowid mark `mark` ([`ROWID_MARK`]) is written if the pass has none.
-pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mark: &str) -> Vec<Statement> {
+/// `after_newer`: the restore restored a newer generation before this one ([`RESTORE_CHECK`]).
+pub fn restore_batch(
+    lines: &str,
+    date: &str,
+    id: &BatchId<'_>,
+    now_ms: i64,
+    (mark, after_newer): (&str, bool),
+) -> Vec<Statement> {
     let (keyed, mut others) = split_keyed(lines, date);
     let (keyed, blobs): (Vec<Keyed<'_>>, Vec<Keyed<'_>>) = keyed.into_iter().partition(|k| !k.has_blob());
     others.extend(blobs.iter().map(|k| k.line));
@@ -1433,7 +1440,16 @@ pub fn restore_batch(lines: &str, date: &str, id: &BatchId<'_>, now_ms: i64, mar
         ));
     }
     let [narrow, wide] = lines_params(&lines.split_terminator('\n').collect::<Vec<_>>());
-    let check = Statement::new(RESTORE_CHECK, vec![narrow, date_p(), wide, Param::Text(mark.into())]);
+    let check = Statement::new(
+        RESTORE_CHECK,
+        vec![
+            narrow,
+            date_p(),
+            wide,
+            Param::Text(mark.into()),
+            Param::Int(i64::from(after_newer)),
+        ],
+    );
     let mark_params = || vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)];
     let write_mark = Statement::new(ROWID_MARK, mark_params());
     let write_end = Statement::new(ROWID_END, mark_params());
@@ -1947,7 +1963,7 @@ mod tests {
                 "2026-11-20",
                 &id,
                 9,
-                "m",
+                ("m", false),
             )),
         );
         use LEDGER_ADD as ADD;
@@ -1979,7 +1995,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            sqls(restore_batch(&text, "2026-11-20", &id, 9, "m")),
+            sqls(restore_batch(&text, "2026-11-20", &id, 9, ("m", false))),
             [
                 ROWID_MARK,
                 LEDGER_OPEN,

@@ -538,7 +538,16 @@ impl PassJob {
         let mark = self.rowid_mark.as_deref();
         match self.kind {
             Kind::Delete => sql::delete_batch(&lines, &self.date, &id, self.now_ms, mark),
-            Kind::Restore => sql::restore_batch(&lines, &self.date, &id, self.now_ms, mark.unwrap_or_default()),
+            Kind::Restore => {
+                let after_newer = self.current > 0;
+                sql::restore_batch(
+                    &lines,
+                    &self.date,
+                    &id,
+                    self.now_ms,
+                    (mark.unwrap_or_default(), after_newer),
+                )
+            }
         }
     }
 
