@@ -410,6 +410,83 @@ fn a_backlog_of_many_due_dates_costs_a_few_d1_queries() {
     assert_eq!(due, days);
 }
 
+/// Values no scan may stall on: one that sorts after its own first ten characters and U+10FFFF
+/// (the first cut of the jump landed behind it and read it again for ever), one with a byte
+/// past 0xF4 (JavaScript hands it back as U+FFFD, which sorts before it: the scan went on from
+/// the changed text, also for ever, on the code before too). The scan goes on from each value's
+/// exact bytes; a D1 failing after 20 calls stops a stalled scan instead of hanging the test.
+#[test]
+fn the_scan_of_due_dates_gets_past_every_value() {
+    let w = World::new(small_config());
+    for (id, day) in [
+        ("a", "'2026-11-01'"),
+        ("odd", "'2026-11-02' || char(1114111) || 'x'"),
+        ("ff", "'2026-11-02' || CAST(X'FF' AS TEXT)"),
+        ("b", "'2026-11-03'"),
+    ] {
+        insert_row_with_id(&w, &format!("'{id}'"), "", "'/'");
+        w.sql()
+            .execute(
+                &format!("UPDATE traffic_events SET event_date = {day} WHERE id = '{id}'"),
+                [],
+            )
+            .unwrap();
+    }
+    w.faults.add(Rule::Fail {
+        service: None,
+        from: w.faults.calls() + 20,
+        count: u64::MAX / 2,
+    });
+    let last = d1_archiver::core::date::Day::parse_any("2026-11-10").unwrap();
+    let due = block_on(fleet::due_dates(&w.db, last, 100));
+    assert_eq!(due, Ok(vec!["2026-11-01".to_string(), "2026-11-03".to_string()]));
+}
+
+/// Unix milliseconds and seconds written into `event_date` (a day of them, one a second) are
+/// passed over by the digits no date can start with, not one query a value (43,202 for the
+/// cron's plan before); and health sees values that are no date wherever they sort: after the
+/// dates, before them, and the empty one.
+#[test]
+fn unix_times_in_event_date_cost_a_few_queries_and_health_sees_every_odd_value() {
+    let cfg = small_config();
+    let w = World::new(cfg.clone());
+    seed(w.sql(), "2026-11-01", 1, 1, w.host.now.get() / 1000);
+    w.sql()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 86399) \
+             INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, event_date) \
+             SELECT 'ms-' || i, '/', 'GET', 200, 1.0, 'h', 7, CAST(1795000000000 + i * 1000 AS TEXT) FROM n \
+             UNION ALL SELECT 's-' || i, '/', 'GET', 200, 1.0, 'h', 7, CAST(1795000000 + i AS TEXT) FROM n",
+        )
+        .unwrap();
+    let now = at(10);
+    let before = w.faults.calls();
+    let plan = block_on(fleet::cron_plan(&w.db, &cfg, now, None)).unwrap();
+    let n = w.faults.calls() - before;
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert!(n <= 3, "the cron's plan took {n} D1 queries");
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert!(
+        h.reasons
+            .iter()
+            .any(|r| r.contains(r#"("1795000000", …)"#) || r.contains("\"1795000000\"")),
+        "{h:?}"
+    );
+
+    let w = World::new(cfg.clone());
+    for (n, odd) in ["20261101", "Nov 1 2026", ""].iter().enumerate() {
+        insert_row(&w, &format!("odd-{n}"), odd, "'/x'");
+    }
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert!(
+        !h.ok
+            && h.reasons
+                .iter()
+                .any(|r| r.contains(r#"("", "20261101", "Nov 1 2026")"#)),
+        "{h:?}"
+    );
+}
+
 /// Rows D1 cannot hand back unchanged (text that is not UTF-8) never compare equal with their
 /// lines and stay. Once a generation held nothing but them, an export that finds the same lines
 /// again is dropped and they stay pending, as they were: before, every daily

@@ -126,7 +126,7 @@ pub struct HealthInputs {
     pub overdue: Vec<String>,
     /// `overdue` stopped at that limit: more may follow.
     pub overdue_cut: bool,
-    /// `event_date` values met on the way that are no `YYYY-MM-DD` date (a few).
+    /// `event_date` values that are no `YYYY-MM-DD` date: the first few, and one more if more.
     pub not_dates: Vec<String>,
     /// Where the dates `archive_metadata` knows stand.
     pub states: Vec<DateState>,
@@ -206,11 +206,16 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     let [notices, overdue_reasons] = named;
     reasons.extend(overdue_reasons);
     if !inputs.not_dates.is_empty() {
-        let values: Vec<String> = inputs.not_dates.iter().map(|v| format!("{v:?}")).collect();
+        let values: Vec<String> = inputs
+            .not_dates
+            .iter()
+            .take(NOT_DATES_SHOWN)
+            .map(|v| format!("{v:?}"))
+            .collect();
         reasons.push(format!(
             "D1 holds rows whose event_date is no YYYY-MM-DD date ({}{}): no date's archive takes them, so they stay in D1; fix what the app writes, then correct or delete those rows (SELECT event_date, count(*) FROM traffic_events WHERE length(event_date) <> 10 OR event_date NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' GROUP BY 1)",
             values.join(", "),
-            if values.len() == NOT_DATES_SHOWN { ", …" } else { "" }
+            if inputs.not_dates.len() > NOT_DATES_SHOWN { ", …" } else { "" }
         ));
     }
     let since = inputs.last_cron_ms.or(inputs.first_seen_ms).unwrap_or(now_ms);

@@ -1560,47 +1560,107 @@ pub fn sync_metadata(
 // ---------------------------------------------------------------------------------------------
 // The fleet of dates: due dates, states, the cron's heartbeat, health
 
-/// Where the scan of `event_date` values goes on after value `$v` (see [`NEXT_DATES`]).
+/// One position `$i` of the shape `NNNN-NN-NN` in [`past_value`]: where value `$v` leaves the
+/// shape there, no value that starts with its first `$i` characters is a date, and the scan
+/// goes on past them all (past `$v` at least). Where `$v` ends before `$i`, only past `$v`.
+macro_rules! shape_at {
+    ($v:literal, $i:literal, $bad:literal) => {
+        concat!(
+            " WHEN substr(",
+            $v,
+            ", ",
+            $i,
+            ", 1) ",
+            $bad,
+            " THEN (CASE WHEN length(",
+            $v,
+            ") < ",
+            $i,
+            " THEN ",
+            $v,
+            " ELSE max(",
+            $v,
+            ", substr(",
+            $v,
+            ", 1, ",
+            $i,
+            ") || char(1114111)) END)"
+        )
+    };
+}
+
+/// Where the scan of `event_date` values goes on after value `$v` (see [`NEXT_DATES`]): past
+/// every value that shares the longest start of `$v` no date can begin with, and never before
+/// `$v` itself (U+10FFFF sorts after any other character, and `max` keeps the scan moving
+/// whatever bytes follow).
 macro_rules! past_value {
     ($v:literal) => {
         concat!(
-            "(CASE WHEN length(",
+            "(CASE",
+            shape_at!($v, "1", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "2", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "3", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "4", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "5", "<> '-'"),
+            shape_at!($v, "6", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "7", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "8", "<> '-'"),
+            shape_at!($v, "9", "NOT GLOB '[0-9]'"),
+            shape_at!($v, "10", "NOT GLOB '[0-9]'"),
+            // The shape of a date, and more: no value starting with those ten is a date.
+            " WHEN length(",
             $v,
-            ") > 10 THEN substr(",
+            ") > 10 THEN max(",
             $v,
-            ", 1, 10) || char(1114111) ELSE ",
+            ", substr(",
+            $v,
+            ", 1, 10) || char(1114111))",
+            " ELSE ",
             $v,
             " END)"
         )
     };
 }
 
-/// The `event_date` values after `?1` and no later than `?2` that have rows, oldest first, at
-/// most `?3`: one statement, one index seek per value (a loose index scan: each row of the
-/// recursion asks the index for the least value past the one before), so a backlog of many
-/// dates costs the cron, health and the listing one D1 query, not one a date. A value longer
-/// than a date is no date, nor is any value that starts with its first ten characters and goes
-/// on (the date itself, if any, sorts before them): the scan jumps past them all, so an app
-/// that writes timestamps into `event_date` costs one seek a day, not one a row.
+/// The `event_date` values after `?1` (the hex of its bytes) and no later than `?2` that have
+/// rows, oldest first, at most `?3`, each with the hex of its bytes (JavaScript would hand
+/// invalid UTF-8 back changed; the next query goes on from the exact bytes). One statement,
+/// one index seek per value: a loose index scan, each row of the recursion asking the index
+/// for the least value past the one before, so a backlog of many dates costs the cron, health
+/// and the listing one D1 query, not one a date. A value that is no date is passed over with
+/// every value that shares the start that makes it none ([`past_value`]): timestamps an app
+/// wrote into `event_date` cost a seek a day (ISO) or a day or more (unix seconds or ms), not
+/// one a row.
 pub const NEXT_DATES: &str = concat!(
-    "WITH RECURSIVE next(d, n) AS (SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
-    past_value!("?1"),
-    " AND event_date <= ?2), 1 UNION ALL SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
-    past_value!("next.d"),
-    " AND event_date <= ?2), n + 1 FROM next WHERE next.d IS NOT NULL AND n < ?3) ",
-    "SELECT d FROM next WHERE d IS NOT NULL ORDER BY d"
+    "WITH RECURSIVE next(v, n) AS (SELECT CAST(unhex(?1) AS TEXT), 0 UNION ALL ",
+    "SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
+    past_value!("next.v"),
+    " AND event_date <= ?2), n + 1 FROM next WHERE next.v IS NOT NULL AND n < ?3) ",
+    "SELECT v, hex(v) FROM next WHERE n > 0 AND v IS NOT NULL ORDER BY v"
 );
 
-/// Dates with rows after `after` and up to `last`, at most `limit` (see [`NEXT_DATES`]).
-pub fn next_dates(after: &str, last: &str, limit: u32) -> Statement {
+/// `event_date` values after the bytes `after` and up to `last` (every text value: `None`), at
+/// most `limit` (see [`NEXT_DATES`]).
+pub fn next_dates(after: &[u8], last: Option<&str>, limit: u32) -> Statement {
     Statement::new(
         NEXT_DATES,
         vec![
-            Param::Text(after.into()),
-            Param::Text(last.into()),
+            Param::Text(hex::encode_upper(after)),
+            Param::Text(last.unwrap_or(PAST_EVERY_TEXT).into()),
             Param::Int(i64::from(limit)),
         ],
     )
+}
+
+/// Sorts after every valid UTF-8 text a column may hold.
+const PAST_EVERY_TEXT: &str = "\u{10FFFF}\u{10FFFF}";
+
+/// Whether any row has the empty `event_date` (which [`NEXT_DATES`], scanning past `''`, never
+/// returns).
+pub const EMPTY_EVENT_DATE: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = '')";
+
+pub fn empty_event_date() -> Statement {
+    Statement::new(EMPTY_EVENT_DATE, vec![])
 }
 
 /// Every known date's phase and hold, for the cron's and the listing's decisions.

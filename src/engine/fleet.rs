@@ -19,37 +19,52 @@ fn bad(e: sql::BadResult) -> PortError {
 
 /// Dates up to `last` that still have rows in D1, oldest first, at most `limit`.
 pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<Vec<String>, PortError> {
-    Ok(scan_dates(db, last, limit).await?.dates)
+    Ok(scan_dates(db, Some(last), limit).await?.dates)
 }
 
-/// The `event_date` values up to some day that have rows, oldest first.
+/// The `event_date` values with rows, oldest first.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DateScan {
-    /// The dates.
+    /// The dates, at most the scan's limit.
     pub dates: Vec<String>,
-    /// Values that are no `YYYY-MM-DD` date (the first [`policy::NOT_DATES_SHOWN`]): their rows
-    /// are archived under no date.
+    /// More dates follow those.
+    pub cut: bool,
+    /// Values that are no `YYYY-MM-DD` date (the first [`policy::NOT_DATES_SHOWN`], and one more
+    /// if there are more): their rows are archived under no date.
     pub not_dates: Vec<String>,
 }
 
-/// Dates up to `last` that have rows, at most `limit`, and the values met that are no date:
-/// one D1 query for every [`DATES_A_QUERY`] values read ([`sql::NEXT_DATES`]).
-pub async fn scan_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<DateScan, PortError> {
+/// Dates up to `last` (all: `None`) that have rows, at most `limit`, and the values met that
+/// are no date: one D1 query for every [`DATES_A_QUERY`] values read ([`sql::NEXT_DATES`]).
+pub async fn scan_dates<D: Database>(db: &D, last: Option<Day>, limit: usize) -> Result<DateScan, PortError> {
     let mut scan = DateScan::default();
-    let mut after = String::new();
-    while scan.dates.len() < limit {
-        let ask = (limit - scan.dates.len()).min(DATES_A_QUERY);
-        let rs = db.run(&sql::next_dates(&after, &last.to_string(), ask as u32)).await?;
-        let read: Vec<(String,)> = decode_rows("next_dates", &rs).map_err(bad)?;
-        let Some((newest,)) = read.last() else {
+    let last = last.map(|d| d.to_string());
+    let mut after: Vec<u8> = Vec::new();
+    while scan.dates.len() <= limit {
+        let rs = db
+            .run(&sql::next_dates(&after, last.as_deref(), DATES_A_QUERY as u32))
+            .await?;
+        let read: Vec<(String, String)> = decode_rows("next_dates", &rs).map_err(bad)?;
+        let Some((_, newest)) = read.last() else {
             break;
         };
-        after.clone_from(newest);
-        let more = read.len() == ask;
-        for (value,) in read {
+        let newest = hex::decode(newest).map_err(|e| PortError::transient("d1", format!("next_dates: {e}")))?;
+        // The statement only goes forward; should it ever not, stop rather than ask again.
+        if newest <= after {
+            return Err(PortError::transient(
+                "d1",
+                format!(
+                    "the scan of event_date values did not get past {:?}",
+                    String::from_utf8_lossy(&after)
+                ),
+            ));
+        }
+        after = newest;
+        let more = read.len() == DATES_A_QUERY;
+        for (value, _) in read {
             if Day::parse_any(&value).is_ok() {
                 scan.dates.push(value);
-            } else if scan.not_dates.len() < policy::NOT_DATES_SHOWN {
+            } else if scan.not_dates.len() <= policy::NOT_DATES_SHOWN {
                 scan.not_dates.push(value);
             }
         }
@@ -57,10 +72,12 @@ pub async fn scan_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<
             break;
         }
     }
+    scan.cut = scan.dates.len() > limit;
+    scan.dates.truncate(limit);
     Ok(scan)
 }
 
-/// How many dates one query of [`due_dates`] reads at most.
+/// How many values one query of [`scan_dates`] reads at most.
 pub const DATES_A_QUERY: usize = 500;
 
 /// Every date `archive_metadata` knows, with its phase.
@@ -106,17 +123,22 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
         decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
     let states = date_states(db).await?;
-    let limit = states.len() + policy::OVERDUE_READ;
-    let DateScan {
-        dates: overdue,
-        not_dates,
-    } = scan_dates(db, last, limit).await?;
+    // Every value, not only those up to `last`: values that are no date sort anywhere.
+    let scan = scan_dates(db, None, states.len() + policy::OVERDUE_READ).await?;
+    let mut not_dates = scan.not_dates;
+    let empty: Vec<(i64,)> = decode_rows("empty_event_date", &db.run(&sql::empty_event_date()).await?).map_err(bad)?;
+    if empty.first().is_some_and(|(e,)| *e == 1) {
+        not_dates.insert(0, String::new());
+        not_dates.truncate(policy::NOT_DATES_SHOWN + 1);
+    }
+    let last = last.to_string();
+    let overdue: Vec<String> = scan.dates.into_iter().filter(|d| *d <= last).collect();
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
     let inputs = HealthInputs {
         failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
-        overdue_cut: overdue.len() == limit,
+        overdue_cut: scan.cut,
         overdue,
         not_dates,
         states,
