@@ -231,12 +231,7 @@ fn generation(n: u32) -> Generation {
 fn pass(purpose: Purpose) -> Pass {
     Pass {
         purpose,
-        generations: vec![1],
-        current: 0,
-        piece: 0,
-        id: 1,
-        batch_bytes: 1000,
-        wide_twice: true,
+        walk: Walk::start(vec![1], 1, 1000),
         rows: 0,
         restored_by: None,
     }
@@ -244,12 +239,7 @@ fn pass(purpose: Purpose) -> Pass {
 
 fn restore() -> Restore {
     Restore {
-        generations: vec![1],
-        current: 0,
-        piece: 0,
-        id: 1,
-        batch_bytes: 1000,
-        wide_twice: true,
+        walk: Walk::start(vec![1], 1, 1000),
         hold_until_ms: NOW + 10,
         counts: RestoreCounts::default(),
     }

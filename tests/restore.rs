@@ -16,9 +16,7 @@ const RESTORE: Command = Command::Restore {
 };
 
 fn archived_world(rows: u64) -> World {
-    let w = World::new(small_config());
-    seed(w.sql(), DATE, rows, 9, w.host.now.get() / 1000);
-    w
+    World::seeded(small_config(), rows, 9)
 }
 
 fn refused(w: &World, cmd: Command) -> String {
@@ -399,39 +397,41 @@ fn a_release_leaves_a_row_the_restore_found_in_d1_even_if_an_older_generation_ho
     set_path(&v1);
     w.drive(|_, _| {});
     assert_eq!((w.status().rows_pending, w.record().generations.len()), (Some(1), 2));
+    restore_then_release_leaves_d1_as_it_was(&w);
+}
+
+/// Restores every generation of `w` and releases them: D1 is as it was before. What the
+/// restore found, for more checks.
+fn restore_then_release_leaves_d1_as_it_was(w: &World) -> RestoreView {
     let before = rows_of(w.sql(), DATE);
     assert_eq!(w.command(RESTORE).unwrap().reply, Reply::RestoreStarted);
     w.drive_until("restored");
+    let found = w.status().restore.unwrap();
     assert_eq!(w.command(Command::Release).unwrap().reply, Reply::ReleaseStarted);
     w.drive(|_, _| {});
     assert_eq!(w.status().phase, "cleaned");
     assert_eq!(rows_of(w.sql(), DATE), before, "D1 after the restore and its release");
+    found
 }
 
 /// A reset that stops a cleaning leaves the rows not yet deleted in D1; a restore and its
 /// release then leave them there too (the release used to finish the stopped cleaning).
 #[test]
 fn a_release_does_not_finish_a_cleaning_the_operator_stopped() {
-    let w = World::new(Config {
+    let cfg = Config {
         auto_cleanup: false,
         ..small_config()
-    });
-    seed(w.sql(), DATE, 3_000, 9, w.host.now.get() / 1000);
+    };
+    let w = World::seeded(cfg, 3_000, 9);
     w.run();
     w.command(Command::Cleanup).unwrap();
     w.advance_to_wake();
     w.step().unwrap();
     assert_eq!(w.command(Command::Reset).unwrap().reply, Reply::CleaningStopped);
-    let before = rows_of(w.sql(), DATE);
-    assert!(!before.is_empty() && before.len() < 3_000, "{}", before.len());
-    assert_eq!(w.command(RESTORE).unwrap().reply, Reply::RestoreStarted);
-    w.drive_until("restored");
-    let r = w.status().restore.unwrap();
-    assert_eq!((r.inserted + r.already_present) as usize, 3_000, "{r:?}");
-    w.command(Command::Release).unwrap();
-    w.drive(|_, _| {});
-    assert_eq!(w.status().phase, "cleaned");
-    assert_eq!(rows_of(w.sql(), DATE), before, "D1 after the restore and its release");
+    let left = count_date(w.sql(), DATE);
+    assert!(left > 0 && left < 3_000, "{left}");
+    let r = restore_then_release_leaves_d1_as_it_was(&w);
+    assert_eq!((r.inserted, r.already_present), (3_000 - left, left), "{r:?}");
 }
 
 /// Lines with characters past U+00FF cross D1 as the hex of their UTF-8, twice their bytes; a

@@ -40,9 +40,7 @@ fn no_cleanup() -> Config {
 }
 
 fn world(cfg: Config, rows: u64) -> World {
-    let w = World::new(cfg);
-    seed(w.sql(), DATE, rows, 5, now_s(&w));
-    w
+    World::seeded(cfg, rows, 5)
 }
 
 /// Inserts one hand-made row of DATE (as the app would).
@@ -854,11 +852,7 @@ fn a_row_equal_to_no_line_stays_when_two_lines_share_an_id() {
 /// and went. Now a batch of deletes runs only while the table has the archived columns.
 #[test]
 fn a_column_added_to_the_table_stops_cleaning_before_any_delete() {
-    let w = World::new(Config {
-        auto_cleanup: false,
-        ..small_config()
-    });
-    seed(w.sql(), DATE, 500, 1, w.host.now.get() / 1000);
+    let w = world(no_cleanup(), 500);
     w.run();
     assert_eq!(w.status().phase, "uploaded");
     w.sql()

@@ -131,3 +131,57 @@ fn a_record_saved_without_the_sql_time_stats_loads_and_finishes() {
     assert!(st.stats.clean_sql_us > 0, "the rest of the cleaning counted");
     assert_eq!(count_date(w.sql(), DATE), 0);
 }
+
+/// A record saved mid-cleaning and mid-restore before passes counted wide lines twice (no
+/// `wide_twice`, the walk's fields flat in the pass, as they still are) loads, keeps the
+/// batches it had (batch ids must keep meaning the same lines), and finishes.
+#[test]
+fn passes_saved_before_wide_lines_counted_twice_keep_their_batches_and_finish() {
+    use d1_archiver::core::state::{Walk, Work};
+    let w = World::new(Config {
+        clean_step_rows: 500,
+        ..small_config()
+    });
+    seed(w.sql(), DATE, 3_000, 5, w.host.now.get() / 1000);
+    let before = rows_of(w.sql(), DATE);
+    let saved_as_before = |w: &World| {
+        let (json, carry) = w.store.inner.saved.borrow().clone().unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let phase = value["phase"].as_object_mut().unwrap();
+        assert!(
+            phase.contains_key("batch_bytes") && phase.contains_key("generations"),
+            "{phase:?}"
+        );
+        assert_eq!(phase.remove("wide_twice"), Some(serde_json::Value::Bool(true)));
+        *w.store.inner.saved.borrow_mut() = Some((value.to_string(), carry));
+    };
+    let walk = |w: &World| {
+        let work = w.record().phase.working().cloned();
+        if let Some(Work::Cleaning(p)) = work {
+            p.walk
+        } else if let Some(Work::Restoring(r)) = work {
+            r.walk
+        } else {
+            panic!("no pass in flight: {work:?}")
+        }
+    };
+    w.command(Command::Trigger).unwrap();
+    w.drive_until("cleaning");
+    w.step().unwrap();
+    saved_as_before(&w);
+    let Walk { piece, wide_twice, .. } = walk(&w);
+    assert!(!wide_twice && piece > 0);
+    w.drive(|_, _| {});
+    assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
+    w.command(Command::Restore {
+        generation: None,
+        hold_until_ms: None,
+    })
+    .unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    saved_as_before(&w);
+    assert!(!walk(&w).wide_twice);
+    w.drive_until("restored");
+    assert_eq!(rows_of(w.sql(), DATE), before);
+}

@@ -116,18 +116,27 @@ pub struct Health {
     pub test_hooks: bool,
 }
 
+/// `event_date` values with rows, oldest first, as a scan of D1 found them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DateScan {
+    /// The dates, at most the scan's limit.
+    pub dates: Vec<String>,
+    /// More dates follow those.
+    pub cut: bool,
+    /// Values that are no `YYYY-MM-DD` date (the first [`NOT_DATES_SHOWN`], and one more if
+    /// there are more): their rows are archived under no date.
+    pub not_dates: Vec<String>,
+}
+
 /// Inputs of the health decision, as read from D1.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthInputs {
     /// Failed dates and their errors.
     pub failed: Vec<(String, String)>,
     /// Dates with rows in D1 more than a day past due, oldest first: up to [`OVERDUE_READ`]
-    /// more than the dates `states` knows, so dates waiting on an operator hide none.
-    pub overdue: Vec<String>,
-    /// `overdue` stopped at that limit: more may follow.
-    pub overdue_cut: bool,
-    /// `event_date` values that are no `YYYY-MM-DD` date: the first few, and one more if more.
-    pub not_dates: Vec<String>,
+    /// more than the dates `states` knows, so dates waiting on an operator hide none; and the
+    /// values that are no date, wherever they sort.
+    pub overdue: DateScan,
     /// Where the dates `archive_metadata` knows stand.
     pub states: Vec<DateState>,
     pub last_cron_ms: Option<i64>,
@@ -182,7 +191,7 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     // Every overdue date read is looked at (dates an operator asked to keep must not hide one
     // nobody did: a review's finding); each list names the first OVERDUE_SHOWN.
     let (mut named, mut more) = ([Vec::new(), Vec::new()], [0usize; 2]);
-    for date in &inputs.overdue {
+    for date in &inputs.overdue.dates {
         let state = inputs.states.iter().find(|s| &s.date == date);
         let (i, text) = match overdue(date, state, now_ms, cfg) {
             Some(Ok(notice)) => (0, notice),
@@ -197,7 +206,7 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     }
     for (list, more) in named.iter_mut().zip(more) {
         if more > 0 {
-            let least = if inputs.overdue_cut { "at least " } else { "" };
+            let least = if inputs.overdue.cut { "at least " } else { "" };
             list.push(format!(
                 "and {least}{more} more such dates (GET /admin/dates lists them)"
             ));
@@ -205,9 +214,9 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
     }
     let [notices, overdue_reasons] = named;
     reasons.extend(overdue_reasons);
-    if !inputs.not_dates.is_empty() {
-        let values: Vec<String> = inputs
-            .not_dates
+    let not_dates = &inputs.overdue.not_dates;
+    if !not_dates.is_empty() {
+        let values: Vec<String> = not_dates
             .iter()
             .take(NOT_DATES_SHOWN)
             .map(|v| format!("{v:?}"))
@@ -215,7 +224,7 @@ pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
         reasons.push(format!(
             "D1 holds rows whose event_date is no YYYY-MM-DD date ({}{}): no date's archive takes them, so they stay in D1; fix what the app writes, then correct or delete those rows (SELECT event_date, count(*) FROM traffic_events WHERE length(event_date) <> 10 OR event_date NOT GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' GROUP BY 1)",
             values.join(", "),
-            if inputs.not_dates.len() > NOT_DATES_SHOWN { ", …" } else { "" }
+            if not_dates.len() > NOT_DATES_SHOWN { ", …" } else { "" }
         ));
     }
     let since = inputs.last_cron_ms.or(inputs.first_seen_ms).unwrap_or(now_ms);
@@ -437,6 +446,14 @@ mod tests {
         );
     }
 
+    /// A scan that found `dates` and nothing else.
+    fn dates(dates: Vec<String>) -> DateScan {
+        DateScan {
+            dates,
+            ..DateScan::default()
+        }
+    }
+
     #[test]
     fn health_reasons() {
         let cfg = Config::default();
@@ -445,12 +462,10 @@ mod tests {
         assert!(h.ok, "{h:?}");
         let inputs = HealthInputs {
             failed: vec![("2026-11-01".into(), "boom".into())],
-            overdue: vec!["2026-10-01".into()],
+            overdue: dates(vec!["2026-10-01".into()]),
             states: vec![],
             last_cron_ms: Some(now - 3 * 86_400_000),
             first_seen_ms: None,
-            overdue_cut: false,
-            not_dates: Vec::new(),
         };
         let h = health(
             &inputs,
@@ -478,7 +493,7 @@ mod tests {
         let mut overdue = waiting.clone();
         overdue.extend((1..=12).map(|d| format!("2026-10-{d:02}")));
         let inputs = HealthInputs {
-            overdue,
+            overdue: dates(overdue),
             states: waiting.iter().map(|d| st(d, "uploaded")).collect(),
             last_cron_ms: Some(now),
             ..HealthInputs::default()
@@ -497,15 +512,16 @@ mod tests {
         );
         assert!(reasons[OVERDUE_SHOWN].starts_with("and 2 more") && notices[OVERDUE_SHOWN].starts_with("and 2 more"));
         // A read that stopped at its limit says the count is a floor.
-        let cut = HealthInputs {
-            overdue_cut: true,
-            ..inputs
-        };
+        let mut cut = inputs;
+        cut.overdue.cut = true;
         let h = health(&cut, now, &cfg);
         assert!(h.reasons[OVERDUE_SHOWN].starts_with("and at least 2 more"), "{h:?}");
         // Rows under an event_date that is no date are named: no archive takes them.
         let odd = HealthInputs {
-            not_dates: vec!["2026-11-01T05:00:00Z".into(), "bogus\"".into()],
+            overdue: DateScan {
+                not_dates: vec!["2026-11-01T05:00:00Z".into(), "bogus\"".into()],
+                ..DateScan::default()
+            },
             ..HealthInputs::default()
         };
         let h = health(&odd, now, &cfg);
@@ -540,12 +556,10 @@ mod tests {
         let overdue: Vec<String> = (1..=8).map(|d| format!("2026-10-{d:02}")).collect();
         let inputs = HealthInputs {
             failed: vec![("2026-10-05".into(), "boom".into())],
-            overdue,
+            overdue: dates(overdue),
             states,
             last_cron_ms: Some(now),
             first_seen_ms: None,
-            overdue_cut: false,
-            not_dates: Vec::new(),
         };
         let h = health(&inputs, now, &cfg);
         let has = |list: &[String], date: &str, words: &str| list.iter().any(|t| t.contains(date) && t.contains(words));

@@ -268,11 +268,11 @@ pub enum Purpose {
     Release,
 }
 
-/// A cleaning pass: generations `generations[current..]` remain, the current one from piece
-/// `piece`; then a count of the date's rows ends it.
+/// Where a pass over archives stands, and how it cuts its batches: what a cleaning (or a
+/// release) and a restore share. Flattened into their JSON, so saved records keep their shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Pass {
-    pub purpose: Purpose,
+pub struct Walk {
+    /// `generations[current..]` remain, the current one from piece `piece`.
     pub generations: Vec<u32>,
     pub current: usize,
     pub piece: usize,
@@ -285,6 +285,28 @@ pub struct Pass {
     /// (fixed for the pass, like `batch_bytes`).
     #[serde(default)]
     pub wide_twice: bool,
+}
+
+impl Walk {
+    /// Pass `id` over `generations` from their start, in batches of `batch_bytes`.
+    pub fn start(generations: Vec<u32>, id: u32, batch_bytes: u64) -> Walk {
+        Walk {
+            generations,
+            current: 0,
+            piece: 0,
+            id,
+            batch_bytes,
+            wide_twice: true,
+        }
+    }
+}
+
+/// A cleaning pass (or a release): its walk, then a count of the date's rows ends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pass {
+    pub purpose: Purpose,
+    #[serde(flatten)]
+    pub walk: Walk,
     /// Rows deleted by this pass so far.
     pub rows: u64,
     /// For a release: the restore whose rows it deletes. A NULL-id row goes only if that
@@ -298,14 +320,8 @@ pub struct Pass {
 /// A restore: like a pass, but inserting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Restore {
-    pub generations: Vec<u32>,
-    pub current: usize,
-    pub piece: usize,
-    pub id: u32,
-    pub batch_bytes: u64,
-    /// As [`Pass::wide_twice`].
-    #[serde(default)]
-    pub wide_twice: bool,
+    #[serde(flatten)]
+    pub walk: Walk,
     /// Unix ms until which the restored rows stay.
     pub hold_until_ms: i64,
     pub counts: RestoreCounts,

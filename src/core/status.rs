@@ -247,7 +247,13 @@ fn fill_work(s: &mut Status, rec: &Record, work: &Work) {
         }
         Work::Cleaning(p) => s.rows_deleted = p.rows,
         Work::Restoring(r) => {
-            s.restore = Some(restore_view(rec, &r.generations, &r.counts, r.hold_until_ms, false));
+            s.restore = Some(restore_view(
+                rec,
+                &r.walk.generations,
+                &r.counts,
+                r.hold_until_ms,
+                false,
+            ));
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::core::config::Config;
 use crate::core::date::Day;
-use crate::core::policy::{self, DateState, Health, HealthInputs, PokeReason};
+use crate::core::policy::{self, DateScan, DateState, Health, HealthInputs, PokeReason};
 use crate::core::sql::{self, decode_rows};
 use crate::ports::{Database, PortError};
 
@@ -20,18 +20,6 @@ fn bad(e: sql::BadResult) -> PortError {
 /// Dates up to `last` that still have rows in D1, oldest first, at most `limit`.
 pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<Vec<String>, PortError> {
     Ok(scan_dates(db, Some(last), limit).await?.dates)
-}
-
-/// The `event_date` values with rows, oldest first.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DateScan {
-    /// The dates, at most the scan's limit.
-    pub dates: Vec<String>,
-    /// More dates follow those.
-    pub cut: bool,
-    /// Values that are no `YYYY-MM-DD` date (the first [`policy::NOT_DATES_SHOWN`], and one more
-    /// if there are more): their rows are archived under no date.
-    pub not_dates: Vec<String>,
 }
 
 /// Dates up to `last` (all: `None`) that have rows, at most `limit`, and the values met that
@@ -124,23 +112,20 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
     let states = date_states(db).await?;
     // Every value, not only those up to `last`: values that are no date sort anywhere.
-    let scan = scan_dates(db, None, states.len() + policy::OVERDUE_READ).await?;
-    let mut not_dates = scan.not_dates;
+    let mut overdue = scan_dates(db, None, states.len() + policy::OVERDUE_READ).await?;
     let empty: Vec<(i64,)> = decode_rows("empty_event_date", &db.run(&sql::empty_event_date()).await?).map_err(bad)?;
     if empty.first().is_some_and(|(e,)| *e == 1) {
-        not_dates.insert(0, String::new());
-        not_dates.truncate(policy::NOT_DATES_SHOWN + 1);
+        overdue.not_dates.insert(0, String::new());
+        overdue.not_dates.truncate(policy::NOT_DATES_SHOWN + 1);
     }
     let last = last.to_string();
-    let overdue: Vec<String> = scan.dates.into_iter().filter(|d| *d <= last).collect();
+    overdue.dates.retain(|d| *d <= last);
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
     let at = |name: &str| beats.iter().find(|(n, _)| n == name).map(|(_, at)| *at);
     let inputs = HealthInputs {
         failed: failed.into_iter().map(|(d, e)| (d, e.unwrap_or_default())).collect(),
-        overdue_cut: scan.cut,
         overdue,
-        not_dates,
         states,
         last_cron_ms: at("cron"),
         first_seen_ms: at("first_seen"),

@@ -391,6 +391,13 @@ pub fn small_config() -> Config {
 }
 
 impl World {
+    /// A world whose D1 holds `rows` seeded rows of DATE (seed `n`).
+    pub fn seeded(cfg: Config, rows: u64, n: u64) -> World {
+        let w = World::new(cfg);
+        seed(w.sql(), DATE, rows, n, w.host.now.get() / 1000);
+        w
+    }
+
     pub fn new(cfg: Config) -> World {
         let faults = Faults::new();
         World {

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::core::config::Config;
 use crate::core::date::object_key;
 use crate::core::state::{
-    CleanState, Export, Failure, Finished, Garbage, Hold, Phase, Purpose, Record, Restore, Upload, Work,
+    CleanState, Export, Failure, Finished, Garbage, Hold, Phase, Purpose, Record, Restore, Upload, Walk, Work,
 };
 use crate::core::status::iso;
 
@@ -323,7 +323,7 @@ fn reset(mut rec: Record) -> Planning {
         Work::Cleaning(p) if p.purpose == Purpose::Clean => {
             // Rows may be deleted (the move to cleaning was saved before the first DELETE):
             // the archive is their copy and stays. Its remaining rows go to the next generation.
-            for n in &p.generations {
+            for n in &p.walk.generations {
                 if let Some(g) = rec.generation_mut(*n) {
                     g.cleaning = CleanState::Partial;
                 }
@@ -390,7 +390,10 @@ fn restore(
             )))
         }
         Phase::Restored(Hold { generations: held, .. })
-        | Phase::Working(Work::Restoring(Restore { generations: held, .. })) => {
+        | Phase::Working(Work::Restoring(Restore {
+            walk: Walk { generations: held, .. },
+            ..
+        })) => {
             // The same generations again (a client's retry): under way or done.
             if restorable(&rec, generation).is_ok_and(|g| &g == held) {
                 return Ok(restore_again(rec, hold_until_ms));
@@ -429,12 +432,7 @@ fn restore(
     rec.passes += 1;
     rec.stats.restore_started_ms = Some(now_ms);
     rec.phase = Phase::Working(Work::Restoring(Restore {
-        generations,
-        current: 0,
-        piece: 0,
-        id: rec.passes,
-        batch_bytes: cfg.clean_batch_bytes,
-        wide_twice: true,
+        walk: Walk::start(generations, rec.passes, cfg.clean_batch_bytes),
         hold_until_ms: hold_until_ms.unwrap_or(now_ms + i64::from(cfg.restore_hold_days) * 86_400_000),
         counts: Default::default(),
     }));
@@ -511,7 +509,13 @@ fn release(mut rec: Record) -> Planning {
         | Phase::Failed(Failure {
             work: Work::Restoring(r),
             ..
-        }) => Plan::Pass(rec, Purpose::Release, r.generations, Some(r.id), Reply::ReleaseStarted),
+        }) => Plan::Pass(
+            rec,
+            Purpose::Release,
+            r.walk.generations,
+            Some(r.walk.id),
+            Reply::ReleaseStarted,
+        ),
         Phase::Working(Work::Cleaning(p)) if p.purpose == Purpose::Release => {
             rec.phase = Phase::Working(Work::Cleaning(p));
             Plan::Unchanged(rec, Reply::AlreadyRunning)

@@ -42,7 +42,7 @@ use crate::core::policy;
 use crate::core::sql::Statement;
 use crate::core::state::{
     CleanState, Export, Failure, Finished, Garbage, Generation, Hold, Pass, Phase, Purpose, Record, Restore, Upload,
-    Verifying, Work, Written,
+    Verifying, Walk, Work, Written,
 };
 use crate::core::status::{metadata_statements, StepLog};
 
@@ -297,29 +297,19 @@ fn complete_job(date: &str, w: &Written) -> CompleteJob {
     CompleteJob::new(w, index_key(&w.key), doc)
 }
 
-/// Where a pass stands: its generations, its position, its batch size, its purpose's name.
-struct Position {
-    generations: Vec<u32>,
-    current: usize,
-    piece: usize,
-    id: u32,
-    batch_bytes: u64,
-    wide_twice: bool,
+/// A pass to step: its walk, its purpose's name, and its rowid mark.
+struct Position<'a> {
+    walk: &'a Walk,
     purpose: &'static str,
-    /// The restore whose rowid mark bounds the NULL-id rows: its own for a restore, the
-    /// restored one for a release (0 when unknown: no pass has that id, so no mark and no
-    /// NULL-id row deleted), none for a cleaning.
+    /// The restore whose rowid marks bound the rows a release takes: its own for a restore,
+    /// the restored one for a release (0 when unknown: no pass has that id, so no mark and no
+    /// row deleted by it), none for a cleaning.
     mark: Option<u32>,
 }
 
-fn pass_position(p: &Pass) -> Position {
+fn pass_position(p: &Pass) -> Position<'_> {
     Position {
-        generations: p.generations.clone(),
-        current: p.current,
-        piece: p.piece,
-        id: p.id,
-        batch_bytes: p.batch_bytes,
-        wide_twice: p.wide_twice,
+        walk: &p.walk,
         purpose: match p.purpose {
             Purpose::Clean => "clean",
             Purpose::Release => "release",
@@ -331,21 +321,17 @@ fn pass_position(p: &Pass) -> Position {
     }
 }
 
-fn restore_position(r: &Restore) -> Position {
+fn restore_position(r: &Restore) -> Position<'_> {
     Position {
-        generations: r.generations.clone(),
-        current: r.current,
-        piece: r.piece,
-        id: r.id,
-        batch_bytes: r.batch_bytes,
-        wide_twice: r.wide_twice,
+        walk: &r.walk,
         purpose: "restore",
-        mark: Some(r.id),
+        mark: Some(r.walk.id),
     }
 }
 
-fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config) -> Step {
-    let sources = at
+fn pass_step(rec: &Record, kind: Kind, at: &Position<'_>, now_ms: i64, cfg: &Config) -> Step {
+    let walk = at.walk;
+    let sources = walk
         .generations
         .iter()
         .filter_map(|n| rec.generation(*n))
@@ -356,14 +342,14 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position, now_ms: i64, cfg: &Config)
             bytes: g.bytes,
             crc32: g.crc32,
             raw_bytes: g.raw_bytes,
-            pass: format!("{}#{}-{}", g.key, at.purpose, at.id),
+            pass: format!("{}#{}-{}", g.key, at.purpose, walk.id),
         })
         .collect();
     let start = PassStart {
-        current: at.current,
-        piece: at.piece,
-        batch_bytes: at.batch_bytes,
-        wide_twice: at.wide_twice,
+        current: walk.current,
+        piece: walk.piece,
+        batch_bytes: walk.batch_bytes,
+        wide_twice: walk.wide_twice,
         budget_rows: cfg.clean_step_rows,
         now_ms,
         rowid_mark: at.mark.map(|id| crate::core::sql::rowid_mark(&rec.date, id)),
@@ -390,12 +376,7 @@ pub(super) fn start_pass(
     }
     rec.phase = Phase::Working(Work::Cleaning(Pass {
         purpose,
-        generations,
-        current: 0,
-        piece: 0,
-        id: rec.passes,
-        batch_bytes: cfg.clean_batch_bytes,
-        wide_twice: true,
+        walk: Walk::start(generations, rec.passes, cfg.clean_batch_bytes),
         rows: 0,
         restored_by,
     }));
@@ -725,8 +706,7 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
     let rows: u64 = p.changed.iter().map(|(_, r)| r).sum();
     match rec.phase.working_mut() {
         Some(Work::Cleaning(pass)) => {
-            pass.current = p.current;
-            pass.piece = p.piece;
+            (pass.walk.current, pass.walk.piece) = (p.current, p.piece);
             pass.rows += rows;
             let purpose = pass.purpose;
             for (n, r) in &p.changed {
@@ -740,15 +720,14 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
             ("clean", rows)
         }
         Some(Work::Restoring(r)) => {
-            r.current = p.current;
-            r.piece = p.piece;
+            (r.walk.current, r.walk.piece) = (p.current, p.piece);
             r.counts.merge(&p.counts, CONFLICT_IDS_KEPT);
             if p.finished {
                 let hold = Hold {
-                    generations: r.generations.clone(),
+                    generations: r.walk.generations.clone(),
                     until_ms: r.hold_until_ms,
                     counts: r.counts.clone(),
-                    restore_id: Some(r.id),
+                    restore_id: Some(r.walk.id),
                 };
                 rec.stats.restored_at_ms = Some(now_ms);
                 rec.phase = Phase::Restored(hold);
@@ -763,7 +742,7 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
 fn finish_cleaning(rec: &mut Record, rows_pending: u64, now_ms: i64) {
     if let Phase::Working(Work::Cleaning(pass)) = &rec.phase {
         if pass.purpose == Purpose::Clean {
-            for n in pass.generations.clone() {
+            for n in pass.walk.generations.clone() {
                 if let Some(g) = rec.generation_mut(n) {
                     g.cleaning = CleanState::Cleaned;
                     g.cleaned_at_ms = Some(now_ms);
