@@ -419,7 +419,7 @@ pub struct PassStart {
     pub current: usize,
     pub piece: usize,
     pub batch_bytes: u64,
-    /// See [`crate::core::state::Pass::wide_twice`].
+    /// See [`crate::core::state::Walk::wide_twice`].
     pub wide_twice: bool,
     pub budget_rows: u64,
     pub now_ms: i64,
