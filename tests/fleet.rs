@@ -487,6 +487,73 @@ fn unix_times_in_event_date_cost_a_few_queries_and_health_sees_every_odd_value()
     );
 }
 
+/// An `event_date` of these bytes, stored as text whatever they are.
+fn put_event_date(w: &World, id: &str, bytes: &[u8]) {
+    w.sql()
+        .execute(
+            &format!(
+                "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, timestamp, \
+                 event_date, is_error) VALUES ('{id}', '/', 'GET', 200, 1.5, 'h', 7, CAST(X'{}' AS TEXT), 0)",
+                hex::encode(bytes)
+            ),
+            [],
+        )
+        .unwrap();
+}
+
+/// `n` consecutive dates from `first`, one row each.
+fn put_days(w: &World, first: &str, n: u32) {
+    let mut d = d1_archiver::core::date::Day::parse_any(first).unwrap();
+    for i in 0..n {
+        put_event_date(w, &format!("{first}-{i}"), d.to_string().as_bytes());
+        d = d.plus_days(1);
+    }
+}
+
+/// Health sees a value that is no date wherever it sorts, also past more dates than it counts
+/// (ten years' retention), past every valid UTF-8 text, or stored as a BLOB; and says "at
+/// least" only when overdue dates were cut, not dates not yet due (a review of the scan).
+#[test]
+fn health_sees_odd_event_dates_past_many_dates_and_counts_only_overdue_ones() {
+    let ten_years = Config {
+        retention_days: 3_650,
+        ..small_config()
+    };
+    let now = at(0);
+    let w = World::new(ten_years.clone());
+    put_days(&w, "2020-01-01", 1_600);
+    put_event_date(&w, "odd", b"Nov 1 2026");
+    let h = block_on(fleet::health(&w.db, &ten_years, now)).unwrap();
+    assert!(h.reasons.iter().any(|r| r.contains("\"Nov 1 2026\"")), "{h:?}");
+
+    let cfg = small_config();
+    for (what, odd) in [
+        ("bytes past U+10FFFF", "CAST(X'F578' AS TEXT)"),
+        ("a BLOB", "X'32303236'"),
+    ] {
+        let w = World::new(cfg.clone());
+        insert_row_with_id(&w, "'odd'", "", "'/'");
+        w.sql()
+            .execute(&format!("UPDATE traffic_events SET event_date = {odd}"), [])
+            .unwrap();
+        let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+        assert!(
+            !h.ok && h.reasons.iter().any(|r| r.contains("no YYYY-MM-DD date")),
+            "{what}: {h:?}"
+        );
+    }
+
+    let w = World::new(cfg.clone());
+    put_days(&w, "2026-01-01", 20);
+    put_days(&w, "2027-01-01", 1_100);
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    assert!(
+        h.reasons.iter().any(|r| r.starts_with("and 10 more")),
+        "{:?}",
+        h.reasons
+    );
+}
+
 /// Rows D1 cannot hand back unchanged (text that is not UTF-8) never compare equal with their
 /// lines and stay. Once a generation held nothing but them, an export that finds the same lines
 /// again is dropped and they stay pending, as they were: before, every daily

@@ -1624,6 +1624,20 @@ macro_rules! past_value {
     };
 }
 
+/// The statement of [`NEXT_DATES`] with the upper bound `$bound`.
+macro_rules! next_values {
+    ($bound:literal) => {
+        concat!(
+            "WITH RECURSIVE next(v, n) AS (SELECT CAST(unhex(?1) AS TEXT), 0 UNION ALL ",
+            "SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
+            past_value!("next.v"),
+            $bound,
+            "), n + 1 FROM next WHERE next.v IS NOT NULL AND n < ?3) ",
+            "SELECT v, hex(v) FROM next WHERE n > 0 AND v IS NOT NULL ORDER BY v"
+        )
+    };
+}
+
 /// The `event_date` values after `?1` (the hex of its bytes) and no later than `?2` that have
 /// rows, oldest first, at most `?3`, each with the hex of its bytes (JavaScript would hand
 /// invalid UTF-8 back changed; the next query goes on from the exact bytes). One statement,
@@ -1633,36 +1647,33 @@ macro_rules! past_value {
 /// every value that shares the start that makes it none ([`past_value`]): timestamps an app
 /// wrote into `event_date` cost a seek a day (ISO) or a day or more (unix seconds or ms), not
 /// one a row.
-pub const NEXT_DATES: &str = concat!(
-    "WITH RECURSIVE next(v, n) AS (SELECT CAST(unhex(?1) AS TEXT), 0 UNION ALL ",
-    "SELECT (SELECT min(event_date) FROM traffic_events WHERE event_date > ",
-    past_value!("next.v"),
-    " AND event_date <= ?2), n + 1 FROM next WHERE next.v IS NOT NULL AND n < ?3) ",
-    "SELECT v, hex(v) FROM next WHERE n > 0 AND v IS NOT NULL ORDER BY v"
-);
+pub const NEXT_DATES: &str = next_values!(" AND event_date <= ?2");
+
+/// [`NEXT_DATES`] over every text value (`?2` unused): text sorts before any BLOB, so `x''`
+/// bounds them all, bytes past U+10FFFF too.
+pub const NEXT_VALUES: &str = next_values!(" AND event_date < x'' AND ?2 IS NULL");
 
 /// `event_date` values after the bytes `after` and up to `last` (every text value: `None`), at
 /// most `limit` (see [`NEXT_DATES`]).
 pub fn next_dates(after: &[u8], last: Option<&str>, limit: u32) -> Statement {
     Statement::new(
-        NEXT_DATES,
+        if last.is_some() { NEXT_DATES } else { NEXT_VALUES },
         vec![
             Param::Text(hex::encode_upper(after)),
-            Param::Text(last.unwrap_or(PAST_EVERY_TEXT).into()),
+            last.map_or(Param::Null, |l| Param::Text(l.into())),
             Param::Int(i64::from(limit)),
         ],
     )
 }
 
-/// Sorts after every valid UTF-8 text a column may hold.
-const PAST_EVERY_TEXT: &str = "\u{10FFFF}\u{10FFFF}";
-
 /// Whether any row has the empty `event_date` (which [`NEXT_DATES`], scanning past `''`, never
-/// returns).
-pub const EMPTY_EVENT_DATE: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = '')";
+/// returns), and whether any has one that is no text at all (a number sorts before any text, a
+/// BLOB after): two index seeks each.
+pub const ODD_EVENT_DATES: &str = "SELECT EXISTS (SELECT 1 FROM traffic_events WHERE event_date = ''), \
+EXISTS (SELECT 1 FROM traffic_events WHERE event_date < '') OR EXISTS (SELECT 1 FROM traffic_events WHERE event_date >= x'')";
 
-pub fn empty_event_date() -> Statement {
-    Statement::new(EMPTY_EVENT_DATE, vec![])
+pub fn odd_event_dates() -> Statement {
+    Statement::new(ODD_EVENT_DATES, vec![])
 }
 
 /// Every known date's phase and hold, for the cron's and the listing's decisions.

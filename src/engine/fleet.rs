@@ -23,12 +23,16 @@ pub async fn due_dates<D: Database>(db: &D, last: Day, limit: usize) -> Result<V
 }
 
 /// Dates up to `last` (all: `None`) that have rows, at most `limit`, and the values met that
-/// are no date: one D1 query for every [`DATES_A_QUERY`] values read ([`sql::NEXT_DATES`]).
+/// are no date (with `None`, every text value is read for them): one D1 query for every
+/// [`DATES_A_QUERY`] values read ([`sql::NEXT_DATES`], [`sql::NEXT_VALUES`]).
 pub async fn scan_dates<D: Database>(db: &D, last: Option<Day>, limit: usize) -> Result<DateScan, PortError> {
     let mut scan = DateScan::default();
+    // Over every value (health), the scan goes on past the dates' limit for values that are no
+    // date, which may sort after every date (review).
+    let odd_too = last.is_none();
     let last = last.map(|d| d.to_string());
     let mut after: Vec<u8> = Vec::new();
-    while scan.dates.len() <= limit {
+    while scan.dates.len() <= limit || (odd_too && scan.not_dates.len() <= policy::NOT_DATES_SHOWN) {
         let rs = db
             .run(&sql::next_dates(&after, last.as_deref(), DATES_A_QUERY as u32))
             .await?;
@@ -51,7 +55,9 @@ pub async fn scan_dates<D: Database>(db: &D, last: Option<Day>, limit: usize) ->
         let more = read.len() == DATES_A_QUERY;
         for (value, _) in read {
             if Day::parse_any(&value).is_ok() {
-                scan.dates.push(value);
+                if scan.dates.len() <= limit {
+                    scan.dates.push(value);
+                }
             } else if scan.not_dates.len() <= policy::NOT_DATES_SHOWN {
                 scan.not_dates.push(value);
             }
@@ -113,12 +119,17 @@ pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<He
     let states = date_states(db).await?;
     // Every value, not only those up to `last`: values that are no date sort anywhere.
     let mut overdue = scan_dates(db, None, states.len() + policy::OVERDUE_READ).await?;
-    let empty: Vec<(i64,)> = decode_rows("empty_event_date", &db.run(&sql::empty_event_date()).await?).map_err(bad)?;
-    if empty.first().is_some_and(|(e,)| *e == 1) {
-        overdue.not_dates.insert(0, String::new());
+    let odd: Vec<(i64, i64)> = decode_rows("odd_event_dates", &db.run(&sql::odd_event_dates()).await?).map_err(bad)?;
+    if let Some((empty, not_text)) = odd.first() {
+        let named = [(*empty, ""), (*not_text, "(a BLOB or a number)")];
+        for (_, name) in named.iter().rev().filter(|(found, _)| *found == 1) {
+            overdue.not_dates.insert(0, name.to_string());
+        }
         overdue.not_dates.truncate(policy::NOT_DATES_SHOWN + 1);
     }
     let last = last.to_string();
+    // More dates than read matter only if the last one read is overdue (review).
+    overdue.cut &= overdue.dates.last().is_some_and(|d| *d <= last);
     overdue.dates.retain(|d| *d <= last);
     db.run(&sql::first_seen(now_ms)).await?;
     let beats: Vec<(String, i64)> = decode_rows("beats", &db.run(&sql::beats()).await?).map_err(bad)?;
