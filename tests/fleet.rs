@@ -419,18 +419,12 @@ fn a_backlog_of_many_due_dates_costs_a_few_d1_queries() {
 fn the_scan_of_due_dates_gets_past_every_value() {
     let w = World::new(small_config());
     for (id, day) in [
-        ("a", "'2026-11-01'"),
-        ("odd", "'2026-11-02' || char(1114111) || 'x'"),
-        ("ff", "'2026-11-02' || CAST(X'FF' AS TEXT)"),
-        ("b", "'2026-11-03'"),
+        ("a", "2026-11-01".as_bytes()),
+        ("odd", "2026-11-02\u{10FFFF}x".as_bytes()),
+        ("ff", b"2026-11-02\xFF"),
+        ("b", b"2026-11-03"),
     ] {
-        insert_row_with_id(&w, &format!("'{id}'"), "", "'/'");
-        w.sql()
-            .execute(
-                &format!("UPDATE traffic_events SET event_date = {day} WHERE id = '{id}'"),
-                [],
-            )
-            .unwrap();
+        put_event_date(&w, id, day);
     }
     w.faults.add(Rule::Fail {
         service: None,
@@ -527,15 +521,14 @@ fn health_sees_odd_event_dates_past_many_dates_and_counts_only_overdue_ones() {
     assert!(h.reasons.iter().any(|r| r.contains("\"Nov 1 2026\"")), "{h:?}");
 
     let cfg = small_config();
-    for (what, odd) in [
-        ("bytes past U+10FFFF", "CAST(X'F578' AS TEXT)"),
-        ("a BLOB", "X'32303236'"),
-    ] {
+    for (what, blob) in [("bytes past U+10FFFF", false), ("a BLOB", true)] {
         let w = World::new(cfg.clone());
-        insert_row_with_id(&w, "'odd'", "", "'/'");
-        w.sql()
-            .execute(&format!("UPDATE traffic_events SET event_date = {odd}"), [])
-            .unwrap();
+        put_event_date(&w, "odd", b"\xF5x");
+        if blob {
+            w.sql()
+                .execute("UPDATE traffic_events SET event_date = X'32303236'", [])
+                .unwrap();
+        }
         let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
         assert!(
             !h.ok && h.reasons.iter().any(|r| r.contains("no YYYY-MM-DD date")),

@@ -1651,7 +1651,7 @@ pub const NEXT_DATES: &str = next_values!(" AND event_date <= ?2");
 
 /// [`NEXT_DATES`] over every text value (`?2` unused): text sorts before any BLOB, so `x''`
 /// bounds them all, bytes past U+10FFFF too.
-pub const NEXT_VALUES: &str = next_values!(" AND event_date < x'' AND ?2 IS NULL");
+pub const NEXT_VALUES: &str = next_values!(" AND event_date < x''");
 
 /// `event_date` values after the bytes `after` and up to `last` (every text value: `None`), at
 /// most `limit` (see [`NEXT_DATES`]).
