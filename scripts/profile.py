@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from localworker import ROOT, LocalWorker  # noqa: E402
+from localworker import ROOT, LocalWorker, migrations_digest  # noqa: E402
 
 DATE = "2026-01-05"
 KINDS = [
@@ -43,11 +43,14 @@ KINDS = [
 
 
 def template(rows: int, phase: str) -> Path:
-    """A state with the day seeded (and, for cleaning, archived up to `uploaded`)."""
-    path = ROOT / ".wrangler" / f"profile-{rows}-{phase}"
+    """A state with the day seeded (and, for cleaning, archived up to `uploaded`), kept for
+    today's migrations: a template of older ones is removed and seeded again."""
+    name = f"profile-{rows}-{phase}"
+    path = ROOT / ".wrangler" / f"{name}-{migrations_digest()[:12]}"
     if (path / "ready").exists():
         return path
-    shutil.rmtree(path, ignore_errors=True)
+    for old in (ROOT / ".wrangler").glob(f"{name}*"):
+        shutil.rmtree(old, ignore_errors=True)
     w = LocalWorker(path, vars={"AUTO_CLEANUP": "false"})
     w.migrate()
     w.seed(DATE, rows)
