@@ -86,6 +86,67 @@ fn a_time_window_reads_only_its_pieces_and_returns_exactly_its_lines() {
     assert!(w.objects().reads.borrow().len() < pieces / 4);
 }
 
+/// A REAL `timestamp` (SQLite keeps `1795176001000.5` REAL in the INTEGER column, as an app
+/// writing `performance.timeOrigin + performance.now()` makes it) is a time like any other:
+/// a window returns it when `from <= timestamp < to`, and the index bounds it (floor and
+/// ceiling), so the read still skips the pieces it can. An archive whose index bounded INTEGER
+/// timestamps only (written before) has every piece read for a time window. A review found
+/// such rows left out with a 200.
+#[test]
+fn real_timestamps_are_in_their_windows_and_bounded_by_the_index() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 20_000, 4, w.host.now.get() / 1000);
+    w.sql()
+        .execute(
+            "UPDATE traffic_events SET timestamp = timestamp + 0.5 WHERE event_date = ?1 AND rowid % 7 = 0",
+            [DATE],
+        )
+        .unwrap();
+    let all = rows_of(w.sql(), DATE);
+    assert!(all.iter().filter(|r| r["timestamp"].is_f64()).count() > 2_000);
+    w.run();
+    assert_eq!(count_date(w.sql(), DATE), 0);
+    let (from, to) = (noon(0), noon(30));
+    let want: Vec<Value> = all
+        .iter()
+        .filter(|r| {
+            let t = r["timestamp"].as_f64().unwrap();
+            t >= from as f64 && t < to as f64
+        })
+        .cloned()
+        .collect();
+    assert!(want.iter().any(|r| r["timestamp"].is_f64()) && want.iter().any(|r| r["timestamp"].is_i64()));
+    let window = Window {
+        from_ms: Some(from),
+        to_ms: Some(to),
+        ..Window::default()
+    };
+    w.objects().reads.borrow_mut().clear();
+    let (got, reader) = read(&w, window.clone()).unwrap();
+    assert_eq!(sorted(got), sorted(want.clone()));
+    assert!(w.objects().reads.borrow().len() < reader.pieces_total / 4);
+    // An archive written before: its bounds say nothing of REALs, so every piece is read.
+    let mut objects = ArchiveObject::of(&w.record());
+    for o in &mut objects {
+        o.real_ts_bounded = false;
+        for p in &mut o.pieces {
+            (p.min_ts, p.max_ts) = (None, None);
+        }
+    }
+    let mut reader = EventReader::new(&objects, window);
+    assert_eq!(reader.planned().0, reader.pieces_total);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = block_on(reader.next(&w.r2)).unwrap() {
+        bytes.extend(chunk);
+    }
+    let got: Vec<Value> = String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sorted(got), sorted(want));
+}
+
 #[test]
 fn the_whole_day_ids_and_limits() {
     let (w, all) = archived(5_000);

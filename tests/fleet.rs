@@ -141,6 +141,40 @@ fn health_reports_failures_overdue_rows_a_silent_cron_and_test_hooks() {
     };
 }
 
+/// Sixty failed dates: health names the first ten with their errors and counts the other
+/// fifty (it read fifty and dropped the rest unsaid before a review).
+#[test]
+fn health_names_ten_failed_dates_and_counts_the_rest() {
+    let cfg = Config::default();
+    let w = World::new(cfg.clone());
+    let now = at(100);
+    let days: Vec<String> = (0..60)
+        .map(|i| (chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap() + chrono::Duration::days(i)).to_string())
+        .collect();
+    for d in &days {
+        seed(w.sql(), d, 1, 1, now / 1000);
+        w.sql()
+            .execute(
+                "INSERT INTO archive_metadata (date, status, error_message, updated_at) VALUES (?1, 'failed', 'boom', ?2)",
+                rusqlite::params![d, now],
+            )
+            .unwrap();
+    }
+    block_on(fleet::beat(&w.db, now)).unwrap();
+    let h = block_on(fleet::health(&w.db, &cfg, now)).unwrap();
+    let failed: Vec<&String> = h.reasons.iter().filter(|r| r.ends_with("failed: boom")).collect();
+    assert_eq!(failed.len(), 10, "{h:?}");
+    assert!(
+        failed[0].starts_with(&days[0]) && failed[9].starts_with(&days[9]),
+        "{h:?}"
+    );
+    assert!(
+        h.reasons.iter().any(|r| r.starts_with("and 50 more failed dates")),
+        "{h:?}"
+    );
+    assert!(!h.ok);
+}
+
 /// `archive_metadata.error_message` says what is wrong now: a date that recovered from a
 /// failed call (or from a failed metadata write) shows none once it is cleaned.
 #[test]

@@ -225,6 +225,7 @@ fn generation(n: u32) -> Generation {
         cleaned_at_ms: None,
         legacy: false,
         parquet: Vec::new(),
+        real_ts_bounded: true,
     }
 }
 
@@ -268,7 +269,13 @@ fn phases() -> Vec<(&'static str, Record)> {
             "cleaning",
             with_gen(Phase::Working(Work::Cleaning(pass(Purpose::Clean)))),
         ),
-        ("cleaned", with_gen(Phase::Cleaned { rows_pending: 0 })),
+        (
+            "cleaned",
+            with_gen(Phase::Cleaned {
+                rows_pending: 0,
+                released: None,
+            }),
+        ),
         ("restoring", with_gen(Phase::Working(Work::Restoring(restore())))),
         (
             "restored",

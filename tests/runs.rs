@@ -253,7 +253,9 @@ fn hostile(w: &World) {
             ('0-id\".\"path', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
             ('0-ïd 😀 '' OR 1=1', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
             ('0-last-é', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
-            ('0-last-😀', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL)"
+            ('0-last-😀', '/', 'GET', 200, 1.5, 'h', NULL, NULL, 7, '{DATE}', 0, NULL),
+            ('0-comma,', '/tags/a,', 'GET', 200, 1.5, 'h', 'Mozilla/5.0 (X11,', ',', 8, '{DATE}', 0, NULL),
+            ('0-back\\', '/end\\', 'GET', 200, 1.5, 'h', 'a\\,', '\\\\', 8, '{DATE}', 0, NULL)"
         ))
         .unwrap();
 }
@@ -801,14 +803,14 @@ fn a_deleting_batch_deletes_equal_rows_once_and_counts_them() {
         };
         stmts.iter().filter(|s| s.sql == sql).map(lines_of).collect()
     };
-    // Ids with a quote, a backslash, a tab or a NUL are escaped in JSON: they, the three NULL
-    // ids and the BLOB id go through the join. The two lines with a REAL in an INTEGER column
-    // take the keyed statement that reads it back.
-    assert_eq!(by_id(DELETE_BATCH), vec![9]);
+    // Ids with a quote, a backslash (two of them), a tab or a NUL are escaped in JSON: they,
+    // the three NULL ids and the BLOB id go through the join. The two lines with a REAL in an
+    // INTEGER column take the keyed statement that reads it back.
+    assert_eq!(by_id(DELETE_BATCH), vec![10]);
     assert_eq!(by_id(DELETE_KEYED_REALS), vec![2]);
     let keyed = by_id(DELETE_KEYED);
-    assert_eq!(keyed.iter().sum::<usize>(), lines as usize - 11);
-    assert!(keyed.iter().all(|n| *n <= KEYED_LINES) && keyed.len() == (lines as usize - 11).div_ceil(KEYED_LINES));
+    assert_eq!(keyed.iter().sum::<usize>(), lines as usize - 12);
+    assert!(keyed.iter().all(|n| *n <= KEYED_LINES) && keyed.len() == (lines as usize - 12).div_ceil(KEYED_LINES));
     let ledger_rows = |results: &[d1_archiver::core::sql::ResultSet]| results.last().unwrap().rows[0][0].clone();
     let first = block_on(w.db.batch(&stmts)).unwrap();
     // Changed: a status; a REAL in its 17th digit (0.30000000000000004 and 0.3 print alike with
@@ -973,4 +975,100 @@ fn a_command_whose_follow_up_save_fails_still_answers_what_it_saved() {
     w.drive(|_, _| {});
     assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
     assert!(!w.record().metadata_stale);
+}
+
+/// A reset of an export in progress clears the saved carry (the compressor output not yet in a
+/// part) with its save. Before a review it kept it, so the next trigger's fresh export, whose
+/// record expects no carry, failed its first step with `CarryLost` and started over (an error
+/// in the status and the logs, one restart of its budget spent), on the very path the Parquet
+/// error's advice takes (reset, then trigger).
+#[test]
+fn a_reset_mid_export_clears_its_carry_for_the_next_export() {
+    let w = World::seeded(small_config(), 3_000, 3);
+    w.command(Command::Trigger).unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    w.advance_to_wake();
+    w.step().unwrap();
+    assert_eq!(w.status().phase, "exporting");
+    assert!(
+        !w.store.inner.saved.borrow().as_ref().unwrap().1.is_empty(),
+        "a carry is saved"
+    );
+    w.command(Command::Reset).unwrap();
+    w.command(Command::Trigger).unwrap();
+    w.advance_to_wake();
+    let report = w.step().unwrap();
+    assert_eq!(report.error, None, "the first step of the new export failed");
+    w.drive(|_, _| {});
+    assert_eq!(w.status().phase, "cleaned");
+}
+
+/// Inserts into DATE a row whose JSON line passes D1's 2,000,000 bytes: `value` (SQL) as its
+/// user agent, under id `id`.
+fn too_large_row(w: &World, id: &str, value: &str) {
+    w.sql()
+        .execute(
+            &format!(
+                "INSERT INTO traffic_events (id, path, method, status, response_time, client_ip_hash, user_agent, country, timestamp, event_date, is_error, created_at) VALUES (?1, '/', 'GET', 200, 1.5, 'h', {value}, 'DE', 1, ?2, 0, 1)"
+            ),
+            rusqlite::params![id, DATE],
+        )
+        .unwrap();
+}
+
+/// A row D1 stores but whose JSON line passes D1's 2 MB limit on a string (a 1.2 MB BLOB is
+/// 2.4 MB of hex; 1,000,001 double quotes are 2 MB escaped) can be neither exported nor
+/// compared: the date fails at once (no retries that cannot help) with advice that works, and
+/// nothing is deleted for it. Before a review the export retried it as a passing error and
+/// then failed with "the step will be retried". Once the operator deletes the row, a trigger
+/// goes on. The same in a cleaning, where the row came in after the export.
+#[test]
+fn a_row_too_large_for_d1s_json_fails_the_date_at_once_with_advice() {
+    let advice = |w: &World| {
+        let st = w.status();
+        let error = st.last_error.clone().unwrap_or_default();
+        assert_eq!(st.phase, "failed", "{error}");
+        assert_eq!(w.record().attempts, 1, "no retry: {error}");
+        assert!(
+            error.contains("2,000,000-byte limit") && error.contains("POST /admin/trigger"),
+            "{error}"
+        );
+    };
+    for value in ["randomblob(1200000)", "printf('%.*c', 1000001, '\"')"] {
+        let w = World::seeded(small_config(), 50, 3);
+        seed(w.sql(), OTHER, 20, 4, now_s(&w));
+        too_large_row(&w, "zz-big", value);
+        w.run();
+        advice(&w);
+        assert_eq!((count_date(w.sql(), DATE), count_date(w.sql(), OTHER)), (51, 20));
+        w.sql()
+            .execute("DELETE FROM traffic_events WHERE id = 'zz-big'", [])
+            .unwrap();
+        w.command(Command::Trigger).unwrap();
+        w.drive(|_, _| {});
+        cleaned_with_pending(&w, 0);
+        assert_eq!(count_date(w.sql(), OTHER), 20);
+    }
+    // In a cleaning: the row came in after the export, inside the archive's id range.
+    let w = uploaded(500, 5, |_| {});
+    let inside: String = w
+        .sql()
+        .query_row(
+            "SELECT id || '-big' FROM traffic_events ORDER BY id LIMIT 1 OFFSET 250",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    too_large_row(&w, &inside, "randomblob(1200000)");
+    clean(&w);
+    advice(&w);
+    assert_eq!(w.status().failed_in.as_deref(), Some("cleaning"));
+    assert!(count_date(w.sql(), DATE) >= 1);
+    w.sql()
+        .execute("DELETE FROM traffic_events WHERE id = ?1", [&inside])
+        .unwrap();
+    w.command(Command::Trigger).unwrap();
+    w.drive(|_, _| {});
+    cleaned_with_pending(&w, 0);
 }

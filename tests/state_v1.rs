@@ -95,7 +95,7 @@ fn a_date_cleaning_under_version_1_keeps_its_object_and_archives_the_rest_as_gen
 fn a_date_cleaned_under_version_1_stays_cleaned_and_refuses_a_restore_in_place() {
     let w = world_from("cleaned");
     let rec: Record = w.record();
-    assert!(matches!(rec.phase, Phase::Cleaned { rows_pending: 0 }));
+    assert!(matches!(rec.phase, Phase::Cleaned { rows_pending: 0, .. }));
     assert!(rec.generations[0].legacy);
     match w.command(Command::Restore {
         generation: Some(1),

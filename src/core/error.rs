@@ -18,6 +18,9 @@ pub enum FailureKind {
     NoSuchUpload,
     /// The durable record changed while the step ran (a concurrent command won).
     Conflict,
+    /// D1 refused a string or BLOB over its 2,000,000-byte limit (SQLite's `SQLITE_TOOBIG`):
+    /// the same statement fails the same way on every retry.
+    TooBig,
 }
 
 /// A failed port call: which call, and what the platform said.
@@ -38,6 +41,19 @@ impl PortError {
             message: message.into(),
         }
     }
+
+    /// A failed call of `op` by what the platform said: R2's missing multipart upload (error
+    /// 10024), SQLite's string or BLOB over its limit, or else anything worth a retry.
+    pub fn of(op: &'static str, message: String) -> PortError {
+        let kind = if message.contains("10024") || message.contains("multipart upload does not exist") {
+            FailureKind::NoSuchUpload
+        } else if message.contains("string or blob too big") || message.contains("SQLITE_TOOBIG") {
+            FailureKind::TooBig
+        } else {
+            FailureKind::Transient
+        };
+        PortError { kind, op, message }
+    }
 }
 
 /// Why a step failed. Every message says what happened and what happens next or what to do.
@@ -46,6 +62,9 @@ pub enum StepError {
     /// A platform call failed; the step is retried with backoff.
     #[error("{0}; the step will be retried with backoff")]
     Port(PortError),
+    /// D1 refused a value over its 2 MB limit on a string ([`FailureKind::TooBig`]).
+    #[error("{0}: a row of this date holds a value that, as its JSON line (text with its escapes, a BLOB as hex), passes D1's 2,000,000-byte limit on a string, so retrying cannot help and nothing more is deleted for it. Find that row (README.md, Known limits: rows too large for D1's JSON), shorten, move or delete it, then POST /admin/trigger?date=<this date> resumes")]
+    TooBig(PortError),
     /// D1 answered in an unexpected shape.
     #[error("{0}")]
     BadResult(BadResult),
@@ -124,6 +143,7 @@ impl StepError {
             | StepError::ObjectMismatch { .. }
             | StepError::ParquetMismatch { .. } => Recovery::RestartExport,
             StepError::PieceCorrupt { .. }
+            | StepError::TooBig(_)
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
             | StepError::TableChanged { .. }
@@ -135,7 +155,10 @@ impl StepError {
 
 impl From<PortError> for StepError {
     fn from(e: PortError) -> Self {
-        StepError::Port(e)
+        match e.kind {
+            FailureKind::TooBig => StepError::TooBig(e),
+            FailureKind::Transient | FailureKind::NoSuchUpload | FailureKind::Conflict => StepError::Port(e),
+        }
     }
 }
 

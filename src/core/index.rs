@@ -10,9 +10,11 @@ use serde_json::{json, Value};
 use crate::core::sql::{lossy_text, Key};
 
 /// One entry of the seek index: `len` bytes at `offset`, with CRC-32 `zcrc32`, inflate (raw
-/// deflate) on their own to `raw_len` bytes of `rows` whole lines with CRC-32 `crc32`, ids `first_id..=last_id` (in
-/// scan order; `None` for NULL ids) and integer timestamps in `min_ts..=max_ts` (`None` when
-/// no line of the piece has one).
+/// deflate) on their own to `raw_len` bytes of `rows` whole lines with CRC-32 `crc32`, ids
+/// `first_id..=last_id` (in scan order; `None` for NULL ids) and timestamps in
+/// `min_ts..=max_ts` (whole ms, a REAL's floor and ceiling; `None` when no line of the piece
+/// has one that is a number). Archives written before REALs were bounded bound INTEGER
+/// timestamps only ([`crate::core::state::Export::real_ts_bounded`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
     pub offset: u64,
@@ -28,11 +30,11 @@ pub struct Piece {
 }
 
 impl Piece {
-    /// Whether a line with an integer timestamp in `[from, to)` can be in this piece.
+    /// Whether a line with a timestamp in `[from, to)` can be in this piece.
     pub fn may_hold_time(&self, from: Option<i64>, to: Option<i64>) -> bool {
         match (self.min_ts, self.max_ts) {
             (Some(lo), Some(hi)) => from.is_none_or(|f| hi >= f) && to.is_none_or(|t| lo < t),
-            // No integer timestamp at all: only a query without a time window wants it.
+            // No timestamp that is a number: only a query without a time window wants it.
             _ => from.is_none() && to.is_none(),
         }
     }

@@ -9,12 +9,54 @@
 //! module writes it as the shortest decimal that reads back as the same double (serde_json's
 //! float formatting). The keys are the table's [`COLUMNS`], written here: they do not cross.
 //!
-//! The reading side is small: [`LineKeys`] reads the two values the events route filters on.
+//! The reading side is small: [`LineKeys`] reads the two values the events route filters on,
+//! and [`Timestamp`] says where a `timestamp` value lies in time.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::core::sql::{Key, COLUMNS, REAL_COLUMN, WIRE_VALUES};
+
+/// A `timestamp` value that is a number (unix ms): an INTEGER, or a finite REAL such as
+/// `1795176001000.5`, which SQLite keeps in the INTEGER column as it is. Text, NULL, BLOBs and
+/// SQLite's infinities (`9.0e+999`) are no time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Timestamp {
+    Int(i64),
+    Real(f64),
+}
+
+impl Timestamp {
+    /// From the value's JSON text as the export wrote it.
+    pub fn parse(json: &str) -> Option<Timestamp> {
+        if let Ok(t) = json.parse() {
+            return Some(Timestamp::Int(t));
+        }
+        let starts_a_number = json.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+        json.parse::<f64>()
+            .ok()
+            .filter(|t| starts_a_number && t.is_finite())
+            .map(Timestamp::Real)
+    }
+
+    /// Whether it lies in `[from, to)` (unix ms; `None`: no bound), exactly.
+    pub fn within(self, from: Option<i64>, to: Option<i64>) -> bool {
+        match self {
+            Timestamp::Int(t) => from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e),
+            // Every bound a window is given (an ISO time's ms) is a double exactly.
+            Timestamp::Real(t) => from.is_none_or(|f| t >= f as f64) && to.is_none_or(|e| t < e as f64),
+        }
+    }
+
+    /// The whole milliseconds around it, what the seek index's `min_ts..=max_ts` cover: itself
+    /// for an INTEGER, a REAL's floor and ceiling (saturating).
+    pub fn bounds(self) -> (i64, i64) {
+        match self {
+            Timestamp::Int(t) => (t, t),
+            Timestamp::Real(t) => (t.floor() as i64, t.ceil() as i64),
+        }
+    }
+}
 
 /// A wire row that does not have the expected shape: the query and this module disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,9 +133,9 @@ impl<'a> LineKeys<'a> {
         serde_json::from_slice(line).ok()
     }
 
-    /// The timestamp when it is an integer (what the index's min/max cover).
-    pub fn timestamp_ms(&self) -> Option<i64> {
-        self.timestamp.get().parse().ok()
+    /// The timestamp when it is a number.
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        Timestamp::parse(self.timestamp.get())
     }
 
     /// The id as the scan orders it: `None` for NULL (and for an id no scan writes).
@@ -202,17 +244,21 @@ mod tests {
 
     #[test]
     fn line_keys() {
+        use Timestamp::{Int, Real};
         let k = LineKeys::read(b"{\"id\":\"a\\u00e9\",\"x\":[1],\"timestamp\":17}").unwrap();
-        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("a\u{e9}"), Some(17)));
+        assert_eq!(
+            (k.text_id().as_deref(), k.timestamp()),
+            (Some("a\u{e9}"), Some(Int(17)))
+        );
         let k = LineKeys::read(b"{\"id\":null,\"timestamp\":\"late\"}").unwrap();
-        assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
+        assert_eq!((k.text_id(), k.timestamp()), (None, None));
         // SQLite's infinity, in the timestamp or in another column: the rest is still read.
         let k = LineKeys::read(b"{\"id\":\"b\",\"timestamp\":9.0e+999}").unwrap();
-        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("b"), None));
+        assert_eq!((k.text_id().as_deref(), k.timestamp()), (Some("b"), None));
         let k = LineKeys::read(b"{\"id\":\"c\",\"response_time\":-9.0e+999,\"timestamp\":5}").unwrap();
-        assert_eq!((k.text_id().as_deref(), k.timestamp_ms()), (Some("c"), Some(5)));
+        assert_eq!((k.text_id().as_deref(), k.timestamp()), (Some("c"), Some(Int(5))));
         let k = LineKeys::read(b"{\"id\":{\"$blob\":\"0A\"},\"timestamp\":1.5}").unwrap();
-        assert_eq!((k.text_id(), k.timestamp_ms()), (None, None));
+        assert_eq!((k.text_id(), k.timestamp()), (None, Some(Real(1.5))));
         assert_eq!(k.id_key(), Some(Key::Blob("0A".into())));
         let key = |line: &[u8]| LineKeys::read(line).unwrap().id_key();
         assert_eq!(
@@ -223,5 +269,46 @@ mod tests {
         // The scan's order: NULL, then text, then BLOB.
         assert!(key(b"{\"id\":null,\"timestamp\":1}") < key(b"{\"id\":\"\",\"timestamp\":1}"));
         assert!(key(b"{\"id\":\"\\uffff\",\"timestamp\":1}") < key(b"{\"id\":{\"$blob\":\"00\"},\"timestamp\":1}"));
+    }
+
+    #[test]
+    fn a_timestamp_is_an_integer_or_a_finite_real_and_lies_in_its_window_exactly() {
+        use Timestamp::{Int, Real};
+        let t = |json: &str| Timestamp::parse(json);
+        assert_eq!(t("1795176001000"), Some(Int(1_795_176_001_000)));
+        assert_eq!(t("1795176001000.5"), Some(Real(1_795_176_001_000.5)));
+        assert_eq!(t("1.7951760010005e+12"), Some(Real(1_795_176_001_000.5)));
+        assert_eq!(t("-0.25"), Some(Real(-0.25)));
+        for none in [
+            "null",
+            "\"17\"",
+            "9.0e+999",
+            "-9.0e+999",
+            "{\"$blob\":\"00\"}",
+            "inf",
+            "NaN",
+            "",
+        ] {
+            assert_eq!(t(none), None, "{none}");
+        }
+        let (from, to) = (Some(1_000), Some(2_000));
+        for (ts, inside) in [
+            (Int(999), false),
+            (Int(1_000), true),
+            (Int(1_999), true),
+            (Int(2_000), false),
+            (Real(999.999), false),
+            (Real(1_000.0), true),
+            (Real(1_999.999_9), true),
+            (Real(2_000.0), false),
+        ] {
+            assert_eq!(ts.within(from, to), inside, "{ts:?}");
+            assert!(ts.within(None, None));
+        }
+        assert_eq!(Real(1_000.5).bounds(), (1_000, 1_001));
+        assert_eq!(Real(-0.5).bounds(), (-1, 0));
+        assert_eq!(Real(7.0).bounds(), (7, 7));
+        assert_eq!(Real(1e300).bounds(), (i64::MAX, i64::MAX));
+        assert_eq!(Int(5).bounds(), (5, 5));
     }
 }

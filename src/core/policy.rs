@@ -51,7 +51,8 @@ pub const RETRY_AFTER_MS: i64 = 20 * 3_600_000;
 pub enum PokeReason {
     /// Due and given a free slot: a new generation starts.
     Start,
-    /// Running already: the trigger only makes sure its alarm exists.
+    /// Running already, or holding restored rows past the hold's end: the trigger only makes
+    /// sure its alarm exists (which starts the release of a hold that ended).
     Rearm,
     /// Failed: the daily cron resumes it.
     Resume,
@@ -65,8 +66,10 @@ pub enum PokeReason {
 /// and archived dates with rows in D1 again, each only once it rested [`RETRY_AFTER_MS`] since
 /// it was last tried. So dates whose rows cannot be cleaned (README.md, Known limits), or that
 /// fail at once, cannot take the slots from each other or from new dates without end, and
-/// none waits for ever behind them. `finished`: a date that just gave up its slot (the
-/// hand-over), never poked again by its own hand-over.
+/// none waits for ever behind them. Dates holding restored rows past their hold's end are
+/// re-armed too: their alarm may have been dropped (Cloudflare gives an alarm up after its
+/// retries), and only it starts the release. `finished`: a date that just gave up its slot
+/// (the hand-over), never poked again by its own hand-over.
 pub fn dates_to_poke(
     due: &[String],
     states: &[DateState],
@@ -98,7 +101,14 @@ pub fn dates_to_poke(
     let mut again: Vec<(&DateState, PokeReason)> = failed.chain(archived_again).collect();
     again.sort_by_key(|(s, _)| s.updated_at);
     let again = again.into_iter().map(|(s, r)| (s.date.clone(), r));
-    let rearm = running.iter().map(|s| (s.date.clone(), PokeReason::Rearm));
+    let hold_ended = states
+        .iter()
+        .filter(|s| other(&s.date) && s.status == "restored" && s.hold_until.is_some_and(|h| h <= now_ms));
+    let rearm = running
+        .iter()
+        .copied()
+        .chain(hold_ended)
+        .map(|s| (s.date.clone(), PokeReason::Rearm));
     rearm.chain(never_archived.chain(again).take(free)).collect()
 }
 
@@ -131,7 +141,8 @@ pub struct DateScan {
 /// Inputs of the health decision, as read from D1.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthInputs {
-    /// Failed dates and their errors.
+    /// Failed dates and their errors, the first [`OVERDUE_SHOWN`] (all of them are counted
+    /// from `states`).
     pub failed: Vec<(String, String)>,
     /// Dates with rows in D1 more than a day past due, oldest first: up to [`OVERDUE_READ`]
     /// more than the dates `states` knows, so dates waiting on an operator hide none; and the
@@ -187,7 +198,19 @@ fn overdue(date: &str, state: Option<&DateState>, now_ms: i64, cfg: &Config) -> 
 /// Healthy unless a date failed, D1 holds rows a day past due that nobody asked to keep, the
 /// cron has not run for two days, or test hooks are on.
 pub fn health(inputs: &HealthInputs, now_ms: i64, cfg: &Config) -> Health {
-    let mut reasons: Vec<String> = inputs.failed.iter().map(|(d, e)| format!("{d} failed: {e}")).collect();
+    let mut reasons: Vec<String> = inputs
+        .failed
+        .iter()
+        .take(OVERDUE_SHOWN)
+        .map(|(d, e)| format!("{d} failed: {e}"))
+        .collect();
+    let failed = inputs.states.iter().filter(|s| s.status == "failed").count();
+    if failed > reasons.len() {
+        reasons.push(format!(
+            "and {} more failed dates (GET /admin/dates lists them)",
+            failed - reasons.len()
+        ));
+    }
     // Every overdue date read is looked at (dates an operator asked to keep must not hide one
     // nobody did: a review's finding); each list names the first OVERDUE_SHOWN.
     let (mut named, mut more) = ([Vec::new(), Vec::new()], [0usize; 2]);
@@ -328,6 +351,33 @@ mod tests {
         let states = vec![st("2026-11-04", "failed")];
         let out = dates_to_poke(&[], &states, &cfg, None, NOW);
         assert_eq!(out, [("2026-11-04".into(), PokeReason::Resume)]);
+    }
+
+    /// A hold that ended needs its alarm to start the release; Cloudflare gives up an alarm
+    /// after its retries (a bad var deployed for minutes makes every alarm throw), so the cron
+    /// re-arms such a date, and only such a held date (a review's finding).
+    #[test]
+    fn a_restored_date_whose_hold_ended_is_rearmed() {
+        let held = |date: &str, until: i64| DateState {
+            hold_until: Some(until),
+            ..st(date, "restored")
+        };
+        let states = vec![
+            held("2026-11-01", NOW - 3 * 86_400_000),
+            held("2026-11-02", NOW + 1),
+            held("2026-11-03", NOW),
+        ];
+        let out = dates_to_poke(&[], &states, &Config::default(), None, NOW);
+        assert_eq!(
+            out,
+            [
+                ("2026-11-01".into(), PokeReason::Rearm),
+                ("2026-11-03".into(), PokeReason::Rearm)
+            ]
+        );
+        // Not by its own hand-over.
+        let out = dates_to_poke(&[], &states[..1], &Config::default(), Some("2026-11-01"), NOW);
+        assert_eq!(out, []);
     }
 
     const NOW: i64 = 1_796_000_000_000;

@@ -661,9 +661,9 @@ impl<'a> PageRow<'a> {
         self.values[ID_VALUE]
     }
 
-    /// `timestamp` when it is an integer (what the seek index's min and max cover).
-    pub fn timestamp(&self) -> Option<i64> {
-        self.values[TIMESTAMP_VALUE].parse().ok()
+    /// `timestamp`'s JSON value (`jsonl::Timestamp` reads it).
+    pub fn timestamp_json(&self) -> &'a str {
+        self.values[TIMESTAMP_VALUE]
     }
 }
 
@@ -1098,9 +1098,9 @@ impl<'a> Keyed<'a> {
 }
 
 /// A line's JSON value of every column of [`COLUMNS`], if it has every column in order and
-/// nothing else. Keys are found outside strings: inside one, every `"` follows a backslash, so
-/// `,"` never occurs there, nor in a BLOB's `{"$blob":"HEX"}`; a value holding `,"` is no value
-/// of a column and the line is not cut. Cleaning and the Parquet writer read lines through it.
+/// nothing else. Keys are found after each value's text string, if it is one ([`next_key`]);
+/// other values (numbers, `null`, a BLOB's `{"$blob":"HEX"}`) hold no `,"`. Cleaning and the
+/// Parquet writer read lines through it.
 pub fn cut(line: &str) -> Option<[&str; COLUMNS.len()]> {
     let mut rest = line.strip_prefix(r#"{"id":"#)?.strip_suffix('}')?;
     let mut values = [""; COLUMNS.len()];
@@ -1123,10 +1123,22 @@ fn is_real(value: &str) -> bool {
     value.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && value.contains(['.', 'e', 'E'])
 }
 
-/// Where the next `,"` is in `s`: in a line, the start of the next key (see [`Keyed::of`]).
+/// Where the next `,"` is in `s`, a line from a value on: the start of the next key (see
+/// [`Keyed::of`]). A value that is a text string is passed over first: inside one, every `"`
+/// but the closing one follows an odd run of backslashes, so `,"` occurs there only as a text
+/// ending in a comma and its closing quote (`"/tags/a,"`, a review's finding).
 fn next_key(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    memchr::memchr_iter(b',', b).find(|&i| b.get(i + 1) == Some(&b'"'))
+    let from = match b.first() {
+        Some(b'"') => memchr::memchr_iter(b'"', b).skip(1).find(|&i| {
+            let backslashes = b[..i].iter().rev().take_while(|&&c| c == b'\\').count();
+            backslashes % 2 == 0
+        })?,
+        _ => 0,
+    };
+    memchr::memchr_iter(b',', &b[from..])
+        .map(|i| i + from)
+        .find(|&i| b.get(i + 1) == Some(&b'"'))
 }
 
 /// The lines of `date` whose rows D1 finds by id through a JSON path, and the others.
@@ -1758,6 +1770,38 @@ mod tests {
         }
     }
 
+    /// Texts ending in a comma, in a backslash, or holding `","` escaped: each value comes out
+    /// whole (a text ending in a comma was cut at its closing quote before a review).
+    #[test]
+    fn a_line_is_cut_into_its_values_whatever_its_texts_hold() {
+        let texts = [
+            "/tags/a,",
+            "a\\",
+            "a\\,",
+            ",",
+            "\",\"",
+            "x\\\",\"y",
+            "",
+            "{\"$blob\":\"00\"},",
+        ];
+        for text in texts {
+            let mut values: Vec<String> = COLUMNS.iter().map(|_| Value::from(text).to_string()).collect();
+            values[4] = "1.5".into();
+            values[3] = "200".into();
+            values[11] = "null".into();
+            let body: Vec<String> = COLUMNS
+                .iter()
+                .zip(&values)
+                .map(|(c, v)| format!("\"{c}\":{v}"))
+                .collect();
+            let line = format!("{{{}}}", body.join(","));
+            let got = cut(&line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(got.to_vec(), values, "{line}");
+        }
+        // Not the table's columns in order, or something after them: not cut.
+        assert!(cut(r#"{"id":"a,","path":"b"}"#).is_none());
+    }
+
     /// A line of every column, as the export writes it: `rt` its REAL column's value, `ua` its
     /// user agent's.
     fn line(id: &str, rt: &str, ua: &str) -> String {
@@ -1799,8 +1843,12 @@ mod tests {
             .iter()
             .all(|r| r.values[DATE_VALUE] == "\"d\"" && r.values[DATE_VALUE + 1] == "0"));
         assert_eq!(
-            (rows[0].timestamp(), rows[1].timestamp(), rows[2].timestamp()),
-            (Some(17), None, None)
+            (
+                rows[0].timestamp_json(),
+                rows[1].timestamp_json(),
+                rows[2].timestamp_json()
+            ),
+            ("17", "\"late\"", "1.5")
         );
         assert_eq!((rows[0].real, rows[1].id(), rows[2].values[10]), ("1.5", "null", "1"));
         assert_eq!(

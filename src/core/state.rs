@@ -72,7 +72,12 @@ pub enum Phase {
     /// `AUTO_CLEANUP` the next alarm starts cleaning; otherwise an operator does.
     Uploaded { generation: u32 },
     /// A cleaning pass ended with a count of every row of the date still in D1.
-    Cleaned { rows_pending: u64 },
+    Cleaned {
+        rows_pending: u64,
+        /// When the pass was a release: the rows it took back from D1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        released: Option<u64>,
+    },
     /// Rows of archives are back in D1 and held there until `hold.until_ms` or a release.
     Restored(Hold),
     /// Too many consecutive failures, or one that retrying cannot fix.
@@ -133,6 +138,10 @@ pub struct Export {
     /// for only some of its rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<Vec<ParquetFile>>,
+    /// Its pieces' `min_ts..=max_ts` cover REAL timestamps too (rounded outwards). Archives
+    /// written before do not (only INTEGER ones), so a time window reads all their pieces.
+    #[serde(default)]
+    pub real_ts_bounded: bool,
 }
 
 /// One Parquet file of an archive: the rows of one export step, in one `put`.
@@ -184,6 +193,9 @@ pub struct Written {
     pub rows: u64,
     pub pieces: Vec<Piece>,
     pub restarts: u32,
+    /// As [`Export::real_ts_bounded`].
+    #[serde(default)]
+    pub real_ts_bounded: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<Vec<ParquetFile>>,
 }
@@ -241,6 +253,9 @@ pub struct Generation {
     /// Its Parquet files (none when `PARQUET` was off), footers verified with the object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parquet: Vec<ParquetFile>,
+    /// As [`Export::real_ts_bounded`].
+    #[serde(default)]
+    pub real_ts_bounded: bool,
 }
 
 /// How far cleaning got for one generation.
@@ -485,7 +500,7 @@ impl Phase {
     /// The rows of the date a finished cleaning pass counted still in D1 (only when `Cleaned`).
     pub fn rows_pending(&self) -> Option<u64> {
         match self {
-            Phase::Cleaned { rows_pending } => Some(*rows_pending),
+            Phase::Cleaned { rows_pending, .. } => Some(*rows_pending),
             Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
         }
     }
@@ -638,6 +653,7 @@ pub mod v1 {
             cleaned_at_ms: s.finished_at_ms,
             legacy: true,
             parquet: Vec::new(),
+            real_ts_bounded: false,
         }
     }
 
@@ -700,7 +716,10 @@ pub mod v1 {
             PhaseV1::Cleaned(s) => {
                 rec.generations.retain(|h| h.number != s.generation);
                 rec.generations.push(legacy(&s, CleanState::Cleaned, s.rows_deleted));
-                Phase::Cleaned { rows_pending: 0 }
+                Phase::Cleaned {
+                    rows_pending: 0,
+                    released: None,
+                }
             }
         };
         rec.generations.sort_by_key(|g| g.number);
@@ -729,6 +748,7 @@ impl Export {
             pieces: Vec::new(),
             restarts,
             parquet: None,
+            real_ts_bounded: true,
         }
     }
 

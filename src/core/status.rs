@@ -40,20 +40,31 @@ pub struct Status {
     pub parquet_files: Option<u64>,
     /// Pieces read back and checked so far (while verifying), or all of them once verified.
     pub pieces_verified: u64,
-    /// Rows deleted by the current (or last) cleaning pass.
+    /// Rows the newest generation's cleaning deleted; while a pass runs (a cleaning or a
+    /// release), that pass's count so far.
     pub rows_deleted: u64,
+    /// Rows the last release took back from D1 (restored rows deleted again after their hold),
+    /// once it ended; `null` after any other pass.
+    #[serde(default)]
+    pub rows_released: Option<u64>,
     /// Rows of the date still in D1 after the last cleaning pass (0: the date is truly empty).
     pub rows_pending: Option<u64>,
     /// What a restore did (while restoring or holding).
     pub restore: Option<RestoreView>,
+    /// Failed attempts of the current step in a row (0 once one succeeds).
     pub attempts: u32,
+    /// The last error, saying what happens next or what to do; `null` once the date is well.
     pub last_error: Option<String>,
+    /// When the current run began, was last saved, and ended (RFC 3339).
     pub started_at: Option<String>,
     pub updated_at: Option<String>,
     pub finished_at: Option<String>,
+    /// When the date's next alarm is due; `null`: none (the date rests).
     pub next_step_at: Option<String>,
+    /// The most wasm memory a step of this date has seen (the Worker's 128 MB isolate).
     pub peak_wasm_memory_bytes: u64,
     pub stats: Stats,
+    /// Every archive object of the date, oldest first.
     pub generations: Vec<GenerationView>,
 }
 
@@ -188,6 +199,10 @@ pub fn status(rec: &Record) -> Status {
         pieces_verified: newest.map_or(0, |g| g.pieces.len() as u64),
         rows_deleted: newest.map_or(0, |g| g.rows_deleted),
         rows_pending: rec.phase.rows_pending(),
+        rows_released: match &rec.phase {
+            Phase::Cleaned { released, .. } => *released,
+            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
+        },
         restore: None,
         attempts: rec.attempts,
         last_error: rec.last_error.clone(),
@@ -285,6 +300,9 @@ pub struct ArchiveObject {
     pub pieces: Vec<crate::core::index::Piece>,
     #[serde(default)]
     pub parquet: Vec<ParquetFile>,
+    /// As [`crate::core::state::Export::real_ts_bounded`].
+    #[serde(default)]
+    pub real_ts_bounded: bool,
 }
 
 impl ArchiveObject {
@@ -300,6 +318,7 @@ impl ArchiveObject {
                 legacy: g.legacy,
                 pieces: g.pieces.clone(),
                 parquet: g.parquet.clone(),
+                real_ts_bounded: g.real_ts_bounded,
             })
             .collect()
     }

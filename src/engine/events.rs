@@ -61,10 +61,10 @@ impl Window {
     /// before it in its generation's scan, which places a lossy id (see the module doc).
     fn wants(&self, k: Option<&LineKeys>, pred: Option<&str>) -> bool {
         let Some(k) = k else { return false };
-        let time_ok = match (self.from_ms.is_some() || self.to_ms.is_some(), k.timestamp_ms()) {
+        let time_ok = match (self.from_ms.is_some() || self.to_ms.is_some(), k.timestamp()) {
             (false, _) => true,
             (true, None) => false,
-            (true, Some(t)) => self.from_ms.is_none_or(|f| t >= f) && self.to_ms.is_none_or(|e| t < e),
+            (true, Some(t)) => t.within(self.from_ms, self.to_ms),
         };
         let id_ok = match (self.bounds_ids(), k.text_id()) {
             (false, _) => true,
@@ -86,8 +86,11 @@ impl Window {
         time_ok && id_ok
     }
 
-    fn may_hold(&self, p: &Piece) -> bool {
-        p.may_hold_time(self.from_ms, self.to_ms) && p.may_hold_id(self.id_from.as_deref(), self.id_to.as_deref())
+    /// Whether piece `p` of an object can hold lines of the window; `real_ts_bounded`: the
+    /// object's index bounds REAL timestamps too (else its time bounds cannot rule it out).
+    fn may_hold(&self, p: &Piece, real_ts_bounded: bool) -> bool {
+        (!real_ts_bounded || p.may_hold_time(self.from_ms, self.to_ms))
+            && p.may_hold_id(self.id_from.as_deref(), self.id_to.as_deref())
     }
 }
 
@@ -332,7 +335,7 @@ fn overlap(p: &Piece, q: &Piece) -> bool {
 fn plan_pieces(objects: &[ArchiveObject], window: &Window) -> Vec<Vec<bool>> {
     let mut plans: Vec<Vec<bool>> = objects
         .iter()
-        .map(|o| o.pieces.iter().map(|p| window.may_hold(p)).collect())
+        .map(|o| o.pieces.iter().map(|p| window.may_hold(p, o.real_ts_bounded)).collect())
         .collect();
     for newer in 1..objects.len() {
         for (i, p) in objects[newer].pieces.iter().enumerate() {

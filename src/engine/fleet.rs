@@ -113,8 +113,11 @@ pub async fn beat<D: Database>(db: &D, now_ms: i64) -> Result<(), PortError> {
 
 /// `/admin/health`.
 pub async fn health<D: Database>(db: &D, cfg: &Config, now_ms: i64) -> Result<Health, PortError> {
-    let failed: Vec<(String, Option<String>)> =
-        decode_rows("failed_dates", &db.run(&sql::failed_dates(50)).await?).map_err(bad)?;
+    let failed: Vec<(String, Option<String>)> = decode_rows(
+        "failed_dates",
+        &db.run(&sql::failed_dates(policy::OVERDUE_SHOWN as u32)).await?,
+    )
+    .map_err(bad)?;
     let last = policy::last_overdue(Day::from_unix_ms(now_ms), cfg);
     let states = date_states(db).await?;
     // Every value, not only those up to `last`: values that are no date sort anywhere.

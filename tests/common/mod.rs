@@ -73,7 +73,7 @@ impl SqliteDb {
 }
 
 fn d1_error(op: &'static str) -> impl Fn(rusqlite::Error) -> PortError {
-    move |e| PortError::transient(op, e.to_string())
+    move |e| PortError::of(op, e.to_string())
 }
 
 impl Database for SqliteDb {

@@ -116,6 +116,8 @@ def test_restore_and_release_a_date(page, worker):
     act(page, DONE, "release")
     page.wait_for_selector(f'tr[data-date="{DONE}"][data-phase="cleaned"]')
     assert worker.count(DONE) == 0
+    assert "released 20,000 / 20,000" in row(page, DONE).inner_text()
+    assert worker.status(DONE)["rows_released"] == 20_000
 
 
 def test_trigger_and_reset_a_date(page, worker):

@@ -20,7 +20,7 @@ use crate::core::state::{
 };
 use crate::core::status::iso;
 
-use super::{settle, start_pass, Transition};
+use super::{settle, start_pass, Carry, Transition};
 
 /// What an operator (or the cron) asks of a date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr)]
@@ -164,10 +164,13 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
         Plan::Save(mut rec, reply) => {
             rec.updated_at_ms = Some(now_ms);
             rec.attempts = 0;
+            let carry = carry_after(&rec);
+            let mut transition = settle(rec, before, action, now_ms, cfg);
+            transition.carry = carry;
             Decision {
                 reply,
                 save: true,
-                transition: settle(rec, before, action, now_ms, cfg),
+                transition,
             }
         }
         Plan::Pass(rec, purpose, generations, restored_by, reply) => Decision {
@@ -176,6 +179,29 @@ pub fn handle_command(rec: Record, cmd: Command, now_ms: i64, cfg: &Config) -> R
             transition: start_pass(rec, (purpose, generations, restored_by), now_ms, cfg, (before, action)),
         },
     })
+}
+
+/// The carry a command's save leaves: an export it resumes keeps its own, and anything else
+/// starts with none (a reset mid-export left its carry to fail the next export's first step:
+/// a review's finding).
+fn carry_after(rec: &Record) -> Carry {
+    let export = match &rec.phase {
+        Phase::Working(Work::Exporting(ex))
+        | Phase::Failed(Failure {
+            work: Work::Exporting(ex),
+            ..
+        }) => Some(ex),
+        Phase::Idle
+        | Phase::Working(_)
+        | Phase::Uploaded { .. }
+        | Phase::Cleaned { .. }
+        | Phase::Restored(_)
+        | Phase::Failed(_) => None,
+    };
+    match export {
+        Some(ex) if ex.carry_len > 0 => Carry::Keep,
+        Some(_) | None => Carry::Write(Vec::new()),
+    }
 }
 
 fn trigger(mut rec: Record, now_ms: i64, cfg: &Config) -> Planning {

@@ -136,7 +136,8 @@ pub enum StepUpload {
 #[derive(Debug, Clone, Copy)]
 struct LineInfo {
     end: usize,
-    ts: Option<i64>,
+    /// The whole milliseconds its timestamp lies in (`Timestamp::bounds`), if it is a number.
+    ts: Option<(i64, i64)>,
     id: Option<(usize, usize)>,
 }
 
@@ -169,6 +170,8 @@ enum Up {
         new_parts: Vec<PartRef>,
     },
     SinglePut,
+    /// A scan that found no row cleared the object's key (as [`ExportJob::final_io`] says).
+    Cleared,
 }
 
 /// The step's Parquet file.
@@ -382,6 +385,10 @@ impl ExportJob {
                 }));
                 Ok(())
             }
+            Answer::Done if self.clears_key() => {
+                self.up = Up::Cleared;
+                Ok(())
+            }
             Answer::Done => {
                 // The single put: the whole object is in R2.
                 let n = self.writer.pending().len();
@@ -415,7 +422,7 @@ impl ExportJob {
             row_bytes: self.row_bytes,
             stream,
             upload: match self.up {
-                Up::NotStarted => StepUpload::NotStarted,
+                Up::NotStarted | Up::Cleared => StepUpload::NotStarted,
                 Up::SinglePut => StepUpload::SinglePut,
                 Up::Multipart {
                     upload_id, new_parts, ..
@@ -459,7 +466,7 @@ impl ExportJob {
             let start = row.id().as_ptr() as usize - base;
             self.info.push(LineInfo {
                 end: self.lines.len(),
-                ts: row.timestamp(),
+                ts: jsonl::Timestamp::parse(row.timestamp_json()).map(jsonl::Timestamp::bounds),
                 id: (!null_segment).then_some((start, start + row.id().len())),
             });
             last = Some(row);
@@ -545,9 +552,9 @@ impl ExportJob {
             self.piece.first_id = self.key_of(from)?;
         }
         for line in &self.info[from..to] {
-            if let Some(ts) = line.ts {
-                self.piece.min_ts = Some(self.piece.min_ts.map_or(ts, |m| m.min(ts)));
-                self.piece.max_ts = Some(self.piece.max_ts.map_or(ts, |m| m.max(ts)));
+            if let Some((lo, hi)) = line.ts {
+                self.piece.min_ts = Some(self.piece.min_ts.map_or(lo, |m| m.min(lo)));
+                self.piece.max_ts = Some(self.piece.max_ts.map_or(hi, |m| m.max(hi)));
             }
         }
         self.piece.rows += (to - from) as u64;
@@ -591,7 +598,7 @@ impl ExportJob {
     // -- uploads ------------------------------------------------------------------------------
 
     fn part_waiting(&self) -> bool {
-        !matches!(self.up, Up::SinglePut) && self.writer.peek_part(self.part_size).is_some()
+        !matches!(self.up, Up::SinglePut | Up::Cleared) && self.writer.peek_part(self.part_size).is_some()
     }
 
     fn upload_io(&self) -> Io<'_> {
@@ -602,7 +609,7 @@ impl ExportJob {
                 number: *next,
                 bytes: self.writer.peek_part(self.part_size).unwrap_or_default(),
             },
-            Up::NotStarted | Up::SinglePut => Io::CreateUpload { key: &self.key },
+            Up::NotStarted | Up::SinglePut | Up::Cleared => Io::CreateUpload { key: &self.key },
         }
     }
 
@@ -635,14 +642,22 @@ impl ExportJob {
         Ok(())
     }
 
-    /// After the stream ends, the rest goes up: as the only object (`put`) or the last part.
+    /// After the stream ends, the rest goes up: as the only object (`put`) or the last part;
+    /// or, when the scan found no row, the object's key is cleared ([`Self::clears_key`]).
     fn final_waiting(&self) -> bool {
         self.scan_done
             && match &self.up {
-                Up::NotStarted => !(self.skip_empty && self.rows == 0),
+                Up::NotStarted => true,
                 Up::Multipart { .. } => !self.writer.pending().is_empty(),
-                Up::SinglePut => false,
+                Up::SinglePut | Up::Cleared => false,
             }
+    }
+
+    /// The scan found no row to archive, so no object is written, and its key is cleared
+    /// instead: an earlier run of this step may have put it before a crash, and the app
+    /// deleted the rows since (nothing would list it; a review's finding).
+    fn clears_key(&self) -> bool {
+        self.scan_done && self.skip_empty && self.rows == 0 && matches!(self.up, Up::NotStarted)
     }
 
     /// The step's Parquet file goes up; a step with no row clears its key instead (an earlier
@@ -663,6 +678,9 @@ impl ExportJob {
     }
 
     fn final_io(&self) -> Io<'_> {
+        if self.clears_key() {
+            return Io::Delete { key: &self.key };
+        }
         let rest = self.writer.pending();
         match &self.up {
             Up::Multipart { upload_id, next, .. } => Io::UploadPart {
@@ -671,7 +689,7 @@ impl ExportJob {
                 number: *next,
                 bytes: rest,
             },
-            Up::NotStarted | Up::SinglePut => Io::Put {
+            Up::NotStarted | Up::SinglePut | Up::Cleared => Io::Put {
                 key: &self.key,
                 body: vec![rest],
                 content_type: "application/gzip",

@@ -580,7 +580,10 @@ fn fold_export(rec: &mut Record, e: Exported, carry_len: u64, now_ms: i64) -> Re
         // triggered by mistake, with no row in D1, leaves nothing behind in R2).
         rec.finished_at_ms = Some(now_ms);
         rec.phase = if has_archives {
-            Phase::Cleaned { rows_pending: 0 }
+            Phase::Cleaned {
+                rows_pending: 0,
+                released: None,
+            }
         } else {
             Phase::Idle
         };
@@ -609,6 +612,7 @@ fn written_of(ex: &Export, single: bool) -> Written {
         pieces: ex.pieces.clone(),
         restarts: ex.restarts,
         parquet: ex.parquet.clone(),
+        real_ts_bounded: ex.real_ts_bounded,
     }
 }
 
@@ -641,7 +645,10 @@ fn drop_repeat(rec: &mut Record, now_ms: i64) {
     let rows_pending = w.rows;
     rec.garbage.extend(garbage);
     rec.finished_at_ms = Some(now_ms);
-    rec.phase = Phase::Cleaned { rows_pending };
+    rec.phase = Phase::Cleaned {
+        rows_pending,
+        released: None,
+    };
 }
 
 fn fold_complete(rec: &mut Record, now_ms: i64) {
@@ -669,6 +676,7 @@ fn fold_complete(rec: &mut Record, now_ms: i64) {
         verified_at_ms: None,
         cleaned_at_ms: None,
         legacy: false,
+        real_ts_bounded: w.real_ts_bounded,
     };
     let restarts = w.restarts;
     rec.phase = Phase::Working(Work::Verifying(Verifying {
@@ -740,7 +748,11 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
 }
 
 fn finish_cleaning(rec: &mut Record, rows_pending: u64, now_ms: i64) {
+    let mut released = None;
     if let Phase::Working(Work::Cleaning(pass)) = &rec.phase {
+        if pass.purpose == Purpose::Release {
+            released = Some(pass.rows);
+        }
         if pass.purpose == Purpose::Clean {
             for n in pass.walk.generations.clone() {
                 if let Some(g) = rec.generation_mut(n) {
@@ -752,7 +764,7 @@ fn finish_cleaning(rec: &mut Record, rows_pending: u64, now_ms: i64) {
     }
     rec.stats.cleaned_at_ms = Some(now_ms);
     rec.finished_at_ms = Some(now_ms);
-    rec.phase = Phase::Cleaned { rows_pending };
+    rec.phase = Phase::Cleaned { rows_pending, released };
 }
 
 /// Which reads a step's D1 rows count as.

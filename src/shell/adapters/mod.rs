@@ -18,7 +18,7 @@ pub use storage::DoStorage;
 use worker::js_sys;
 use worker::wasm_bindgen::{JsCast, JsValue};
 
-use crate::ports::{FailureKind, PortError};
+use crate::ports::PortError;
 
 fn js_message(e: &JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
@@ -28,20 +28,9 @@ fn js_message(e: &JsValue) -> String {
 }
 
 fn worker_err(op: &'static str) -> impl Fn(worker::Error) -> PortError {
-    move |e| classify(op, e.to_string())
+    move |e| PortError::of(op, e.to_string())
 }
 
 fn js_err(op: &'static str) -> impl Fn(JsValue) -> PortError {
-    move |e| classify(op, js_message(&e))
-}
-
-/// R2 reports a missing multipart upload as error 10024 ("The specified multipart upload does
-/// not exist"); everything else is worth a retry.
-fn classify(op: &'static str, message: String) -> PortError {
-    let kind = if message.contains("10024") || message.contains("multipart upload does not exist") {
-        FailureKind::NoSuchUpload
-    } else {
-        FailureKind::Transient
-    };
-    PortError { kind, op, message }
+    move |e| PortError::of(op, js_message(&e))
 }
