@@ -400,7 +400,8 @@ pub fn number_param(name: &'static str, value: Option<&str>) -> Result<Option<u3
 ///
 /// A `+` of an offset typed unencoded arrives as a space (query strings decode `+` so), and is
 /// read as the `+` it was. A whole number under 10^11 (before March 1973 in milliseconds) is
-/// refused as the unix seconds it almost surely is.
+/// refused as the unix seconds it almost surely is, and a time with a fraction of a
+/// millisecond: windows compare timestamps, REAL ones too, against whole milliseconds.
 pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(v) = value else { return Ok(None) };
     if let Ok(n) = v.parse::<i64>() {
@@ -415,16 +416,22 @@ pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>
         Some((time, offset)) if offset.starts_with(' ') => Some(format!("{time}+{}", &offset[1..])),
         _ => None,
     };
-    DateTime::parse_from_rfc3339(v)
+    let t = DateTime::parse_from_rfc3339(v)
         .or_else(|e| offset_plus.as_deref().map_or(Err(e), DateTime::parse_from_rfc3339))
-        // Rounded up: rows hold whole milliseconds, and `from` is inclusive, `to` exclusive.
-        .map(|t| Some(t.timestamp_millis() + i64::from(t.timestamp_subsec_nanos() % 1_000_000 != 0)))
         .map_err(|_| {
             bad(format!(
                 "`{name}` must be RFC 3339 (e.g. 2026-09-14T14:00:00Z, with a `+` offset sent as %2B) or unix milliseconds (e.g. 1789394400000), got {:?}",
                 truncate(v)
             ))
-        })
+        })?;
+    if t.timestamp_subsec_nanos() % 1_000_000 != 0 {
+        return Err(bad(format!(
+            "`{name}` {:?} has a fraction of a millisecond; windows compare timestamps against whole milliseconds: send {}",
+            truncate(v),
+            t.format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        )));
+    }
+    Ok(Some(t.timestamp_millis()))
 }
 
 fn truncate(v: &str) -> String {
@@ -592,13 +599,20 @@ mod tests {
         let far = parse("POST", "/admin/restore?date=2026-11-20&hold_until=9999-12-31", &cfg).unwrap_err();
         assert!(far.message.contains("send 2027-11-26 or earlier"), "{}", far.message);
         assert!(parse("POST", "/admin/restore?date=2026-11-20&hold_until=2027-11-26", &cfg).is_ok());
-        // A character of several bytes where an offset would start; a time finer than rows.
+        // A character of several bytes where an offset would start; a time finer than a
+        // millisecond, which a REAL timestamp could not be compared with exactly (a review).
         assert!(time_param("from", Some("é12345")).is_err());
         assert!(time_param("from", Some("2026-11-20T16:00:00é2:00")).is_err());
         let t = |v: &str| time_param("from", Some(v)).unwrap().unwrap();
-        assert_eq!(t("2026-11-20T16:00:00.0005Z"), t("2026-11-20T16:00:00.001Z"));
-        assert_eq!(t("2026-11-20T16:00:00.001Z"), t("2026-11-20T16:00:00Z") + 1);
-        assert_eq!(t("1969-12-31T23:59:59.9995Z"), 0);
+        let fine = time_param("from", Some("2026-11-20T16:00:00.0005Z"))
+            .unwrap_err()
+            .message;
+        assert!(
+            fine.contains("fraction of a millisecond") && fine.contains("send 2026-11-20T16:00:00.000+00:00"),
+            "{fine}"
+        );
+        assert_eq!(t("2026-11-20T16:00:00.001000Z"), t("2026-11-20T16:00:00Z") + 1);
+        assert_eq!(t("1969-12-31T23:59:59.999Z"), -1);
         let Route::Events(q) = parse("GET", "/admin/events?date=2026-11-20&id_after=a&limit=5", &cfg).unwrap() else {
             panic!()
         };

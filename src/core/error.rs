@@ -63,7 +63,7 @@ pub enum StepError {
     #[error("{0}; the step will be retried with backoff")]
     Port(PortError),
     /// D1 refused a value over its 2 MB limit on a string ([`FailureKind::TooBig`]).
-    #[error("{0}: a row of this date holds a value that, as its JSON line (text with its escapes, a BLOB as hex), passes D1's 2,000,000-byte limit on a string, so retrying cannot help and nothing more is deleted for it. Find that row (README.md, Known limits: rows too large for D1's JSON), shorten, move or delete it, then POST /admin/trigger?date=<this date> resumes")]
+    #[error("{0}: a row of this date holds a value that, as its JSON line (text with its escapes, a BLOB as hex), passes D1's 2,000,000-byte limit on a string, so retrying cannot help and nothing more is deleted for it. Find that row (README.md, Known limits: rows too large for D1's JSON), shorten, move or delete it, then POST /admin/trigger-archive?date=<this date> resumes")]
     TooBig(PortError),
     /// D1 answered in an unexpected shape.
     #[error("{0}")]
@@ -111,6 +111,9 @@ pub enum StepError {
     /// The SQL and the encoder disagree about a row.
     #[error("{0}")]
     Malformed(MalformedRow),
+    /// A row's line could be exported but never compared or restored ([`crate::core::sql::crosses_too_big`]).
+    #[error("row {id} of this date makes a JSON line of {bytes} bytes, which cannot cross D1 in a cleaning or a restore (a line with a character past U+00FF goes as hex, twice its bytes) under D1's 2,000,000-byte limit on a string, so it is not archived and nothing of this export is deleted. Shorten, move or delete that row (README.md, Known limits: rows too large for D1's JSON), then POST /admin/trigger-archive?date=<this date> resumes")]
+    LineTooBig { id: String, bytes: u64 },
     /// A step's Parquet file could not be written from its lines (a bug).
     #[error("writing the Parquet file failed: {0}. Every row is still in D1. To archive without Parquet: set PARQUET=false, POST /admin/reset for this date (discards this unfinished export; a trigger alone would resume it with Parquet on), then POST /admin/trigger-archive; and report this error")]
     Parquet(crate::core::parquet::ParquetError),
@@ -144,6 +147,7 @@ impl StepError {
             | StepError::ParquetMismatch { .. } => Recovery::RestartExport,
             StepError::PieceCorrupt { .. }
             | StepError::TooBig(_)
+            | StepError::LineTooBig { .. }
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
             | StepError::TableChanged { .. }

@@ -14,6 +14,7 @@
 //! Archived lines carry BLOB values as `{"$blob":"<uppercase hex>"}`; no SQLite value is a
 //! JSON object, so the two cannot be confused.
 
+use crate::core::config::D1_MAX_STRING;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -1315,6 +1316,17 @@ fn is_narrow(s: &str) -> bool {
 pub fn is_narrow_bytes(s: &[u8]) -> bool {
     s.chunks(64)
         .all(|block| block.iter().fold(0u8, |wide, b| wide | u8::from(*b >= 0xC4)) == 0)
+}
+
+/// The room a batch's parameter takes around one line (its key, brackets, separators).
+const LINE_ROOM: u64 = 1_024;
+
+/// Whether a line could never cross D1 alone in a cleaning or a restore: as it is, or as the
+/// hex of its UTF-8 (twice its bytes) when it holds a character past U+00FF, it would pass D1's
+/// limit on a string. Only lines of about a megabyte are looked at closely.
+pub fn crosses_too_big(line: &[u8]) -> bool {
+    let len = line.len() as u64 + LINE_ROOM;
+    len > D1_MAX_STRING || (2 * len > D1_MAX_STRING && !is_narrow_bytes(line))
 }
 
 /// Lines as one JSON array.

@@ -462,7 +462,14 @@ impl ExportJob {
         let mut last = None;
         for row in sql::page_rows(&self.wire, &self.date_json) {
             let row = row?;
+            let from = self.lines.len();
             jsonl::encode_row(&row.values, row.real, &mut self.lines)?;
+            if sql::crosses_too_big(&self.lines[from..]) {
+                return Err(StepError::LineTooBig {
+                    id: row.id().chars().take(80).collect(),
+                    bytes: (self.lines.len() - from) as u64,
+                });
+            }
             let start = row.id().as_ptr() as usize - base;
             self.info.push(LineInfo {
                 end: self.lines.len(),
