@@ -424,7 +424,14 @@ pub fn time_param(name: &'static str, value: Option<&str>) -> Result<Option<i64>
                 truncate(v)
             ))
         })?;
-    if t.timestamp_subsec_nanos() % 1_000_000 != 0 {
+    // chrono reads nine digits of a fraction and drops the rest (a review).
+    let fraction = v.split_once('.').map_or("", |(_, f)| f);
+    let past_nanos = fraction
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .skip(9)
+        .any(|c| c != '0');
+    if t.timestamp_subsec_nanos() % 1_000_000 != 0 || past_nanos {
         return Err(bad(format!(
             "`{name}` {:?} has a fraction of a millisecond; windows compare timestamps against whole milliseconds: send {}",
             truncate(v),
@@ -612,6 +619,8 @@ mod tests {
             "{fine}"
         );
         assert_eq!(t("2026-11-20T16:00:00.001000Z"), t("2026-11-20T16:00:00Z") + 1);
+        assert_eq!(t("2026-11-20T16:00:00.0010000000Z"), t("2026-11-20T16:00:00Z") + 1);
+        assert!(time_param("from", Some("2026-11-20T16:00:00.0010000001Z")).is_err());
         assert_eq!(t("1969-12-31T23:59:59.999Z"), -1);
         let Route::Events(q) = parse("GET", "/admin/events?date=2026-11-20&id_after=a&limit=5", &cfg).unwrap() else {
             panic!()

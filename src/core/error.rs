@@ -112,8 +112,8 @@ pub enum StepError {
     #[error("{0}")]
     Malformed(MalformedRow),
     /// A row's line could be exported but never compared or restored ([`crate::core::sql::crosses_too_big`]).
-    #[error("row {id} of this date makes a JSON line of {bytes} bytes, which cannot cross D1 in a cleaning or a restore (a line with a character past U+00FF goes as hex, twice its bytes) under D1's 2,000,000-byte limit on a string, so it is not archived and nothing of this export is deleted. Shorten, move or delete that row (README.md, Known limits: rows too large for D1's JSON), then POST /admin/trigger-archive?date=<this date> resumes")]
-    LineTooBig { id: String, bytes: u64 },
+    #[error("the row {row} of this date makes a JSON line of {bytes} bytes, which a cleaning or a restore could not take through D1 under its 2,000,000-byte limit on a string (a restore holds a line twice; a line with a character past U+00FF goes as hex, twice its bytes), so it is not archived and nothing of this export is deleted. Shorten, move or delete that row (README.md, Known limits: rows too large for D1's JSON), then POST /admin/trigger-archive?date=<this date> resumes")]
+    LineTooBig { row: String, bytes: u64 },
     /// A step's Parquet file could not be written from its lines (a bug).
     #[error("writing the Parquet file failed: {0}. Every row is still in D1. To archive without Parquet: set PARQUET=false, POST /admin/reset for this date (discards this unfinished export; a trigger alone would resume it with Parquet on), then POST /admin/trigger-archive; and report this error")]
     Parquet(crate::core::parquet::ParquetError),

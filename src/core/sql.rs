@@ -722,6 +722,19 @@ pub fn page_rows<'a>(wire: &'a str, date: &'a str) -> impl Iterator<Item = Resul
     })
 }
 
+/// How an operator finds a row: `id "…"` (its id's JSON, cut at 80 characters with `…`), or
+/// `with a NULL id at rowid N`.
+pub fn row_name(row: &PageRow<'_>) -> String {
+    if !row.rowid.is_empty() {
+        return format!("with a NULL id at rowid {}", row.rowid);
+    }
+    let id = row.id();
+    match id.char_indices().nth(80) {
+        Some((at, _)) => format!("id {}…", &id[..at]),
+        None => format!("id {id}"),
+    }
+}
+
 /// The cursor after a row (its segment is told by `rowid`).
 pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
     if !row.rowid.is_empty() {
@@ -1318,15 +1331,17 @@ pub fn is_narrow_bytes(s: &[u8]) -> bool {
         .all(|block| block.iter().fold(0u8, |wide, b| wide | u8::from(*b >= 0xC4)) == 0)
 }
 
-/// The room a batch's parameter takes around one line (its key, brackets, separators).
+/// The room a batch's row takes around one line and its id (brackets, keys, separators).
 const LINE_ROOM: u64 = 1_024;
 
-/// Whether a line could never cross D1 alone in a cleaning or a restore: as it is, or as the
-/// hex of its UTF-8 (twice its bytes) when it holds a character past U+00FF, it would pass D1's
-/// limit on a string. Only lines of about a megabyte are looked at closely.
-pub fn crosses_too_big(line: &[u8]) -> bool {
-    let len = line.len() as u64 + LINE_ROOM;
-    len > D1_MAX_STRING || (2 * len > D1_MAX_STRING && !is_narrow_bytes(line))
+/// Whether the line of a row with id `id_json` could never go through a cleaning or a restore
+/// under D1's limit on a string (which SQLite holds each row it builds to, too): a line with a
+/// character past U+00FF crosses as the hex of its UTF-8, twice its bytes, and a restore's
+/// table of lines holds every line twice (with and without its REAL) and its id twice. So any
+/// line of about 1 MB or more, narrow or wide (a review found narrow ones archived, then
+/// failing every restore).
+pub fn crosses_too_big(line: &[u8], id_json: &str) -> bool {
+    2 * (line.len() as u64 + id_json.len() as u64 + LINE_ROOM) > D1_MAX_STRING
 }
 
 /// Lines as one JSON array.

@@ -464,9 +464,9 @@ impl ExportJob {
             let row = row?;
             let from = self.lines.len();
             jsonl::encode_row(&row.values, row.real, &mut self.lines)?;
-            if sql::crosses_too_big(&self.lines[from..]) {
+            if sql::crosses_too_big(&self.lines[from..], row.id()) {
                 return Err(StepError::LineTooBig {
-                    id: row.id().chars().take(80).collect(),
+                    row: sql::row_name(&row),
                     bytes: (self.lines.len() - from) as u64,
                 });
             }
