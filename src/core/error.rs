@@ -63,7 +63,7 @@ pub enum StepError {
     #[error("{0}; the step will be retried with backoff")]
     Port(PortError),
     /// D1 refused a value over its 2 MB limit on a string ([`FailureKind::TooBig`]).
-    #[error("{0}: a row of this date holds a value that, as its JSON line (text with its escapes, a BLOB as hex), passes D1's 2,000,000-byte limit on a string, so retrying cannot help and nothing more is deleted for it. Find that row (README.md, Known limits: rows too large for D1's JSON), shorten, move or delete it, then POST /admin/trigger-archive?date=<this date> resumes")]
+    #[error("{0}: a row of this date holds a value that, as its JSON line (text with its escapes, a BLOB as hex), passes D1's 2,000,000-byte limit on a string, so retrying cannot help and nothing more is deleted for it. Find that row (README.md, Known limits: rows too large for D1's JSON), shorten, move or delete it, then POST /admin/trigger-archive?date=<this date> resumes; a restore stopped so by a line of an archive an earlier release wrote ends with POST /admin/release?date=<this date>")]
     TooBig(PortError),
     /// D1 answered in an unexpected shape.
     #[error("{0}")]

@@ -53,7 +53,8 @@ pub struct Status {
     pub restore: Option<RestoreView>,
     /// Failed attempts of the current step in a row (0 once one succeeds).
     pub attempts: u32,
-    /// The last error, saying what happens next or what to do; `null` once the date is well.
+    /// The newest error, saying what happens next or what to do; kept after the date recovers
+    /// (`archive_metadata.error_message` holds only a failed or retrying date's).
     pub last_error: Option<String>,
     /// When the current run began, was last saved, and ended (RFC 3339).
     pub started_at: Option<String>,
