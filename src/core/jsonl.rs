@@ -29,14 +29,14 @@ pub enum Timestamp {
 impl Timestamp {
     /// From the value's JSON text as the export wrote it.
     pub fn parse(json: &str) -> Option<Timestamp> {
+        // Text, `null` and BLOB objects start otherwise; so do Rust's `inf` and `NaN`.
+        if !json.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return None;
+        }
         if let Ok(t) = json.parse() {
             return Some(Timestamp::Int(t));
         }
-        let starts_a_number = json.starts_with(|c: char| c == '-' || c.is_ascii_digit());
-        json.parse::<f64>()
-            .ok()
-            .filter(|t| starts_a_number && t.is_finite())
-            .map(Timestamp::Real)
+        json.parse::<f64>().ok().filter(|t| t.is_finite()).map(Timestamp::Real)
     }
 
     /// Whether it lies in `[from, to)` (unix ms; `None`: no bound), exactly.

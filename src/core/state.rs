@@ -505,6 +505,14 @@ impl Phase {
         }
     }
 
+    /// The rows the release that ended as this `Cleaned` took back (only when it was one).
+    pub fn released(&self) -> Option<u64> {
+        match self {
+            Phase::Cleaned { released, .. } => *released,
+            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
+        }
+    }
+
     /// The work running now, if any (a failed date's work is stopped, not running).
     pub fn working(&self) -> Option<&Work> {
         match self {

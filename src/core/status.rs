@@ -200,10 +200,7 @@ pub fn status(rec: &Record) -> Status {
         pieces_verified: newest.map_or(0, |g| g.pieces.len() as u64),
         rows_deleted: newest.map_or(0, |g| g.rows_deleted),
         rows_pending: rec.phase.rows_pending(),
-        rows_released: match &rec.phase {
-            Phase::Cleaned { released, .. } => *released,
-            Phase::Idle | Phase::Working(_) | Phase::Uploaded { .. } | Phase::Restored(_) | Phase::Failed(_) => None,
-        },
+        rows_released: rec.phase.released(),
         restore: None,
         attempts: rec.attempts,
         last_error: rec.last_error.clone(),
