@@ -959,3 +959,62 @@ fn a_date_hands_its_slot_over_when_it_stops_holding_one() {
         assert_eq!(handed_over, [want], "AUTO_CLEANUP={auto_cleanup}");
     }
 }
+
+/// Failed dates are resumed least recently tried first, at most `CRON_MAX_DATES` of them: the
+/// cap comes after the sort, so a date tried a month ago goes before one tried yesterday whose
+/// date sorts first (found by a review).
+#[test]
+fn the_least_recently_tried_failed_date_is_resumed_first() {
+    use d1_archiver::core::policy::{dates_to_poke, DateState};
+    let cfg = Config {
+        max_running_dates: 2,
+        cron_max_dates: 1,
+        ..Config::default()
+    };
+    let now = at(0);
+    let failed = |d: &str, tried: i64| DateState {
+        date: d.into(),
+        status: "failed".into(),
+        hold_until: None,
+        rows_pending: None,
+        updated_at: Some(tried),
+    };
+    let states = vec![
+        failed("2026-10-01", now - 21 * 3_600_000),
+        failed("2026-10-02", now - 30 * DAY_MS),
+    ];
+    let plan = dates_to_poke(&[], &states, &cfg, None, now);
+    assert_eq!(plan, vec![("2026-10-02".to_string(), PokeReason::Resume)]);
+}
+
+/// A row whose id is not valid UTF-8 stays in D1, archived with U+FFFD in its id (README,
+/// Known limits). A restore cannot tell that line's row from a cleaned one, so it brings the
+/// archived copy back beside the original, counted as inserted; the release takes the copy
+/// back and leaves the original, its bytes untouched (found by a review; documented).
+#[test]
+fn a_restored_copy_of_a_row_whose_id_is_not_utf8_goes_with_the_release() {
+    let w = World::new(small_config());
+    seed(w.sql(), DATE, 50, 1, w.host.now.get() / 1000);
+    insert_row_with_id(&w, "CAST('odd-' || x'ff' AS TEXT)", DATE, "'/p'");
+    w.run();
+    assert_eq!(count_date(w.sql(), DATE), 1, "the odd row stays, pending");
+    w.command(Command::Restore {
+        generation: None,
+        hold_until_ms: None,
+    })
+    .unwrap();
+    w.drive_until("restored");
+    let r = w.status().restore.unwrap();
+    assert_eq!((count_date(w.sql(), DATE), r.inserted), (52, 51), "{r:?}");
+    w.command(Command::Release).unwrap();
+    w.drive(|_, _| {});
+    let left: Vec<Vec<u8>> = w
+        .sql()
+        .prepare("SELECT CAST(id AS BLOB) FROM traffic_events WHERE event_date = ?1")
+        .unwrap()
+        .query_map([DATE], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(left, vec![b"odd-\xff".to_vec()], "only the original stays");
+}

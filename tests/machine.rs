@@ -235,6 +235,7 @@ fn pass(purpose: Purpose) -> Pass {
         walk: Walk::start(vec![1], 1, 1000),
         rows: 0,
         restored_by: None,
+        generation_marks: false,
     }
 }
 
@@ -243,6 +244,7 @@ fn restore() -> Restore {
         walk: Walk::start(vec![1], 1, 1000),
         hold_until_ms: NOW + 10,
         counts: RestoreCounts::default(),
+        generation_marks: true,
     }
 }
 
@@ -284,6 +286,7 @@ fn phases() -> Vec<(&'static str, Record)> {
                 until_ms: NOW + 10,
                 counts: RestoreCounts::default(),
                 restore_id: Some(1),
+                generation_marks: true,
             })),
         ),
         (

@@ -90,17 +90,6 @@ pub enum StepError {
     /// The archive object is gone. Nothing is deleted or restored without it.
     #[error("archive object {key} is missing; nothing more was deleted or restored from it. {advice}")]
     ArchiveMissing { key: String, advice: &'static str },
-    /// Restored rows are not all in D1 after their batch: something deleted them meanwhile.
-    #[error("after restoring batch {batch} of piece {piece} of {key}, D1 holds {identical} rows identical to its {lines} lines ({conflicts} conflicts, {superseded} superseded); rows were removed while restoring. The step is retried")]
-    RestoreShort {
-        key: String,
-        piece: usize,
-        batch: usize,
-        lines: u64,
-        identical: u64,
-        conflicts: u64,
-        superseded: u64,
-    },
     /// `traffic_events` no longer has the columns an archived line holds (one was added): a
     /// row could hold a value no archive has, so its batch deleted nothing.
     #[error("traffic_events does not have the 12 columns this archiver writes into every archived line (was a column added?); a row's other values would be in no archive, so nothing of batch {batch} of piece {piece} of {key} was deleted. Deploy an archiver that knows the table's columns, then resume with POST /admin/trigger-archive")]
@@ -140,7 +129,7 @@ impl StepError {
     pub fn recovery(&self) -> Recovery {
         match self {
             StepError::Port(e) if e.kind == FailureKind::NoSuchUpload => Recovery::RestartExport,
-            StepError::Port(_) | StepError::BadResult(_) | StepError::RestoreShort { .. } => Recovery::Retry,
+            StepError::Port(_) | StepError::BadResult(_) => Recovery::Retry,
             StepError::UploadGone { .. }
             | StepError::CarryLost { .. }
             | StepError::ObjectMismatch { .. }

@@ -9,22 +9,27 @@ use serde_json::{json, Value};
 
 use crate::core::sql::{lossy_text, Key};
 
-/// One entry of the seek index: `len` bytes at `offset`, with CRC-32 `zcrc32`, inflate (raw
-/// deflate) on their own to `raw_len` bytes of `rows` whole lines with CRC-32 `crc32`, ids
-/// `first_id..=last_id` (in scan order; `None` for NULL ids) and timestamps in
-/// `min_ts..=max_ts` (whole ms, a REAL's floor and ceiling; `None` when no line of the piece
-/// has one that is a number). Archives written before REALs were bounded bound INTEGER
-/// timestamps only ([`crate::core::state::Export::real_ts_bounded`]).
+/// One entry of the seek index: a run of whole lines that inflates (raw deflate) on its own.
+/// Archives written before REALs were bounded bound INTEGER timestamps only
+/// ([`crate::core::state::Export::real_ts_bounded`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
+    /// Where its compressed bytes start in the object.
     pub offset: u64,
+    /// Its compressed bytes, as stored.
     pub len: u64,
+    /// Its bytes once inflated: `rows` whole lines.
     pub raw_len: u64,
     pub rows: u64,
+    /// CRC-32 of the inflated lines.
     pub crc32: u32,
+    /// CRC-32 of the compressed bytes, checked before they are inflated.
     pub zcrc32: u32,
+    /// Ids of its first and last lines, in scan order (`None` for a NULL id).
     pub first_id: Option<Key>,
     pub last_id: Option<Key>,
+    /// Bounds of its lines' timestamps in whole ms (a REAL's floor and ceiling); `None` when
+    /// no line of the piece has a timestamp that is a number.
     pub min_ts: Option<i64>,
     pub max_ts: Option<i64>,
 }

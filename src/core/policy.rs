@@ -86,10 +86,11 @@ pub fn dates_to_poke(
         .filter(|d| other(d) && state_of(d).is_none_or(|s| s.status == "idle"))
         .map(|d| (d.clone(), PokeReason::Start));
     let rested = |s: &&DateState| other(&s.date) && s.updated_at.is_none_or(|t| now_ms - t >= RETRY_AFTER_MS);
-    let failed = states
-        .iter()
-        .filter(|s| s.status == "failed")
-        .filter(rested)
+    // At most `CRON_MAX_DATES` failed dates, the least recently tried (not the oldest dates).
+    let mut failed: Vec<&DateState> = states.iter().filter(|s| s.status == "failed").filter(rested).collect();
+    failed.sort_by_key(|s| s.updated_at);
+    let failed = failed
+        .into_iter()
         .take(cfg.cron_max_dates as usize)
         .map(|s| (s, PokeReason::Resume));
     let archived_again = due

@@ -970,6 +970,25 @@ pub fn rowid_mark(date: &str, id: u32) -> String {
     format!("{date}#restore-{id}#rowid")
 }
 
+/// The pass under which a restore with rowid mark `restore_mark` ([`rowid_mark`]) keeps the
+/// marks of its batches of `generation` alone: a release of that generation's lines takes only
+/// rows between them, never a row a newer generation restored.
+pub fn generation_mark(restore_mark: &str, generation: u32) -> String {
+    format!("{restore_mark}#g{generation}")
+}
+
+/// The rowid marks a restore batch writes and reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreBatchMarks<'a> {
+    /// The whole restore's ([`rowid_mark`]): what D1 held before it, for the batch's counts.
+    pub restore: &'a str,
+    /// Its generation's ([`generation_mark`]), for the release; `None` for a restore saved
+    /// before they were kept.
+    pub generation: Option<&'a str>,
+    /// The restore restored a newer generation before this one ([`RESTORE_CHECK`]).
+    pub after_newer: bool,
+}
+
 /// Opens batch `(?1, ?2, ?3)` of a pass in `archive_ledger` with `rows` = -1, unless the batch
 /// is there already. `changes()` is then 1 for a batch that never ran and 0 for one that did,
 /// and each delete or insert of the batch runs only where it finds 1.
@@ -1455,15 +1474,17 @@ pub const RESTORE_CHECK: &str = concat!(
 /// The D1 batch (one transaction) that restores `lines`: open the ledger row, the inserts with
 /// the ledger's count between them, close it, check every line, read the ledger.
 ///
-/// Before it, the restore's rowid mark `mark` ([`ROWID_MARK`]) is written if the pass has none.
-/// `after_newer`: the restore restored a newer generation before this one ([`RESTORE_CHECK`]).
+/// Before it, the restore's rowid marks ([`ROWID_MARK`]) are written where they are not yet;
+/// after its inserts, their end marks ([`ROWID_END`]; the generation's takes `changes()` from
+/// the restore's, which changed one row exactly when the batch ran for the first time).
 pub fn restore_batch(
     lines: &str,
     date: &str,
     id: &BatchId<'_>,
     now_ms: i64,
-    (mark, after_newer): (&str, bool),
+    marks: &RestoreBatchMarks<'_>,
 ) -> Vec<Statement> {
+    let mark = marks.restore;
     let (keyed, mut others) = split_keyed(lines, date);
     let (keyed, blobs): (Vec<Keyed<'_>>, Vec<Keyed<'_>>) = keyed.into_iter().partition(|k| !k.has_blob());
     others.extend(blobs.iter().map(|k| k.line));
@@ -1488,15 +1509,22 @@ pub fn restore_batch(
             date_p(),
             wide,
             Param::Text(mark.into()),
-            Param::Int(i64::from(after_newer)),
+            Param::Int(i64::from(marks.after_newer)),
         ],
     );
-    let mark_params = || vec![Param::Text(mark.into()), date_p(), Param::Int(now_ms)];
-    let write_mark = Statement::new(ROWID_MARK, mark_params());
-    let write_end = Statement::new(ROWID_END, mark_params());
+    let passes: Vec<&str> = std::iter::once(mark).chain(marks.generation).collect();
+    let mark_params = |pass: &str| vec![Param::Text(pass.into()), date_p(), Param::Int(now_ms)];
+    let mut batch: Vec<Statement> = passes
+        .iter()
+        .map(|p| Statement::new(ROWID_MARK, mark_params(p)))
+        .collect();
+    let mut reads: Vec<Statement> = passes
+        .iter()
+        .map(|p| Statement::new(ROWID_END, mark_params(p)))
+        .collect();
+    reads.push(check);
     // Moved, not cloned: the statements carry the batch's lines (up to 1.5 MB each).
-    let mut batch = vec![write_mark];
-    batch.extend(ledgered(LEDGER_OPEN, inserts, vec![write_end, check], date, id, now_ms));
+    batch.extend(ledgered(LEDGER_OPEN, inserts, reads, date, id, now_ms));
     batch
 }
 
@@ -2122,7 +2150,11 @@ mod tests {
                 "2026-11-20",
                 &id,
                 9,
-                ("m", false),
+                &RestoreBatchMarks {
+                    restore: "m",
+                    generation: None,
+                    after_newer: false,
+                },
             )),
         );
         use LEDGER_ADD as ADD;
@@ -2153,18 +2185,30 @@ mod tests {
                 LEDGER_ROWS
             ]
         );
+        // With a generation's marks besides the restore's: each written the same way.
+        let marks = RestoreBatchMarks {
+            restore: "m",
+            generation: Some("m#g2"),
+            after_newer: true,
+        };
+        let batch = restore_batch(&text, "2026-11-20", &id, 9, &marks);
         assert_eq!(
-            sqls(restore_batch(&text, "2026-11-20", &id, 9, ("m", false))),
+            sqls(batch.clone()),
             [
+                ROWID_MARK,
                 ROWID_MARK,
                 LEDGER_OPEN,
                 RESTORE_BATCH,
                 LEDGER_CLOSE,
                 ROWID_END,
+                ROWID_END,
                 RESTORE_CHECK,
                 LEDGER_ROWS
             ]
         );
+        let passes: Vec<&Param> = [0, 1, 5, 6].iter().map(|&i| &batch[i].params[0]).collect();
+        let (m, g) = (Param::Text("m".into()), Param::Text("m#g2".into()));
+        assert_eq!(passes, [&m, &g, &m, &g]);
         // A release takes only rows past the restore's mark, keyed or not.
         let release = delete_batch(&text, "2026-11-20", &id, 9, Some("m"));
         assert_eq!(release[5].sql, DELETE_BATCH_RESTORED);

@@ -44,11 +44,13 @@ pub struct Record {
     /// command saves them here first (so it wins or loses against a concurrent step atomically)
     /// and removes them after the save; an alarm retries what is left.
     pub garbage: Vec<Garbage>,
+    /// When the current run began, was last saved, and ended (unix ms).
     pub started_at_ms: Option<i64>,
     pub updated_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     /// When the next alarm is due (unix ms), as the core decided it.
     pub wake_at_ms: Option<i64>,
+    /// What the current run's steps cost (reset when an export starts), for the status.
     pub stats: Stats,
 }
 
@@ -330,6 +332,32 @@ pub struct Pass {
     /// archived again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_by: Option<u32>,
+    /// For a release: that restore kept rowid marks per generation
+    /// ([`Restore::generation_marks`]).
+    #[serde(default)]
+    pub generation_marks: bool,
+}
+
+impl Pass {
+    /// For a release: the restore whose rows it takes back.
+    pub fn marks(&self) -> Option<RestoreMarks> {
+        self.restored_by.map(|id| RestoreMarks {
+            id,
+            per_generation: self.generation_marks,
+        })
+    }
+}
+
+/// The rowid marks of a restore, which bound the rows its release takes back: its pass id, and
+/// whether it kept them per generation too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreMarks {
+    pub id: u32,
+    /// Each generation's batches keep their own marks besides the restore's, and a release
+    /// takes, with a generation's lines, only rows inside that generation's: a row one
+    /// generation restored is never taken by an older generation's line (the app may have
+    /// changed it back to that). `false` for a restore saved before: one range for all.
+    pub per_generation: bool,
 }
 
 /// A restore: like a pass, but inserting.
@@ -340,6 +368,18 @@ pub struct Restore {
     /// Unix ms until which the restored rows stay.
     pub hold_until_ms: i64,
     pub counts: RestoreCounts,
+    /// See [`RestoreMarks::per_generation`]; `true` for every restore started by this release.
+    #[serde(default)]
+    pub generation_marks: bool,
+}
+
+impl Restore {
+    pub fn marks(&self) -> RestoreMarks {
+        RestoreMarks {
+            id: self.walk.id,
+            per_generation: self.generation_marks,
+        }
+    }
 }
 
 /// What a restore found, line by line.
@@ -357,6 +397,11 @@ pub struct RestoreCounts {
     /// (the row changed between the two exports; the newer version is the one restored).
     #[serde(default)]
     pub superseded: u64,
+    /// Lines whose row was gone when their batch was checked again (a step repeated after the
+    /// batch had run): the app deleted the row, or changed a NULL-id one, in between. Its
+    /// choice: the restore does not put such a row back a second time.
+    #[serde(default)]
+    pub removed: u64,
     /// The first conflicting ids, as JSON values.
     pub conflict_ids: Vec<serde_json::Value>,
 }
@@ -369,6 +414,7 @@ impl RestoreCounts {
         self.present += other.present;
         self.conflicts += other.conflicts;
         self.superseded += other.superseded;
+        self.removed += other.removed;
         let room = keep_ids.saturating_sub(self.conflict_ids.len());
         self.conflict_ids.extend(other.conflict_ids.iter().take(room).cloned());
     }
@@ -383,6 +429,18 @@ pub struct Hold {
     /// The restore's pass id, for its release ([`Pass::restored_by`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_id: Option<u32>,
+    /// See [`Restore::generation_marks`].
+    #[serde(default)]
+    pub generation_marks: bool,
+}
+
+impl Hold {
+    pub fn marks(&self) -> Option<RestoreMarks> {
+        self.restore_id.map(|id| RestoreMarks {
+            id,
+            per_generation: self.generation_marks,
+        })
+    }
 }
 
 /// Measurements of the current run, for the status page and the benchmark.
@@ -421,7 +479,8 @@ pub struct Stats {
     pub clean_sql_us: u64,
     #[serde(default)]
     pub restore_sql_us: u64,
-    /// When each phase of the current generation began (unix ms), for the per-phase times.
+    /// When each phase of the current generation began and ended (unix ms), for the
+    /// per-phase times.
     pub export_started_ms: Option<i64>,
     pub exported_at_ms: Option<i64>,
     pub verified_at_ms: Option<i64>,

@@ -83,6 +83,10 @@ pub struct RestoreView {
     /// restored newest first).
     #[serde(default)]
     pub superseded: u64,
+    /// Lines whose row the app deleted (or changed, for a NULL id) after the restore's batch
+    /// put it back or found it, seen when the batch was checked again; not put back twice.
+    #[serde(default)]
+    pub removed: u64,
     pub hold_until: String,
     pub done: bool,
 }
@@ -281,6 +285,7 @@ fn restore_view(rec: &Record, gens: &[u32], counts: &RestoreCounts, until_ms: i6
         conflicts: counts.conflicts,
         first_conflicting_ids: counts.conflict_ids.clone(),
         superseded: counts.superseded,
+        removed: counts.removed,
         hold_until: iso(until_ms),
         done,
     }

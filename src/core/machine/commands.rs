@@ -16,7 +16,8 @@ use thiserror::Error;
 use crate::core::config::Config;
 use crate::core::date::object_key;
 use crate::core::state::{
-    CleanState, Export, Failure, Finished, Garbage, Hold, Phase, Purpose, Record, Restore, Upload, Walk, Work,
+    CleanState, Export, Failure, Finished, Garbage, Hold, Phase, Purpose, Record, Restore, RestoreMarks, Upload, Walk,
+    Work,
 };
 use crate::core::status::iso;
 
@@ -127,7 +128,7 @@ enum Plan {
     Save(Record, Reply),
     /// Move into a pass over these generations (saved before the pass's first statement); for
     /// a release, the restore whose rows it deletes.
-    Pass(Record, Purpose, Vec<u32>, Option<u32>, Reply),
+    Pass(Record, Purpose, Vec<u32>, Option<RestoreMarks>, Reply),
 }
 
 type Planning = Result<Plan, Refusal>;
@@ -461,6 +462,7 @@ fn restore(
         walk: Walk::start(generations, rec.passes, cfg.clean_batch_bytes),
         hold_until_ms: hold_until_ms.unwrap_or(now_ms + i64::from(cfg.restore_hold_days) * 86_400_000),
         counts: Default::default(),
+        generation_marks: true,
     }));
     Ok(Plan::Save(rec, Reply::RestoreStarted))
 }
@@ -526,8 +528,8 @@ fn release(mut rec: Record) -> Planning {
         Phase::Restored(hold) => Plan::Pass(
             rec,
             Purpose::Release,
-            hold.generations,
-            hold.restore_id,
+            hold.generations.clone(),
+            hold.marks(),
             Reply::ReleaseStarted,
         ),
         // Stopping a restore: what was restored so far is cleaned against its archive.
@@ -538,8 +540,8 @@ fn release(mut rec: Record) -> Planning {
         }) => Plan::Pass(
             rec,
             Purpose::Release,
-            r.walk.generations,
-            Some(r.walk.id),
+            r.walk.generations.clone(),
+            Some(r.marks()),
             Reply::ReleaseStarted,
         ),
         Phase::Working(Work::Cleaning(p)) if p.purpose == Purpose::Release => {

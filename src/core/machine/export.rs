@@ -101,13 +101,18 @@ impl Limits {
 /// What one export step did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exported {
+    /// The id after which the next step's scan starts.
     pub cursor: Cursor,
+    /// Lines the step archived.
     pub rows: u64,
+    /// A line's size as the step's last page measured it, for the next step's first page.
     pub row_bytes: u64,
     pub stream: StreamPos,
     /// The upload after the step (a created upload and its new parts included).
     pub upload: StepUpload,
+    /// Compressed bytes not uploaded yet (under a part's size), saved for the next step.
     pub carry: Vec<u8>,
+    /// The pieces the step ended, for the seek index.
     pub pieces: Vec<Piece>,
     /// The scan reached the end and the stream is ended and handed to R2.
     pub finished: bool,

@@ -41,8 +41,8 @@ use crate::core::io::{Effect, Io, IoResult, IoStats};
 use crate::core::policy;
 use crate::core::sql::Statement;
 use crate::core::state::{
-    CleanState, Export, Failure, Finished, Garbage, Generation, Hold, Pass, Phase, Purpose, Record, Restore, Upload,
-    Verifying, Walk, Work, Written,
+    CleanState, Export, Failure, Finished, Garbage, Generation, Hold, Pass, Phase, Purpose, Record, Restore,
+    RestoreMarks, Upload, Verifying, Walk, Work, Written,
 };
 use crate::core::status::{metadata_statements, StepLog};
 
@@ -265,7 +265,7 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config, uns
             )));
         }
         Phase::Restored(hold) if now_ms >= hold.until_ms => {
-            let pass = (Purpose::Release, hold.generations.clone(), hold.restore_id);
+            let pass = (Purpose::Release, hold.generations.clone(), hold.marks());
             let names = ("restored", "hold-ended");
             return Alarm::Advance(Box::new(start_pass(rec.clone(), pass, now_ms, cfg, names)));
         }
@@ -302,9 +302,9 @@ struct Position<'a> {
     walk: &'a Walk,
     purpose: &'static str,
     /// The restore whose rowid marks bound the rows a release takes: its own for a restore,
-    /// the restored one for a release (0 when unknown: no pass has that id, so no mark and no
-    /// row deleted by it), none for a cleaning.
-    mark: Option<u32>,
+    /// the restored one for a release (id 0 when unknown: no pass has that id, so no mark and
+    /// no row deleted by it), none for a cleaning.
+    mark: Option<RestoreMarks>,
 }
 
 fn pass_position(p: &Pass) -> Position<'_> {
@@ -316,7 +316,10 @@ fn pass_position(p: &Pass) -> Position<'_> {
         },
         mark: match p.purpose {
             Purpose::Clean => None,
-            Purpose::Release => Some(p.restored_by.unwrap_or(0)),
+            Purpose::Release => Some(p.marks().unwrap_or(RestoreMarks {
+                id: 0,
+                per_generation: false,
+            })),
         },
     }
 }
@@ -325,7 +328,7 @@ fn restore_position(r: &Restore) -> Position<'_> {
     Position {
         walk: &r.walk,
         purpose: "restore",
-        mark: Some(r.walk.id),
+        mark: Some(r.marks()),
     }
 }
 
@@ -352,7 +355,8 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position<'_>, now_ms: i64, cfg: &Con
         wide_twice: walk.wide_twice,
         budget_rows: cfg.clean_step_rows,
         now_ms,
-        rowid_mark: at.mark.map(|id| crate::core::sql::rowid_mark(&rec.date, id)),
+        rowid_mark: at.mark.map(|m| crate::core::sql::rowid_mark(&rec.date, m.id)),
+        generation_marks: at.mark.is_some_and(|m| m.per_generation),
     };
     Step::Pass(Box::new(PassJob::new(kind, &rec.date, sources, start)))
 }
@@ -360,7 +364,7 @@ fn pass_step(rec: &Record, kind: Kind, at: &Position<'_>, now_ms: i64, cfg: &Con
 /// The move into a pass, saved before the pass sends its first statement.
 pub(super) fn start_pass(
     mut rec: Record,
-    (purpose, generations, restored_by): (Purpose, Vec<u32>, Option<u32>),
+    (purpose, generations, restored_by): (Purpose, Vec<u32>, Option<RestoreMarks>),
     now_ms: i64,
     cfg: &Config,
     (before, action): (&'static str, &'static str),
@@ -378,7 +382,8 @@ pub(super) fn start_pass(
         purpose,
         walk: Walk::start(generations, rec.passes, cfg.clean_batch_bytes),
         rows: 0,
-        restored_by,
+        restored_by: restored_by.map(|m| m.id),
+        generation_marks: restored_by.is_some_and(|m| m.per_generation),
     }));
     rec.attempts = 0;
     settle(rec, before, action, now_ms, cfg)
@@ -736,6 +741,7 @@ fn fold_pass(rec: &mut Record, p: &Passed, now_ms: i64) -> (&'static str, u64) {
                     until_ms: r.hold_until_ms,
                     counts: r.counts.clone(),
                     restore_id: Some(r.walk.id),
+                    generation_marks: r.generation_marks,
                 };
                 rec.stats.restored_at_ms = Some(now_ms);
                 rec.phase = Phase::Restored(hold);

@@ -381,6 +381,7 @@ pub struct PassJob {
     budget_rows: u64,
     now_ms: i64,
     rowid_mark: Option<String>,
+    generation_marks: bool,
     stage: PassStage,
     buf: Vec<u8>,
     rows_seen: u64,
@@ -426,6 +427,9 @@ pub struct PassStart {
     /// The restore's rowid mark ([`sql::rowid_mark`]): a restore writes it, a release deletes
     /// NULL-id rows only past it; `None` for a cleaning.
     pub rowid_mark: Option<String>,
+    /// The restore keeps (or kept) marks per generation too ([`sql::generation_mark`]): a
+    /// release bounds each generation's rows by that generation's.
+    pub generation_marks: bool,
 }
 
 impl PassJob {
@@ -446,6 +450,7 @@ impl PassJob {
             budget_rows: at.budget_rows,
             now_ms: at.now_ms,
             rowid_mark: at.rowid_mark,
+            generation_marks: at.generation_marks,
             stage: PassStage::Read,
             buf: Vec::with_capacity(largest),
             rows_seen: 0,
@@ -536,17 +541,24 @@ impl PassJob {
         let raw = &self.buf[from..to];
         let lines = std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
         let mark = self.rowid_mark.as_deref();
+        let generation_mark = mark
+            .filter(|_| self.generation_marks)
+            .map(|m| sql::generation_mark(m, s.number));
         match self.kind {
-            Kind::Delete => sql::delete_batch(&lines, &self.date, &id, self.now_ms, mark),
+            Kind::Delete => sql::delete_batch(
+                &lines,
+                &self.date,
+                &id,
+                self.now_ms,
+                generation_mark.as_deref().or(mark),
+            ),
             Kind::Restore => {
-                let after_newer = self.current > 0;
-                sql::restore_batch(
-                    &lines,
-                    &self.date,
-                    &id,
-                    self.now_ms,
-                    (mark.unwrap_or_default(), after_newer),
-                )
+                let marks = sql::RestoreBatchMarks {
+                    restore: mark.unwrap_or_default(),
+                    generation: generation_mark.as_deref(),
+                    after_newer: self.current > 0,
+                };
+                sql::restore_batch(&lines, &self.date, &id, self.now_ms, &marks)
             }
         }
     }
@@ -675,17 +687,17 @@ impl PassJob {
             .unwrap_or(0);
         self.piece_changed += rows;
         if self.kind == Kind::Restore {
-            self.check_restored(k, from, to, rows, results)?;
+            self.check_restored(from, to, rows, results)?;
         }
         self.next_batch_or_piece(k + 1, to);
         Ok(())
     }
 
-    /// After a restore batch, every line must have an identical row in D1, or its id a
-    /// different row (a conflict, or a newer version restored first).
+    /// After a restore batch, every line has an identical row in D1, or its id a different row
+    /// (a conflict, or a newer version restored first), unless the batch ran before (its
+    /// step was repeated) and the app removed that row in between: counted as removed.
     fn check_restored(
         &mut self,
-        k: usize,
         from: usize,
         to: usize,
         inserted: u64,
@@ -698,22 +710,12 @@ impl PassJob {
         let (identical, conflicts, ids, superseded): (u64, u64, Option<String>, u64) =
             sql::decode_row("restore_check", &row)?;
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
-        if identical + conflicts + superseded != lines {
-            return Err(StepError::RestoreShort {
-                key: self.sources[self.current].key.clone(),
-                piece: self.piece,
-                batch: k,
-                lines,
-                identical,
-                conflicts,
-                superseded,
-            });
-        }
         let c = &mut self.piece_counts;
         c.inserted += inserted;
         c.present += identical.saturating_sub(inserted);
         c.conflicts += conflicts;
         c.superseded += superseded;
+        c.removed += lines.saturating_sub(identical + conflicts + superseded);
         let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
         c.conflict_ids.extend(ids.into_iter().take(room));
