@@ -396,7 +396,7 @@ fn commands_that_change_nothing_save_nothing_and_resets_keep_cleaned_archives() 
             .garbage
             .iter()
             .filter_map(|g| match g {
-                Garbage::Delete { key } => Some(key.clone()),
+                Garbage::Delete { key } | Garbage::Recheck { key } => Some(key.clone()),
                 Garbage::Abort { .. } => None,
             })
             .collect();

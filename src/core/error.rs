@@ -125,7 +125,26 @@ pub enum Recovery {
     Stop,
 }
 
+/// How the messages of errors that restart the export, or retry, end: what happens next.
+const NEXT: [&str; 2] = [
+    "; the export starts over from the first row",
+    "; the step will be retried with backoff",
+];
+
 impl StepError {
+    /// What a date says when it stops after `restarts` restarts of its export for this error
+    /// ([`Recovery::RestartExport`]): what kept failing, and the way out (not "starts over").
+    pub fn gave_up(&self, restarts: u32) -> String {
+        let what = self.to_string();
+        let what = NEXT.iter().find_map(|s| what.strip_suffix(s)).unwrap_or(&what);
+        let way_out = if let StepError::ParquetMismatch { .. } = self {
+            "Every row is still in D1, and the JSONL archive verified each time. To archive without Parquet: set PARQUET=false, POST /admin/reset for this date (discards this unfinished export; a trigger alone would read the same file back again), then POST /admin/trigger-archive"
+        } else {
+            "Every row is still in D1: nothing was deleted. Check what else writes to this bucket under the archive prefix, or expires or aborts its uploads, then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive"
+        };
+        format!("{what}; gave up after {restarts} restarts of the export. {way_out}")
+    }
+
     pub fn recovery(&self) -> Recovery {
         match self {
             StepError::Port(e) if e.kind == FailureKind::NoSuchUpload => Recovery::RestartExport,
@@ -164,5 +183,42 @@ impl From<BadResult> for StepError {
 impl From<MalformedRow> for StepError {
     fn from(e: MalformedRow) -> Self {
         StepError::Malformed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_that_gives_up_says_what_failed_and_the_way_out_not_that_it_starts_over() {
+        let key = || "k.jsonl.gz".to_string();
+        let restarting = [
+            StepError::UploadGone {
+                key: key(),
+                upload_id: "u".into(),
+            },
+            StepError::CarryLost { expected: 2, found: 1 },
+            StepError::ObjectMismatch {
+                key: key(),
+                detail: "d".into(),
+            },
+            StepError::ParquetMismatch {
+                key: key(),
+                detail: "d".into(),
+            },
+            StepError::Port(PortError::of("r2.upload_part", "10024".into())),
+        ];
+        for e in restarting {
+            assert_eq!(e.recovery(), Recovery::RestartExport, "{e}");
+            let m = e.gave_up(4);
+            assert!(!m.contains("starts over") && !m.contains("retried"), "{m}");
+            assert!(
+                m.contains("gave up after 4 restarts") && m.contains("POST /admin/reset"),
+                "{m}"
+            );
+            let parquet = matches!(e, StepError::ParquetMismatch { .. });
+            assert_eq!(m.contains("PARQUET=false"), parquet, "{m}");
+        }
     }
 }

@@ -128,7 +128,9 @@ pub enum Effect {
 impl From<&crate::core::state::Garbage> for Effect {
     fn from(g: &crate::core::state::Garbage) -> Effect {
         match g {
-            crate::core::state::Garbage::Delete { key } => Effect::Delete { key: key.clone() },
+            crate::core::state::Garbage::Delete { key } | crate::core::state::Garbage::Recheck { key } => {
+                Effect::Delete { key: key.clone() }
+            }
             crate::core::state::Garbage::Abort { key, upload_id } => Effect::AbortUpload {
                 key: key.clone(),
                 upload_id: upload_id.clone(),

@@ -214,15 +214,19 @@ enum Values {
 }
 
 impl Values {
-    /// Whether `value` is of the column's type (NULL is, in every column).
-    fn takes(&self, value: &Value) -> bool {
-        matches!(
-            (self, value),
-            (_, Value::Null)
-                | (Values::Text(_), Value::Text(_))
-                | (Values::Integer(_), Value::Integer(_))
-                | (Values::Real(_), Value::Real(_))
-        )
+    /// Whether `value` is of the column's type (NULL is where the column is optional: where
+    /// the schema requires a value, an app's table that allows NULL there cannot have it
+    /// written as the type's zero, which readers could not tell from a real one).
+    fn takes(&self, value: &Value, nullable: bool) -> bool {
+        match value {
+            Value::Null => nullable,
+            Value::Text(_) | Value::Integer(_) | Value::Real(_) | Value::Blob(_) => matches!(
+                (self, value),
+                (Values::Text(_), Value::Text(_))
+                    | (Values::Integer(_), Value::Integer(_))
+                    | (Values::Real(_), Value::Real(_))
+            ),
+        }
     }
 }
 
@@ -309,12 +313,15 @@ impl Batch {
         for (i, raw) in values.into_iter().enumerate() {
             let value = match classify(raw)? {
                 Value::Blob(bytes) => {
+                    // In `_blobs`; its own column holds NULL, or zero where it cannot.
                     blobs.push((COLUMNS[i], bytes));
-                    Value::Null
+                    self.put(i, Value::Null)?;
+                    continue;
                 }
                 value @ (Value::Null | Value::Text(_) | Value::Integer(_) | Value::Real(_)) => value,
             };
-            let value = if self.columns[i].0.takes(&value) {
+            let (values, defs) = &self.columns[i];
+            let value = if values.takes(&value, defs.is_some()) {
                 value
             } else {
                 other.push((COLUMNS[i], raw));
@@ -435,6 +442,8 @@ pub struct Encoded {
     pub rows: u64,
     pub row_groups: u32,
     pub crc32: u32,
+    /// CRC-32 of its footer (the metadata and its 8-byte tail), which the read-back compares.
+    pub footer_crc32: u32,
 }
 
 /// One step's Parquet file being written, row group by row group.
@@ -566,13 +575,20 @@ impl FileWriter {
     pub fn finish(mut self) -> Result<Encoded, ParquetError> {
         self.flush_batch()?;
         self.close_group()?;
+        let data = self.file.bytes_written();
         let bytes = self.file.into_inner()?;
-        let mut crc = crc32fast::Hasher::new();
-        bytes.chunks.iter().for_each(|c| crc.update(c));
+        let (mut crc, mut footer) = (crc32fast::Hasher::new(), crc32fast::Hasher::new());
+        let mut at = 0;
+        for c in &bytes.chunks {
+            crc.update(c);
+            footer.update(&c[data.saturating_sub(at).min(c.len())..]);
+            at += c.len();
+        }
         Ok(Encoded {
             rows: self.rows,
             row_groups: self.row_groups,
             crc32: crc.finalize(),
+            footer_crc32: footer.finalize(),
             bytes,
         })
     }
@@ -600,10 +616,13 @@ pub fn footer_len(last8: &[u8]) -> Result<u64, ParquetError> {
     Ok(tail.metadata_length() as u64)
 }
 
-/// Checks a file of `size` bytes from its `tail` (its last bytes, footer included): the magic,
-/// the schema (exactly ours, or ours before `_blobs`), the row count, every row group's statistics for `id` and
-/// `timestamp`, and that the row groups and the footer account for every byte of the file.
-pub fn check_footer(tail: &[u8], size: u64, rows: u64) -> Result<Footer, ParquetError> {
+/// Checks a file of `size` bytes from its `tail` (its last bytes, footer included): the
+/// footer's CRC-32 against the one written (`footer_crc32`; `None` for a file an earlier
+/// release wrote), so every statistic and offset is as written; the magic, the schema
+/// (exactly ours, or ours before `_blobs`), the row count, every row group's statistics for
+/// `id` and `timestamp`, and that the row groups and the footer account for every byte of
+/// the file.
+pub fn check_footer(tail: &[u8], size: u64, rows: u64, footer_crc32: Option<u32>) -> Result<Footer, ParquetError> {
     let n = tail.len();
     if n < 8 {
         return Err(ParquetError(format!("the file has {n} bytes, not even a footer")));
@@ -614,7 +633,16 @@ pub fn check_footer(tail: &[u8], size: u64, rows: u64) -> Result<Footer, Parquet
             "footer of {meta_len} bytes is longer than the {n} bytes read"
         )));
     }
-    let md: ParquetMetaData = ParquetMetaDataReader::decode_metadata(&tail[n - 8 - meta_len..n - 8])?;
+    let footer = &tail[n - 8 - meta_len..];
+    if let Some(written) = footer_crc32 {
+        let read = crc32fast::hash(footer);
+        if read != written {
+            return Err(ParquetError(format!(
+                "its footer's CRC-32 is {read:08x}, {written:08x} was written"
+            )));
+        }
+    }
+    let md: ParquetMetaData = ParquetMetaDataReader::decode_metadata(&footer[..meta_len])?;
     let file = md.file_metadata();
     let ours = file.schema_descr().root_schema();
     if ours != schema().as_ref() && ours != schema_without_blobs().as_ref() {
@@ -704,7 +732,7 @@ mod tests {
             blobs.entries(),
             [(Field::Str("id".into()), Field::Bytes(ByteArray::from(vec![0x00, 0xff])))]
         );
-        assert_eq!(check_footer(&bytes, bytes.len() as u64, 3).unwrap().rows, 3);
+        assert_eq!(check_footer(&bytes, bytes.len() as u64, 3, None).unwrap().rows, 3);
     }
 
     #[test]
@@ -771,11 +799,11 @@ mod tests {
         };
         for ok in [schema(), schema_without_blobs()] {
             let bytes = empty(ok);
-            assert_eq!(check_footer(&bytes, bytes.len() as u64, 0).unwrap().rows, 0);
+            assert_eq!(check_footer(&bytes, bytes.len() as u64, 0, None).unwrap().rows, 0);
         }
         let foreign = Arc::new(parse_message_type("message t { required int64 x; }").unwrap());
         let bytes = empty(foreign);
-        assert!(check_footer(&bytes, bytes.len() as u64, 0).is_err());
+        assert!(check_footer(&bytes, bytes.len() as u64, 0, None).is_err());
     }
 
     #[test]
@@ -795,14 +823,39 @@ mod tests {
             .map(|i| line(&format!("\"{i:08}\""), "1"))
             .collect();
         let bytes = encode(&lines);
-        let f = check_footer(&bytes, bytes.len() as u64, lines.len() as u64).unwrap();
+        let f = check_footer(&bytes, bytes.len() as u64, lines.len() as u64, None).unwrap();
         assert_eq!(f.row_groups, 2);
-        assert!(check_footer(&bytes, bytes.len() as u64 + 1, lines.len() as u64).is_err());
-        assert!(check_footer(&bytes, bytes.len() as u64, 5).is_err());
+        assert!(check_footer(&bytes, bytes.len() as u64 + 1, lines.len() as u64, None).is_err());
+        assert!(check_footer(&bytes, bytes.len() as u64, 5, None).is_err());
         let mut broken = bytes.clone();
         let n = broken.len();
         broken[n - 1] ^= 1;
-        assert!(check_footer(&broken, n as u64, lines.len() as u64).is_err());
+        assert!(check_footer(&broken, n as u64, lines.len() as u64, None).is_err());
+    }
+
+    #[test]
+    fn the_footer_is_checked_byte_for_byte_against_its_crc() {
+        let lines: Vec<String> = (0..ROW_GROUP_ROWS + 10)
+            .map(|i| line(&format!("\"{i:08}\""), "1"))
+            .collect();
+        let mut w = FileWriter::new().unwrap();
+        for l in &lines {
+            w.push_line(l.as_bytes()).unwrap();
+        }
+        let encoded = w.finish().unwrap();
+        let bytes = encoded.bytes.chunks.concat();
+        let (n, rows) = (bytes.len(), lines.len() as u64);
+        let meta = footer_len(&bytes[n - 8..]).unwrap() as usize;
+        assert_eq!(encoded.footer_crc32, crc32fast::hash(&bytes[n - 8 - meta..]));
+        let crc = Some(encoded.footer_crc32);
+        assert!(check_footer(&bytes, n as u64, rows, crc).is_ok());
+        // Every byte of the metadata, changed: caught, whether or not it still decodes.
+        for i in n - 8 - meta..n - 8 {
+            let mut broken = bytes.clone();
+            broken[i] ^= 0x10;
+            let e = check_footer(&broken, n as u64, rows, crc).unwrap_err();
+            assert!(e.0.contains("CRC-32"), "byte {i}: {e:?}");
+        }
     }
 
     #[test]

@@ -58,8 +58,22 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Garbage {
-    Delete { key: String },
-    Abort { key: String, upload_id: String },
+    Delete {
+        key: String,
+    },
+    Abort {
+        key: String,
+        upload_id: String,
+    },
+    /// A key a step may still be writing when a command dropped its work (the step's call to
+    /// R2 under way while the Durable Object served the command): deleted at once like a
+    /// `Delete`, and again by the date's next alarm, which Cloudflare runs only once the alarm
+    /// running that step has ended. So a `put` that lands after the command (the step's save
+    /// then loses) leaves nothing behind, even if the isolate dies before the step's own
+    /// clean-up ([`crate::core::machine::handle_superseded`]).
+    Recheck {
+        key: String,
+    },
 }
 
 /// Where a date stands.
@@ -155,6 +169,10 @@ pub struct ParquetFile {
     pub row_groups: u32,
     /// CRC-32 of the whole file, as written (for operators' own checks).
     pub crc32: u32,
+    /// CRC-32 of its footer as written, checked by the read-back; `None` in a record saved
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer_crc32: Option<u32>,
 }
 
 /// The export's R2 upload.

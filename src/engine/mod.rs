@@ -16,8 +16,8 @@ use thiserror::Error;
 use crate::core::config::Config;
 use crate::core::io::Effect;
 use crate::core::machine::{
-    handle_alarm, handle_command, handle_metadata_failure, handle_metadata_written, handle_outcome, handle_superseded,
-    Alarm, Carry, Command, Outcome, Refusal, Reply, Step, StepReport, Transition,
+    collect_now, handle_alarm, handle_command, handle_metadata_failure, handle_metadata_written, handle_outcome,
+    handle_superseded, Alarm, Carry, Command, Outcome, Refusal, Reply, StepReport, Transition,
 };
 use crate::core::state::Record;
 use crate::core::status::{status, Status, StepLog};
@@ -215,11 +215,11 @@ impl<D: Database, O: ObjectStore, S: Durable, H: Host> Ports<'_, D, O, S, H> {
     /// fails, the record keeps it and its alarm comes back for it.
     async fn collect(&self, record: Record, cfg: &Config) -> Record {
         let started = self.host.now_ms();
-        let Alarm::Run(step @ Step::Collect { .. }) = handle_alarm(&record, Vec::new(), started, cfg, false) else {
+        let Some(step) = collect_now(&record) else {
             return record;
         };
         let (outcome, report) = self.drive(step, started).await;
-        if !matches!(outcome, Outcome::Collected) {
+        if !matches!(outcome, Outcome::Collected(_)) {
             return record;
         }
         let t = handle_outcome(record.clone(), outcome, report, cfg);

@@ -331,20 +331,32 @@ fn reset(mut rec: Record) -> Planning {
             )))
         }
     };
+    // A working date's step may be writing its objects while this reset is served: what it
+    // writes is removed again by the next alarm, after that step ([`Garbage::Recheck`]).
+    let again = |garbage: Vec<Garbage>| -> Vec<Garbage> {
+        if failed {
+            return garbage;
+        }
+        let recheck = |g| match g {
+            Garbage::Delete { key } => Garbage::Recheck { key },
+            other @ (Garbage::Abort { .. } | Garbage::Recheck { .. }) => other,
+        };
+        garbage.into_iter().map(recheck).collect()
+    };
     let garbage = match work {
         Work::Exporting(ex) => {
             let open = match &ex.upload {
                 Upload::Multipart { upload_id, .. } => Some(upload_id.clone()),
                 Upload::NotStarted => None,
             };
-            abort_and_delete(&ex.key, open, ex.parquet_keys())
+            again(abort_and_delete(&ex.key, open, ex.parquet_keys()))
         }
         Work::Completing(w) => {
             let open = match &w.upload {
                 Finished::Multipart { upload_id, .. } => Some(upload_id.clone()),
                 Finished::SinglePut => None,
             };
-            abort_and_delete(&w.key, open, w.parquet_keys())
+            again(abort_and_delete(&w.key, open, w.parquet_keys()))
         }
         Work::Verifying(v) => unfinished_object(&v.archive.key, v.archive.parquet_keys()),
         Work::Cleaning(p) if p.purpose == Purpose::Clean => {

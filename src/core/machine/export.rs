@@ -387,6 +387,7 @@ impl ExportJob {
                     bytes,
                     row_groups: encoded.row_groups,
                     crc32: encoded.crc32,
+                    footer_crc32: Some(encoded.footer_crc32),
                 }));
                 Ok(())
             }

@@ -68,10 +68,12 @@ pub enum Step {
     Pass(Box<PassJob>),
     /// Writes the metadata a failed write left stale.
     Metadata(Option<Vec<Statement>>),
-    /// Removes from R2 what the record dropped (its garbage), one call at a time.
+    /// Removes from R2 what the record dropped (its garbage), one call at a time; `keep`: the
+    /// entries the record keeps after it (see [`collect_now`]).
     Collect {
         effects: Vec<Effect>,
         next: usize,
+        keep: Vec<Garbage>,
     },
 }
 
@@ -109,7 +111,7 @@ impl Step {
                 Some(s) => Poll::Io(Io::Batch(s)),
                 None => Poll::Done,
             },
-            Step::Collect { effects, next } => match effects.get(*next) {
+            Step::Collect { effects, next, .. } => match effects.get(*next) {
                 Some(e) => Poll::Io(e.io()),
                 None => Poll::Done,
             },
@@ -123,7 +125,7 @@ impl Step {
             Step::Verify(j) => j.handle(reply),
             Step::Pass(j) => j.handle(reply),
             Step::Metadata(_) => reply.map(|_| ()).map_err(StepError::from),
-            Step::Collect { effects, next } => {
+            Step::Collect { effects, next, .. } => {
                 let gone = matches!(&reply, Err(e) if e.kind == crate::core::error::FailureKind::NoSuchUpload)
                     && matches!(effects.get(*next), Some(Effect::AbortUpload { .. }));
                 if !gone {
@@ -143,7 +145,7 @@ impl Step {
             Step::Verify(j) => Outcome::Verified(j.finish()),
             Step::Pass(j) => Outcome::Passed(j.finish()),
             Step::Metadata(_) => Outcome::MetadataWritten,
-            Step::Collect { .. } => Outcome::Collected,
+            Step::Collect { keep, .. } => Outcome::Collected(keep),
         };
         match (error, done) {
             (None, done) => done,
@@ -162,8 +164,8 @@ pub enum Outcome {
     Verified(Verified),
     Passed(Passed),
     MetadataWritten,
-    /// The garbage is removed from R2.
-    Collected,
+    /// The garbage is removed from R2; the record keeps these entries of it.
+    Collected(Vec<Garbage>),
     /// Writing stale metadata failed: tried again with backoff, and never a reason to fail the
     /// date, whose failure D1 could not show either (a review found a D1 without a new column
     /// failed running dates). A failed garbage removal is a plain [`Outcome::Failed`]: D1 works
@@ -220,6 +222,24 @@ pub enum Alarm {
 // ---------------------------------------------------------------------------------------------
 // Alarms
 
+/// The removal of `rec`'s garbage right after a save (a command's, or a step's that dropped
+/// work): all of it, keeping the [`Garbage::Recheck`] entries for the next alarm to remove
+/// again. `None` when there is nothing else (the alarm removes them) or the metadata is stale
+/// (the alarm writes it first).
+pub fn collect_now(rec: &Record) -> Option<Step> {
+    let keep: Vec<Garbage> = rec
+        .garbage
+        .iter()
+        .filter(|g| matches!(g, Garbage::Recheck { .. }))
+        .cloned()
+        .collect();
+    (!rec.metadata_stale && keep.len() < rec.garbage.len()).then(|| Step::Collect {
+        effects: rec.garbage.iter().map(Effect::from).collect(),
+        next: 0,
+        keep,
+    })
+}
+
 /// The one step to take now for `rec`. `carry` is the saved carry (the export resumes from it);
 /// `unsaved`: a step of `rec` as it stands began and never saved (its isolate died in it).
 pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config, unsaved: bool) -> Alarm {
@@ -231,6 +251,7 @@ pub fn handle_alarm(rec: &Record, carry: Vec<u8>, now_ms: i64, cfg: &Config, uns
         return Alarm::Run(Step::Collect {
             effects: rec.garbage.iter().map(Effect::from).collect(),
             next: 0,
+            keep: Vec::new(),
         });
     }
     let job = match &rec.phase {
@@ -450,8 +471,8 @@ pub fn handle_outcome(mut rec: Record, outcome: Outcome, report: StepReport, cfg
             rec.stats.steps -= 1;
             return settle(rec, before, "metadata", now, cfg);
         }
-        Outcome::Collected => {
-            rec.garbage.clear();
+        Outcome::Collected(keep) => {
+            rec.garbage = keep;
             rec.stats.steps -= 1;
             // Leave `attempts` alone: collecting garbage is not the date's own step.
             return settle(rec, before, "collect", now, cfg);
@@ -808,11 +829,11 @@ fn handle_failure(mut rec: Record, err: &StepError, now_ms: i64, cfg: &Config) -
     match err.recovery() {
         Recovery::Stop => (stop(rec, message), Carry::Keep),
         Recovery::Retry => (retry(rec, message, cfg), Carry::Keep),
-        Recovery::RestartExport => restart_export(rec, message, cfg),
+        Recovery::RestartExport => restart_export(rec, err, message, cfg),
     }
 }
 
-fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Carry) {
+fn restart_export(mut rec: Record, err: &StepError, message: String, cfg: &Config) -> (Record, Carry) {
     let (generation, restarts, upload) = match rec.phase.working() {
         Some(Work::Exporting(ex)) => (ex.generation, ex.restarts, multipart_of(ex)),
         Some(Work::Completing(w)) => (w.generation, w.restarts, None),
@@ -821,8 +842,7 @@ fn restart_export(mut rec: Record, message: String, cfg: &Config) -> (Record, Ca
         Some(Work::Cleaning(_) | Work::Restoring(_)) | None => return (retry(rec, message, cfg), Carry::Keep),
     };
     if restarts + 1 > cfg.max_attempts {
-        let message = format!("{message} (gave up after {restarts} restarts)");
-        return (stop(rec, message), Carry::Keep);
+        return (stop(rec, err.gave_up(restarts)), Carry::Keep);
     }
     if let Some((key, upload_id)) = upload {
         rec.garbage.push(Garbage::Abort { key, upload_id });

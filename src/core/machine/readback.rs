@@ -264,7 +264,8 @@ impl VerifyJob {
                     self.stage = VerifyStage::ParquetTail { len: need };
                     return Ok(());
                 }
-                parquet::check_footer(&tail, file.bytes, file.rows).map_err(|e| mismatch(e.to_string()))?;
+                parquet::check_footer(&tail, file.bytes, file.rows, file.footer_crc32)
+                    .map_err(|e| mismatch(e.to_string()))?;
                 self.parquet_checked += 1;
                 self.footers_left -= 1;
                 self.stage = if self.parquet_checked < self.archive.parquet.len() {
