@@ -630,14 +630,11 @@ fn rows_that_can_never_be_cleaned_are_not_archived_again_every_day() {
     assert_eq!(days, [(3, Some(2), 3), (4, Some(2), 4), (4, Some(2), 4)]);
     // What R2 holds is what the tables list: the dropped copies' objects, indexes and Parquet
     // files are gone, and were never listed.
-    let listed: Vec<String> = w
-        .sql()
-        .prepare("SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key")
-        .unwrap()
-        .query_map([&day], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let listed: Vec<String> = column(
+        w.sql(),
+        "SELECT key FROM archive_objects WHERE date = ?1 ORDER BY key",
+        [&day],
+    );
     let mut stored: Vec<String> = w
         .objects()
         .objects
@@ -960,33 +957,6 @@ fn a_date_hands_its_slot_over_when_it_stops_holding_one() {
     }
 }
 
-/// Failed dates are resumed least recently tried first, at most `CRON_MAX_DATES` of them: the
-/// cap comes after the sort, so a date tried a month ago goes before one tried yesterday whose
-/// date sorts first (found by a review).
-#[test]
-fn the_least_recently_tried_failed_date_is_resumed_first() {
-    use d1_archiver::core::policy::{dates_to_poke, DateState};
-    let cfg = Config {
-        max_running_dates: 2,
-        cron_max_dates: 1,
-        ..Config::default()
-    };
-    let now = at(0);
-    let failed = |d: &str, tried: i64| DateState {
-        date: d.into(),
-        status: "failed".into(),
-        hold_until: None,
-        rows_pending: None,
-        updated_at: Some(tried),
-    };
-    let states = vec![
-        failed("2026-10-01", now - 21 * 3_600_000),
-        failed("2026-10-02", now - 30 * DAY_MS),
-    ];
-    let plan = dates_to_poke(&[], &states, &cfg, None, now);
-    assert_eq!(plan, vec![("2026-10-02".to_string(), PokeReason::Resume)]);
-}
-
 /// A row whose id is not valid UTF-8 stays in D1, archived with U+FFFD in its id (README,
 /// Known limits). A restore cannot tell that line's row from a cleaned one, so it brings the
 /// archived copy back beside the original, counted as inserted; the release takes the copy
@@ -1008,13 +978,10 @@ fn a_restored_copy_of_a_row_whose_id_is_not_utf8_goes_with_the_release() {
     assert_eq!((count_date(w.sql(), DATE), r.inserted), (52, 51), "{r:?}");
     w.command(Command::Release).unwrap();
     w.drive(|_, _| {});
-    let left: Vec<Vec<u8>> = w
-        .sql()
-        .prepare("SELECT CAST(id AS BLOB) FROM traffic_events WHERE event_date = ?1")
-        .unwrap()
-        .query_map([DATE], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let left: Vec<Vec<u8>> = column(
+        w.sql(),
+        "SELECT CAST(id AS BLOB) FROM traffic_events WHERE event_date = ?1",
+        [DATE],
+    );
     assert_eq!(left, vec![b"odd-\xff".to_vec()], "only the original stays");
 }

@@ -357,15 +357,17 @@ fn a_release_leaves_a_null_id_copy_the_app_wrote_during_the_hold() {
     assert_eq!(null_ids(&w), 1);
 }
 
-#[test]
-fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
+/// A day of 50 rows archived twice, the first row's `path` (returned with its id) changed to
+/// `/v2` after the first export and before its cleaning: it stays, and generation 2 archives
+/// the new version. D1 then holds none of the date.
+fn two_generations() -> (World, String, String) {
     let w = archived_world(50);
-    let id: String = w
+    let (id, v1): (String, String) = w
         .sql()
-        .query_row("SELECT id FROM traffic_events ORDER BY id LIMIT 1", [], |r| r.get(0))
+        .query_row("SELECT id, path FROM traffic_events ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
-    // Changed after the first export, before its cleaning: it stays, and generation 2 archives
-    // the new version.
     w.command(Command::Trigger).unwrap();
     w.drive_until("uploaded");
     w.sql()
@@ -375,6 +377,12 @@ fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
     assert_eq!(w.status().rows_pending, Some(1));
     w.run();
     assert_eq!((w.record().generations.len(), count_date(w.sql(), DATE)), (2, 0));
+    (w, id, v1)
+}
+
+#[test]
+fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
+    let (w, id, _) = two_generations();
     w.command(RESTORE).unwrap();
     // Asked again while it runs: under way; asked for other generations: refused, saying what
     // a release would do.
@@ -558,21 +566,7 @@ fn a_conflict_the_app_writes_during_a_one_generation_restore_is_a_conflict() {
 /// review).
 #[test]
 fn a_row_the_app_changes_during_the_hold_to_an_older_version_stays() {
-    let w = archived_world(50);
-    let (id, v1): (String, String) = w
-        .sql()
-        .query_row("SELECT id, path FROM traffic_events ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    w.command(Command::Trigger).unwrap();
-    w.drive_until("uploaded");
-    w.sql()
-        .execute("UPDATE traffic_events SET path = '/v2' WHERE id = ?1", [&id])
-        .unwrap();
-    w.drive(|_, _| {});
-    w.run();
-    assert_eq!((w.record().generations.len(), count_date(w.sql(), DATE)), (2, 0));
+    let (w, id, v1) = two_generations();
     w.command(RESTORE).unwrap();
     w.drive_until("restored");
     let r = w.status().restore.unwrap();
@@ -592,14 +586,7 @@ fn a_row_the_app_changes_during_the_hold_to_an_older_version_stays() {
         (st.phase.as_str(), st.rows_released, st.rows_pending),
         ("cleaned", Some(49), Some(1))
     );
-    let left: Vec<String> = w
-        .sql()
-        .prepare("SELECT path FROM traffic_events WHERE id = ?1")
-        .unwrap()
-        .query_map([&id], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let left: Vec<String> = column(w.sql(), "SELECT path FROM traffic_events WHERE id = ?1", [&id]);
     assert_eq!(left, vec![v1], "the app's change stays in D1, pending");
 }
 
@@ -665,18 +652,7 @@ fn a_row_the_app_deletes_after_its_batch_ran_is_counted_and_the_restore_goes_on(
 /// released as before: its one range of rowids bounds the rows of every generation.
 #[test]
 fn a_restore_saved_before_generation_marks_is_released_within_its_one_range() {
-    let w = archived_world(50);
-    let id: String = w
-        .sql()
-        .query_row("SELECT id FROM traffic_events ORDER BY id LIMIT 1", [], |r| r.get(0))
-        .unwrap();
-    w.command(Command::Trigger).unwrap();
-    w.drive_until("uploaded");
-    w.sql()
-        .execute("UPDATE traffic_events SET path = '/v2' WHERE id = ?1", [&id])
-        .unwrap();
-    w.drive(|_, _| {});
-    w.run();
+    let (w, _, _) = two_generations();
     w.command(RESTORE).unwrap();
     {
         let mut saved = w.store.inner.saved.borrow_mut();
@@ -688,15 +664,16 @@ fn a_restore_saved_before_generation_marks_is_released_within_its_one_range() {
     }
     w.drive_until("restored");
     assert_eq!(count_date(w.sql(), DATE), 50);
-    let marks: u64 = w
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM archive_ledger WHERE pass LIKE '%#rowid%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(marks, 2, "the restore's start and end marks, none per generation");
+    let marks: Vec<String> = column(
+        w.sql(),
+        "SELECT pass FROM archive_ledger WHERE pass LIKE '%#rowid%'",
+        [],
+    );
+    assert_eq!(
+        marks.len(),
+        2,
+        "the restore's start and end marks, none per generation: {marks:?}"
+    );
     w.command(Command::Release).unwrap();
     w.drive(|_, _| {});
     let st = w.status();

@@ -618,14 +618,11 @@ fn a_real_changed_to_a_neighbour_with_the_same_digits_stays() {
 #[test]
 fn changed_and_unarchived_rows_are_never_deleted() {
     let w = uploaded(2_000, 5, |_| {});
-    let ids: Vec<String> = w
-        .sql()
-        .prepare("SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT 4")
-        .unwrap()
-        .query_map([DATE], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let ids: Vec<String> = column(
+        w.sql(),
+        "SELECT id FROM traffic_events WHERE event_date = ?1 ORDER BY id LIMIT 4",
+        [DATE],
+    );
     // The app changes one column of archived rows in every type, deletes one, and inserts a
     // row (behind the cursor, any created_at) that no archive holds.
     let app = format!(

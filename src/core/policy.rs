@@ -383,6 +383,15 @@ mod tests {
 
     const NOW: i64 = 1_796_000_000_000;
 
+    /// `MAX_RUNNING_DATES` and `CRON_MAX_DATES`.
+    fn slots(max_running_dates: u32, cron_max_dates: u32) -> Config {
+        Config {
+            max_running_dates,
+            cron_max_dates,
+            ..Config::default()
+        }
+    }
+
     fn tried(date: &str, status: &str, hours_ago: i64) -> DateState {
         DateState {
             updated_at: Some(NOW - hours_ago * 3_600_000),
@@ -456,15 +465,21 @@ mod tests {
         assert_eq!(out, [("2026-10-01".into(), PokeReason::Resume)]);
     }
 
+    /// Found by a review: the cap of `CRON_MAX_DATES` failed dates came before the sort, so a
+    /// date tried a month ago lost to one tried yesterday whose date sorts first.
+    #[test]
+    fn the_least_recently_tried_failed_dates_are_resumed_first() {
+        let cfg = slots(2, 1);
+        let states = [tried("2026-10-01", "failed", 21), tried("2026-10-02", "failed", 720)];
+        let out = dates_to_poke(&[], &states, &cfg, None, NOW);
+        assert_eq!(out, [("2026-10-02".into(), PokeReason::Resume)]);
+    }
+
     /// Found by a review: one cron resumed up to `CRON_MAX_DATES` failed dates on top of the
     /// slots. They come from the free slots, after dates never archived.
     #[test]
     fn resumes_take_free_slots_after_dates_never_archived() {
-        let cfg = Config {
-            max_running_dates: 3,
-            cron_max_dates: 30,
-            ..Config::default()
-        };
+        let cfg = slots(3, 30);
         let mut states: Vec<DateState> = (1..=20).map(|d| st(&format!("2026-10-{d:02}"), "failed")).collect();
         states.push(st("2026-11-02", "cleaning"));
         let due = ["2026-10-01", "2026-11-01"].map(String::from).to_vec();

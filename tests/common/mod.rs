@@ -728,6 +728,21 @@ pub fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
     rows
 }
 
+/// The first column of every row `sql` selects with `params`.
+pub fn column<T: rusqlite::types::FromSql>(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<T> {
+    let mut stmt = db.prepare(sql).unwrap();
+    let rows: Vec<T> = stmt
+        .query_map(params, |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows
+}
+
 pub fn count_date(db: &rusqlite::Connection, date: &str) -> u64 {
     db.query_row(
         "SELECT count(*) FROM traffic_events WHERE event_date = ?1",
