@@ -567,9 +567,7 @@ fn a_conflict_the_app_writes_during_a_one_generation_restore_is_a_conflict() {
 #[test]
 fn a_row_the_app_changes_during_the_hold_to_an_older_version_stays() {
     let (w, id, v1) = two_generations();
-    w.command(RESTORE).unwrap();
-    w.drive_until("restored");
-    let r = w.status().restore.unwrap();
+    let r = w.restore_all();
     assert_eq!(
         (r.inserted, r.superseded, count_date(w.sql(), DATE)),
         (50, 1, 50),
@@ -680,5 +678,36 @@ fn a_restore_saved_before_generation_marks_is_released_within_its_one_range() {
     assert_eq!(
         (st.phase.as_str(), st.rows_released, count_date(w.sql(), DATE)),
         ("cleaned", Some(50), 0)
+    );
+}
+
+/// A restore batch whose inserts the table ignores (an app's `RAISE(IGNORE)` trigger): on the
+/// batch's first run its check finds lines without a row in the same transaction, which
+/// nothing could have removed, so the restore stops and says why, instead of counting them as
+/// removed by the app (found by a review). The release then ends it, and a restore after the
+/// trigger is gone brings every row back.
+#[test]
+fn inserts_the_table_ignores_stop_the_restore_with_the_cause() {
+    let w = archived_world(200);
+    w.run();
+    w.sql()
+        .execute_batch(&format!(
+            "CREATE TRIGGER app_drops_stale BEFORE INSERT ON traffic_events \
+             WHEN NEW.event_date = '{DATE}' BEGIN SELECT RAISE(IGNORE); END;"
+        ))
+        .unwrap();
+    w.command(RESTORE).unwrap();
+    w.drive(|_, _| {});
+    let st = w.status();
+    assert_eq!(st.phase, "failed");
+    assert!(st.last_error.unwrap().contains("ignored the inserts"));
+    w.sql().execute_batch("DROP TRIGGER app_drops_stale").unwrap();
+    assert_eq!(w.command(Command::Release).unwrap().reply, Reply::ReleaseStarted);
+    w.drive(|_, _| {});
+    let r = w.restore_all();
+    assert_eq!(
+        (r.inserted, r.removed, count_date(w.sql(), DATE)),
+        (200, 0, 200),
+        "{r:?}"
     );
 }

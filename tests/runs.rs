@@ -516,12 +516,7 @@ fn every_double_is_archived_cleaned_and_restored_exactly() {
         &expected,
     );
     assert_eq!(count_date(w.sql(), DATE), 0);
-    w.command(Command::Restore {
-        generation: None,
-        hold_until_ms: None,
-    })
-    .unwrap();
-    w.drive_until("restored");
+    w.restore_all();
     assert_eq!(
         sorted(rows_of(w.sql(), DATE)),
         sorted(expected),

@@ -879,6 +879,89 @@ fn a_column_added_to_the_table_stops_cleaning_before_any_delete() {
     assert_eq!((w.status().phase.as_str(), count_date(w.sql(), DATE)), ("cleaned", 0));
 }
 
+/// The app's own `traffic_events` (`CREATE TABLE IF NOT EXISTS` keeps it), with
+/// `response_time` declared as `response_time` and `event_date` given `date_collation`.
+fn app_table(w: &World, response_time: &str, date_collation: &str) {
+    w.sql()
+        .execute_batch(&format!(
+            "DROP INDEX IF EXISTS idx_traffic_events_date_id;
+             ALTER TABLE traffic_events RENAME TO plain;
+             CREATE TABLE traffic_events (id TEXT PRIMARY KEY, path TEXT NOT NULL, method TEXT NOT NULL,
+               status INTEGER NOT NULL DEFAULT 200, response_time {response_time},
+               client_ip_hash TEXT NOT NULL, user_agent TEXT, country TEXT, timestamp INTEGER NOT NULL,
+               event_date TEXT NOT NULL {date_collation}, is_error INTEGER NOT NULL DEFAULT 0,
+               created_at INTEGER DEFAULT (unixepoch()));
+             DROP TABLE plain;
+             CREATE INDEX idx_traffic_events_date_id ON traffic_events (event_date, id);"
+        ))
+        .unwrap();
+}
+
+/// Three rows with `response_time` = `rt`, one for each way a line crosses a cleaning or a
+/// restore: a keyed id, an id JSON escapes (the join), and a NULL id (copies).
+fn three_rows(w: &World, rt: &str) {
+    for id in [Some("k1"), Some("q\"1"), None] {
+        w.sql()
+            .execute(
+                "INSERT INTO traffic_events (id, path, method, response_time, client_ip_hash, timestamp, event_date, created_at) \
+                 VALUES (?1, '/', 'GET', ?2, 'h', 1, ?3, 1)",
+                rusqlite::params![id, rt, DATE],
+            )
+            .unwrap();
+    }
+}
+
+/// Found by a review: a collation on the REAL column (an app's table with `COLLATE NOCASE` or
+/// `RTRIM`, where a text value stays text) made a row whose text there changed after the
+/// export only in case, or by a trailing space, equal to its line: the cleaning deleted it on
+/// every path, a release took such a restored row, and a restore counted a NULL-id row equal
+/// only so as the line's copy. That column is now compared byte for byte, as every other is.
+#[test]
+fn a_text_in_the_real_column_equal_only_under_its_collation_is_its_own() {
+    for (collation, changed) in [("NOCASE", "FAST"), ("RTRIM", "fast ")] {
+        let archived = |auto_cleanup| {
+            let w = World::new(Config {
+                auto_cleanup,
+                ..small_config()
+            });
+            app_table(&w, &format!("REAL NOT NULL DEFAULT 0 COLLATE {collation}"), "");
+            three_rows(&w, "fast");
+            let originals = rows_of(w.sql(), DATE);
+            w.run();
+            (w, originals)
+        };
+        let change = |w: &World| {
+            let sql = "UPDATE traffic_events SET response_time = ?1";
+            w.sql().execute(sql, [changed]).unwrap();
+            rows_of(w.sql(), DATE)
+        };
+        // Cleaning: changed after the export, the rows stay.
+        let (w, _) = archived(false);
+        let rows = change(&w);
+        w.command(Command::Cleanup).unwrap();
+        w.drive(|_, _| {});
+        assert_eq!(rows_of(w.sql(), DATE), rows, "{collation}: {:?}", w.status());
+        // Release: restored, changed during the hold, the rows stay.
+        let (w, _) = archived(true);
+        w.restore_all();
+        let rows = change(&w);
+        w.command(Command::Release).unwrap();
+        w.drive(|_, _| {});
+        assert_eq!(rows_of(w.sql(), DATE), rows, "{collation}: {:?}", w.status());
+        // Restore: a NULL-id row the app wrote, equal to a line only under the collation, does
+        // not stand for it.
+        let (w, originals) = archived(true);
+        three_rows(&w, changed);
+        w.sql()
+            .execute("DELETE FROM traffic_events WHERE id IS NOT NULL", [])
+            .unwrap();
+        let app_row = rows_of(w.sql(), DATE);
+        let r = w.restore_all();
+        let all = sorted([originals, app_row].concat());
+        assert_eq!(rows_of(w.sql(), DATE), all, "{collation}: {r:?}");
+    }
+}
+
 /// Found by a review: with a collation on `event_date` (a table the app made with `COLLATE
 /// RTRIM`), '2026-11-20 ' equals the date; the export writes the date it asked for, so the
 /// row's own value is in no line, and the keyed DELETE, comparing the date under the column's
@@ -886,18 +969,10 @@ fn a_column_added_to_the_table_stops_cleaning_before_any_delete() {
 #[test]
 fn a_date_equal_only_under_the_column_collation_is_never_deleted() {
     let w = World::new(small_config());
+    app_table(&w, "REAL NOT NULL DEFAULT 0", "COLLATE RTRIM");
     w.sql()
         .execute_batch(&format!(
-            "DROP INDEX IF EXISTS idx_traffic_events_date_id;
-             ALTER TABLE traffic_events RENAME TO plain;
-             CREATE TABLE traffic_events (id TEXT PRIMARY KEY, path TEXT NOT NULL, method TEXT NOT NULL,
-               status INTEGER NOT NULL DEFAULT 200, response_time REAL NOT NULL DEFAULT 0,
-               client_ip_hash TEXT NOT NULL, user_agent TEXT, country TEXT, timestamp INTEGER NOT NULL,
-               event_date TEXT NOT NULL COLLATE RTRIM, is_error INTEGER NOT NULL DEFAULT 0,
-               created_at INTEGER DEFAULT (unixepoch()));
-             DROP TABLE plain;
-             CREATE INDEX idx_traffic_events_date_id ON traffic_events (event_date, id);
-             INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date)
+            "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date)
                VALUES ('a', '/exact', 'GET', 'h', 1, '{DATE}'), ('b', '/spaced', 'GET', 'h', 2, '{DATE} ');"
         ))
         .unwrap();

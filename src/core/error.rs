@@ -90,6 +90,16 @@ pub enum StepError {
     /// The archive object is gone. Nothing is deleted or restored without it.
     #[error("archive object {key} is missing; nothing more was deleted or restored from it. {advice}")]
     ArchiveMissing { key: String, advice: &'static str },
+    /// A restore batch's inserts left lines without a row in the same transaction: the table
+    /// ignored them (an app's trigger or constraint), and retrying cannot help.
+    #[error("D1 accepted batch {batch} of piece {piece} of {key} but holds no row for {missing} of its {lines} lines: traffic_events ignored the inserts (does the app's table have a trigger that ignores inserts, such as RAISE(IGNORE), or an ON CONFLICT IGNORE constraint?). Nothing was deleted. Remove the cause, then POST /admin/release?date=<this date> (takes back what this restore inserted) and POST /admin/restore again; a trigger would go on without those rows, counting them as removed")]
+    RestoreIgnored {
+        key: String,
+        piece: usize,
+        batch: usize,
+        missing: u64,
+        lines: u64,
+    },
     /// `traffic_events` no longer has the columns an archived line holds (one was added): a
     /// row could hold a value no archive has, so its batch deleted nothing.
     #[error("traffic_events does not have the 12 columns this archiver writes into every archived line (was a column added?); a row's other values would be in no archive, so nothing of batch {batch} of piece {piece} of {key} was deleted. Deploy an archiver that knows the table's columns, then resume with POST /admin/trigger-archive")]
@@ -159,6 +169,7 @@ impl StepError {
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
             | StepError::TableChanged { .. }
+            | StepError::RestoreIgnored { .. }
             | StepError::Malformed(_)
             | StepError::Parquet(_) => Recovery::Stop,
         }

@@ -269,14 +269,16 @@ macro_rules! materialised_lines {
 
 /// True when row `t` equals line `l` in every column, with its type: one rendering of the other
 /// columns compared with the archived text (SQLite's JSON is exact and typed: `1`, `1.0` and
-/// `"1"` differ; REALs are written to round-trip), and the REAL column compared typed.
+/// `"1"` differ; REALs are written to round-trip), and the REAL column compared typed, byte
+/// for byte where it holds text (`COLLATE BINARY`: an app's table may give the column NOCASE or
+/// RTRIM, under which `'FAST'` would equal `"fast"`; found by a review).
 macro_rules! same_row {
     () => {
         concat!(
             "(",
             kv_of_t!(),
             " = l.kv AND (CASE json_type(l.r) WHEN 'object' THEN typeof(t.response_time) = 'blob'",
-            " AND hex(t.response_time) IS (l.r ->> '$.\"$blob\"') ELSE t.response_time IS (l.r ->> '$')",
+            " AND hex(t.response_time) IS (l.r ->> '$.\"$blob\"') ELSE t.response_time IS (l.r ->> '$') COLLATE BINARY",
             " AND typeof(t.response_time) = typeof(l.r ->> '$') END))"
         )
     };
@@ -801,8 +803,8 @@ macro_rules! keyed_row {
 /// as the export wrote them and compared with the line's values as text (`?1`, or `?7` for the
 /// lines [`keyed_statement`] sends as hex); a REAL compared exactly with the line's REAL (`?5`,
 /// only lines whose value was a REAL); any other value compared typed with the line's (`?6`,
-/// the rest). A line is in one of `?5` and `?6`, so a row whose REAL became another type, or
-/// the reverse, stays.
+/// the rest; text byte for byte, whatever the column's collation, as in [`same_row`]). A line is
+/// in one of `?5` and `?6`, so a row whose REAL became another type, or the reverse, stays.
 macro_rules! same_keyed {
     () => {
         concat!(
@@ -817,7 +819,7 @@ macro_rules! same_keyed {
             keyed_path!(".\"$blob\""),
             ") ELSE t.response_time IS (jsonb(?6) ->> ",
             keyed_path!(""),
-            ") AND typeof(t.response_time) = json_type(jsonb(?6), ",
+            ") COLLATE BINARY AND typeof(t.response_time) = json_type(jsonb(?6), ",
             keyed_path!(""),
             ") END"
         )
@@ -1454,11 +1456,14 @@ pub const RESTORE_BATCH: &str = concat!(
 /// JSON array in the archive's order (by id), and how many have it taken by a row from after
 /// the mark (superseded: a newer version, restored from a newer generation, which a restore
 /// walks first; only where `?5` says one was, else a conflict: the app wrote it meanwhile). A
-/// line with no row at all counts as none (the caller then knows rows went missing).
+/// line with no row at all counts as none (the caller then knows rows went missing). Last,
+/// whether the batch ran for the first time: `changes()` of the end mark before it
+/// ([`ROWID_END`]), which changed a row exactly then.
 pub const RESTORE_CHECK: &str = concat!(
     materialised_lines!("?3"),
     " SELECT coalesce(sum(c.st = 0), 0), coalesce(sum(c.st = 1), 0),",
-    " json_group_array(json(c.idj) ORDER BY c.id) FILTER (WHERE c.st = 1), coalesce(sum(c.st = 2), 0) FROM (",
+    " json_group_array(json(c.idj) ORDER BY c.id) FILTER (WHERE c.st = 1), coalesce(sum(c.st = 2), 0),",
+    " changes() = 1 FROM (",
     // One state per line, each row compared once: 0 equal, 1 conflict, 2 superseded, 3 no row.
     "SELECT l.id AS id, l.idj AS idj, CASE WHEN ",
     same_row!(),

@@ -487,6 +487,18 @@ impl World {
         }
     }
 
+    /// Restores every generation of the date and drives it until it holds them: what the
+    /// restore did.
+    pub fn restore_all(&self) -> d1_archiver::core::status::RestoreView {
+        let cmd = Command::Restore {
+            generation: None,
+            hold_until_ms: None,
+        };
+        self.command(cmd).unwrap();
+        self.drive_until("restored");
+        self.status().restore.unwrap()
+    }
+
     /// The metadata row of the date: (status, r2_path, d1_cleaned, rows_pending).
     pub fn metadata(&self) -> Option<(String, Option<String>, i64, Option<i64>)> {
         self.sql()

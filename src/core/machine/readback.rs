@@ -688,7 +688,7 @@ impl PassJob {
             .unwrap_or(0);
         self.piece_changed += rows;
         if self.kind == Kind::Restore {
-            self.check_restored(from, to, rows, results)?;
+            self.check_restored(k, from, to, rows, results)?;
         }
         self.next_batch_or_piece(k + 1, to);
         Ok(())
@@ -696,9 +696,11 @@ impl PassJob {
 
     /// After a restore batch, every line has an identical row in D1, or its id a different row
     /// (a conflict, or a newer version restored first), unless the batch ran before (its
-    /// step was repeated) and the app removed that row in between: counted as removed.
+    /// step was repeated) and the app removed that row in between: counted as removed. On the
+    /// batch's first run a line without a row is an insert the database ignored.
     fn check_restored(
         &mut self,
+        k: usize,
         from: usize,
         to: usize,
         inserted: u64,
@@ -708,15 +710,26 @@ impl PassJob {
             .and_then(|rs| rs.rows.first())
             .cloned()
             .unwrap_or_default();
-        let (identical, conflicts, ids, superseded): (u64, u64, Option<String>, u64) =
+        let (identical, conflicts, ids, superseded, first_run): (u64, u64, Option<String>, u64, u8) =
             sql::decode_row("restore_check", &row)?;
         let lines = self.buf[from..to].iter().filter(|b| **b == b'\n').count() as u64;
+        let missing = lines.saturating_sub(identical + conflicts + superseded);
+        if first_run == 1 && missing > 0 {
+            // Inserted and checked in one transaction: nothing could remove them in between.
+            return Err(StepError::RestoreIgnored {
+                key: self.sources[self.current].key.clone(),
+                piece: self.piece,
+                batch: k,
+                missing,
+                lines,
+            });
+        }
         let c = &mut self.piece_counts;
         c.inserted += inserted;
         c.present += identical.saturating_sub(inserted);
         c.conflicts += conflicts;
         c.superseded += superseded;
-        c.removed += lines.saturating_sub(identical + conflicts + superseded);
+        c.removed += missing;
         let ids: Vec<Value> = ids.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         let room = CONFLICT_IDS_KEPT.saturating_sub(c.conflict_ids.len());
         c.conflict_ids.extend(ids.into_iter().take(room));
