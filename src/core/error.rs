@@ -92,7 +92,7 @@ pub enum StepError {
     ArchiveMissing { key: String, advice: &'static str },
     /// A restore batch's inserts left lines without a row in the same transaction: the table
     /// ignored them (an app's trigger or constraint), and retrying cannot help.
-    #[error("D1 accepted batch {batch} of piece {piece} of {key} but holds no row for {missing} of its {lines} lines: traffic_events ignored the inserts (does the app's table have a trigger that ignores inserts, such as RAISE(IGNORE), or an ON CONFLICT IGNORE constraint?). Nothing was deleted. Remove the cause, then POST /admin/release?date=<this date> (takes back what this restore inserted) and POST /admin/restore again; a trigger would go on without those rows, counting them as removed")]
+    #[error("D1 accepted batch {batch} of piece {piece} of {key} but holds no row equal to {missing} of its {lines} lines: traffic_events ignored the inserts or changed the rows (does the app's table have a trigger that ignores, rewrites or deletes inserts, such as RAISE(IGNORE), an ON CONFLICT clause, or columns whose type changed since the export?). Nothing was deleted. Remove the cause, then POST /admin/release?date=<this date> (takes back what this restore inserted) and POST /admin/restore again; a trigger would go on without those rows, counting them as removed")]
     RestoreIgnored {
         key: String,
         piece: usize,

@@ -66,11 +66,12 @@ pub enum Garbage {
         upload_id: String,
     },
     /// A key a step may still be writing when a command dropped its work (the step's call to
-    /// R2 under way while the Durable Object served the command): deleted at once like a
-    /// `Delete`, and again by the date's next alarm, which Cloudflare runs only once the alarm
-    /// running that step has ended. So a `put` that lands after the command (the step's save
-    /// then loses) leaves nothing behind, even if the isolate dies before the step's own
-    /// clean-up ([`crate::core::machine::handle_superseded`]).
+    /// R2 under way while the Durable Object served the command): deleted by the command's
+    /// collection with the rest of its garbage (none when there is no rest), and again by the
+    /// date's next alarm, assumed to begin only once the alarm running that step has ended.
+    /// So a `put` that lands after the command (the step's save then loses) leaves nothing
+    /// behind, even if the isolate dies before the step's own clean-up
+    /// ([`crate::core::machine::handle_superseded`]).
     Recheck {
         key: String,
     },
