@@ -357,17 +357,18 @@ fn a_release_leaves_a_null_id_copy_the_app_wrote_during_the_hold() {
     assert_eq!(null_ids(&w), 1);
 }
 
+/// The id and `path` of the first row by id.
+fn first_row(w: &World) -> (String, String) {
+    let sql = "SELECT id, path FROM traffic_events ORDER BY id LIMIT 1";
+    w.sql().query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+}
+
 /// A day of 50 rows archived twice, the first row's `path` (returned with its id) changed to
 /// `/v2` after the first export and before its cleaning: it stays, and generation 2 archives
 /// the new version. D1 then holds none of the date.
 fn two_generations() -> (World, String, String) {
     let w = archived_world(50);
-    let (id, v1): (String, String) = w
-        .sql()
-        .query_row("SELECT id, path FROM traffic_events ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (id, v1) = first_row(&w);
     w.command(Command::Trigger).unwrap();
     w.drive_until("uploaded");
     w.sql()
@@ -419,12 +420,7 @@ fn a_row_changed_between_two_exports_comes_back_as_its_newer_version() {
 #[test]
 fn a_release_leaves_a_row_the_restore_found_in_d1_even_if_an_older_generation_holds_it() {
     let w = archived_world(50);
-    let (id, v1): (String, String) = w
-        .sql()
-        .query_row("SELECT id, path FROM traffic_events ORDER BY id LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let (id, v1) = first_row(&w);
     let set_path = |p: &str| {
         w.sql()
             .execute("UPDATE traffic_events SET path = ?2 WHERE id = ?1", [&id, p])
