@@ -259,6 +259,60 @@ fn paged(w: &World, window: Window, page: u64) -> Vec<Value> {
     }
 }
 
+/// Found by a review: once a page went on after an id, no BLOB id was in the window, and a
+/// client cannot send one as `id_after`; so paging never reached BLOB ids past its first page.
+/// BLOB ids sort after every text id: past every `id_from`, never up to an `id_to`.
+#[test]
+fn paging_reaches_every_blob_id_after_the_text_ids() {
+    let w = World::new(Config {
+        auto_cleanup: false,
+        ..small_config()
+    });
+    let insert = |id: rusqlite::types::Value, ts: i64| {
+        w.sql()
+            .execute(
+                "INSERT INTO traffic_events (id, path, method, response_time, client_ip_hash, timestamp, event_date) \
+                 VALUES (?1, '/', 'GET', 1.5, 'h', ?2, ?3)",
+                rusqlite::params![id, ts, DATE],
+            )
+            .unwrap();
+    };
+    for i in 0..30 {
+        insert(format!("t{i:03}").into(), noon(i));
+        insert(vec![0xB0u8, i as u8].into(), noon(i));
+    }
+    for i in 0..5 {
+        insert(rusqlite::types::Value::Null, noon(i));
+    }
+    let all = rows_of(w.sql(), DATE);
+    w.run();
+    let (whole, _) = read(&w, Window::default()).unwrap();
+    assert_eq!(sorted(whole.clone()), all);
+    for page in [1, 7, 30, 64] {
+        assert_eq!(paged(&w, Window::default(), page), whole, "pages of {page}");
+    }
+    let kinds = |window: Window| {
+        let (lines, _) = read(&w, window).unwrap();
+        let blobs = lines.iter().filter(|l| l["id"].is_object()).count();
+        (lines.len() - blobs, blobs)
+    };
+    let from = |id: &str| Window {
+        id_from: Some(id.into()),
+        ..Window::default()
+    };
+    assert_eq!(kinds(from("t025")), (5, 30));
+    assert_eq!(kinds(from("u")), (0, 30));
+    let to = Window {
+        id_to: Some("\u{10FFFF}".into()),
+        ..Window::default()
+    };
+    assert_eq!(
+        kinds(to),
+        (30, 0),
+        "NULL ids are in no id range, BLOB ids past every id_to"
+    );
+}
+
 /// `rows` seeded and archived, waiting for their cleanup (`AUTO_CLEANUP=false`).
 fn uploaded(rows: u64) -> World {
     let w = World::new(Config {

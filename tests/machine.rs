@@ -142,9 +142,13 @@ fn serve(
         _ => panic!(),
     };
     asked.push(limit);
-    // The NULL-id segment is empty in these tables.
-    if stmt.sql.contains("id IS NULL") {
+    // The NULL-id and numeric-id segments are empty in these tables.
+    if stmt.sql.contains("id IS NULL") || stmt.sql.contains("id < ''") {
         return Answer::Page(String::new(), Meta::default());
+    }
+    // Keyset: the rows after the cursor's id (`00000041` → row 42 on).
+    if let Some(Param::Text(after)) = stmt.params.get(1) {
+        *served = after.parse::<usize>().unwrap() + 1;
     }
     let n = (limit as usize).min(total - *served);
     let wire = page(*served, n, row_bytes);
@@ -157,9 +161,9 @@ fn an_export_step_sizes_pages_stops_at_its_budget_and_keeps_a_carry() {
     // First step of a run: probe, grow, stop at STEP_ROWS; nothing big enough for a part.
     let p = play(&export(Upload::NotStarted, Cursor::Start, 0), limits(), 50_000, 300);
     assert_eq!(
-        p.asked[..6],
-        [1, 1, 4, 16, 64, 256],
-        "NULL segment probe, then ids growing 4x"
+        p.asked[..7],
+        [1, 1, 1, 4, 16, 64, 256],
+        "NULL and numeric segment probes, then ids growing 4x"
     );
     assert_eq!(p.out.rows, 10_000);
     assert!(!p.out.finished && p.calls.is_empty() && !p.out.carry.is_empty());

@@ -881,12 +881,12 @@ fn a_column_added_to_the_table_stops_cleaning_before_any_delete() {
 
 /// The app's own `traffic_events` (`CREATE TABLE IF NOT EXISTS` keeps it), with
 /// `response_time` declared as `response_time` and `event_date` given `date_collation`.
-fn app_table(w: &World, response_time: &str, date_collation: &str) {
+fn app_table(w: &World, id: &str, response_time: &str, date_collation: &str) {
     w.sql()
         .execute_batch(&format!(
             "DROP INDEX IF EXISTS idx_traffic_events_date_id;
              ALTER TABLE traffic_events RENAME TO plain;
-             CREATE TABLE traffic_events (id TEXT PRIMARY KEY, path TEXT NOT NULL, method TEXT NOT NULL,
+             CREATE TABLE traffic_events (id {id}, path TEXT NOT NULL, method TEXT NOT NULL,
                status INTEGER NOT NULL DEFAULT 200, response_time {response_time},
                client_ip_hash TEXT NOT NULL, user_agent TEXT, country TEXT, timestamp INTEGER NOT NULL,
                event_date TEXT NOT NULL {date_collation}, is_error INTEGER NOT NULL DEFAULT 0,
@@ -895,6 +895,119 @@ fn app_table(w: &World, response_time: &str, date_collation: &str) {
              CREATE INDEX idx_traffic_events_date_id ON traffic_events (event_date, id);"
         ))
         .unwrap();
+}
+
+/// The migration's `id` and `response_time` columns, for [`app_table`].
+const ID: &str = "TEXT PRIMARY KEY";
+const RT: &str = "REAL NOT NULL DEFAULT 0";
+
+/// Inserts a row of DATE with id `id` and timestamp `ts`.
+fn row_with_id(w: &World, id: impl rusqlite::ToSql, ts: i64) {
+    w.sql()
+        .execute(
+            "INSERT INTO traffic_events (id, path, method, response_time, client_ip_hash, timestamp, event_date, created_at) \
+             VALUES (?1, '/', 'GET', 1.5, 'h', ?2, ?3, 1)",
+            rusqlite::params![id, ts, DATE],
+        )
+        .unwrap();
+}
+
+/// Found by a review: an app's table whose `id` has no TEXT affinity (a column declared without
+/// a type, or `INTEGER PRIMARY KEY`) holds INTEGER and REAL ids, which sort after NULL and
+/// before every text; the scan started its ids at `''` and never read them, and such a date
+/// ended cleaned with them in D1 (with `INTEGER PRIMARY KEY`, every row of it). They are now a
+/// segment of the scan of their own: archived in numeric order, cleaned, restored.
+#[test]
+fn numeric_ids_are_archived_cleaned_and_restored() {
+    use rusqlite::types::Value as V;
+    let typeless = [
+        V::Integer(7),
+        V::Real(2.5),
+        V::Integer(-3),
+        V::Integer(9_007_199_254_740_993),
+        V::Real(-0.125),
+        V::Real(7.5),
+        V::Text("t1".into()),
+        V::Text("".into()),
+        V::Null,
+        V::Null,
+        V::Blob(vec![1, 2]),
+    ];
+    let rowids = [
+        V::Integer(5),
+        V::Integer(-2),
+        V::Null,
+        V::Integer(9_007_199_254_740_993),
+        V::Null,
+    ];
+    for (id, ids) in [("PRIMARY KEY", &typeless[..]), ("INTEGER PRIMARY KEY", &rowids[..])] {
+        for page_rows in [1, 100] {
+            let w = World::new(Config {
+                page_rows,
+                ..small_config()
+            });
+            app_table(&w, id, RT, "");
+            for (i, v) in ids.iter().enumerate() {
+                row_with_id(&w, v, 1_795_132_800_000 + i as i64);
+            }
+            let originals = rows_of(w.sql(), DATE);
+            w.run();
+            w.assert_emptied(id);
+            assert!(lost(&w, &originals).is_empty(), "{id}");
+            assert_eq!(sorted(archived(&w)), originals, "{id}");
+            // In scan order: NULL ids, then numbers by value, then text, then BLOBs.
+            let order: Vec<Value> = archived(&w).iter().map(|l| l["id"].clone()).collect();
+            let numbers: Vec<f64> = order.iter().filter_map(Value::as_f64).collect();
+            assert!(numbers.windows(2).all(|p| p[0] < p[1]), "{id}: {order:?}");
+            let first_number = order.iter().position(Value::is_number);
+            assert!(
+                order.iter().take(first_number.unwrap_or(0)).all(Value::is_null),
+                "{id}: {order:?}"
+            );
+            let r = w.restore_all();
+            assert_eq!(rows_of(w.sql(), DATE), originals, "{id}: {r:?}");
+        }
+    }
+}
+
+/// Found by a review: with a collation on `id` (an app's table with `COLLATE NOCASE`), the scan
+/// gave ids in that order, while the seek index, reads in place (id windows, paging, the merge
+/// of generations) and the cleaning's id ranges go byte for byte: windows missed lines, pages
+/// sent some twice, and an older version of a row could stand for the newer one. Ids that are
+/// not unique (a table without the primary key) break the keyset scan alike. The export now
+/// stops at the first id out of byte order, before anything is deleted, and says how to go on.
+#[test]
+fn ids_out_of_byte_order_stop_the_export_with_the_way_out() {
+    for id in ["TEXT PRIMARY KEY COLLATE NOCASE", "TEXT"] {
+        let w = World::new(small_config());
+        app_table(&w, id, RT, "");
+        for i in 0..50 {
+            row_with_id(&w, format!("{}{i:03}", if i % 2 == 0 { 'a' } else { 'B' }), i);
+        }
+        if id == "TEXT" {
+            row_with_id(&w, "a000", 99);
+        }
+        let originals = rows_of(w.sql(), DATE);
+        w.run();
+        let st = w.status();
+        let error = st.last_error.clone().unwrap_or_default();
+        assert_eq!(st.phase, "failed", "{id}: {st:?}");
+        assert!(
+            error.contains("byte for byte") && error.contains("POST /admin/reset"),
+            "{id}: {error}"
+        );
+        assert_eq!(rows_of(w.sql(), DATE), originals, "{id}: nothing deleted");
+        // The way out: the table as the migration declares it, a reset, a trigger.
+        app_table(&w, ID, RT, "");
+        let unique: Vec<Value> = originals.iter().filter(|r| r["timestamp"] != 99).cloned().collect();
+        for r in &unique {
+            row_with_id(&w, r["id"].as_str().unwrap(), r["timestamp"].as_i64().unwrap());
+        }
+        w.command(Command::Reset).unwrap();
+        w.run();
+        w.assert_emptied(id);
+        assert_eq!(sorted(archived(&w)), unique, "{id}");
+    }
 }
 
 /// Three rows with `response_time` = `rt`, one for each way a line crosses a cleaning or a
@@ -924,7 +1037,7 @@ fn a_text_in_the_real_column_equal_only_under_its_collation_is_its_own() {
                 auto_cleanup,
                 ..small_config()
             });
-            app_table(&w, &format!("REAL NOT NULL DEFAULT 0 COLLATE {collation}"), "");
+            app_table(&w, ID, &format!("REAL NOT NULL DEFAULT 0 COLLATE {collation}"), "");
             three_rows(&w, "fast");
             let originals = rows_of(w.sql(), DATE);
             w.run();
@@ -969,7 +1082,7 @@ fn a_text_in_the_real_column_equal_only_under_its_collation_is_its_own() {
 #[test]
 fn a_date_equal_only_under_the_column_collation_is_never_deleted() {
     let w = World::new(small_config());
-    app_table(&w, "REAL NOT NULL DEFAULT 0", "COLLATE RTRIM");
+    app_table(&w, ID, RT, "COLLATE RTRIM");
     w.sql()
         .execute_batch(&format!(
             "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date)

@@ -126,15 +126,18 @@ impl From<crate::core::config::ConfigError> for ApiError {
 
 /// Checks `Authorization: Bearer <token>` against the configured token in constant time.
 pub fn authorize(configured: Option<&str>, header: Option<&str>) -> Result<(), ApiError> {
-    let Some(expected) = configured.filter(|t| !t.is_empty()) else {
+    // A secret stored with a trailing newline (`echo … | wrangler secret put`) is the token
+    // without it; auth schemes are case-insensitive (RFC 9110). Found by a review: both locked
+    // every client out.
+    let Some(expected) = configured.map(str::trim).filter(|t| !t.is_empty()) else {
         return Err(ApiError::new(
             ErrorKind::AdminTokenMissing,
             "ADMIN_TOKEN is not configured, so the admin API is closed. Set it with `wrangler secret put ADMIN_TOKEN` (production) or in .dev.vars (local), then retry.",
         ));
     };
     let presented = header
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim)
+        .and_then(|h| h.trim_start().split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()))
         .unwrap_or("");
     // ct_eq on slices of different length returns false without leaking where they differ.
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
@@ -160,6 +163,12 @@ mod tests {
         assert_eq!(status(Some("secret"), Some("Bearer secrets")), 401);
         assert_eq!(status(Some("secret"), Some("secret")), 401);
         assert!(authorize(Some("secret"), Some("Bearer secret")).is_ok());
+        assert_eq!(status(Some("secret"), Some("Basic secret")), 401);
+        assert_eq!(status(Some("secret"), Some("Bearer ")), 401);
+        assert_eq!(status(Some(" \n"), Some("Bearer x")), 503);
+        for header in ["BEARER secret", "bearer  secret ", "Bearer secret\n"] {
+            assert!(authorize(Some("secret\n"), Some(header)).is_ok(), "{header:?}");
+        }
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub enum StepError {
         "Parquet file {key} does not match what was written ({detail}); the export starts over from the first row"
     )]
     ParquetMismatch { key: String, detail: String },
+    /// The scan gave a text or BLOB id after one it does not follow byte for byte.
+    #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it byte for byte: the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique. The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
+    IdOrder { row: String, after: String },
 }
 
 /// What a failure does to the machine.
@@ -166,6 +169,7 @@ impl StepError {
             StepError::PieceCorrupt { .. }
             | StepError::TooBig(_)
             | StepError::LineTooBig { .. }
+            | StepError::IdOrder { .. }
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
             | StepError::TableChanged { .. }

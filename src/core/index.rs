@@ -25,7 +25,7 @@ pub struct Piece {
     pub crc32: u32,
     /// CRC-32 of the compressed bytes, checked before they are inflated.
     pub zcrc32: u32,
-    /// Ids of its first and last lines, in scan order (`None` for a NULL id).
+    /// Ids of its first and last lines, in scan order (`None` for a NULL or numeric id).
     pub first_id: Option<Key>,
     pub last_id: Option<Key>,
     /// Bounds of its lines' timestamps in whole ms (a REAL's floor and ceiling); `None` when

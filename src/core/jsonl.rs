@@ -43,8 +43,13 @@ impl Timestamp {
     pub fn within(self, from: Option<i64>, to: Option<i64>) -> bool {
         match self {
             Timestamp::Int(t) => from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e),
-            // Every bound a window is given (an ISO time's ms) is a double exactly.
-            Timestamp::Real(t) => from.is_none_or(|f| t >= f as f64) && to.is_none_or(|e| t < e as f64),
+            // Against a whole bound, a REAL lies where its floor does (`as i128` saturates far
+            // outside every i64); a bound past 2^53 is no double, so it is never made one
+            // (found by a review).
+            Timestamp::Real(t) => {
+                let floor = t.floor() as i128;
+                from.is_none_or(|f| floor >= i128::from(f)) && to.is_none_or(|e| floor < i128::from(e))
+            }
         }
     }
 
@@ -305,6 +310,14 @@ mod tests {
             assert_eq!(ts.within(from, to), inside, "{ts:?}");
             assert!(ts.within(None, None));
         }
+        // Bounds past 2^53 are no doubles: 2^53 lies before 2^53 + 1 (found by a review), and
+        // the extremes stay where they are.
+        let two53 = 9_007_199_254_740_992_i64;
+        assert!(Real(two53 as f64).within(None, Some(two53 + 1)));
+        assert!(!Real(two53 as f64).within(Some(two53 + 1), None));
+        assert!(!Real(-1e300).within(Some(i64::MIN), None));
+        assert!(!Real(1e300).within(None, Some(i64::MAX)));
+        assert!(Real(-1.5).within(Some(-2), Some(-1)));
         assert_eq!(Real(1_000.5).bounds(), (1_000, 1_001));
         assert_eq!(Real(-0.5).bounds(), (-1, 0));
         assert_eq!(Real(7.0).bounds(), (7, 7));

@@ -442,7 +442,7 @@ macro_rules! capped {
 /// An export page statement ([`export_page!`]) in `$order`, and the same held to `$cap` bytes
 /// ([`capped!`]).
 macro_rules! export_pages {
-    ($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $order:literal, $rest:literal, $cap:literal) => {
+    ($($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $order:literal, $rest:literal, $cap:literal;)*) => {$(
         $(#[$doc])*
         pub const $plain: &str = export_page!($key, $rest);
         #[doc = concat!("[`", stringify!($plain), "`] held to `", $cap, "` bytes of lines in SQL.")]
@@ -450,37 +450,38 @@ macro_rules! export_pages {
             concat!(export_select!($key, concat!(", ", $order, " AS k")), " WHERE event_date = ?1 AND ", $rest),
             $cap
         );
-    };
+    )*};
 }
 
-export_pages!(
+export_pages! {
     /// Rows of the date with a NULL id (SQLite allows them in a non-INTEGER primary key), by
     /// rowid: the first segment of the scan. `?2` is the last rowid read, as text: an app can
     /// write rowids past 2^53, which a JavaScript number would round (found by a review: the
     /// scan read a row twice or skipped rows).
-    EXPORT_NULL_IDS, EXPORT_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL AND rowid > CAST(?2 AS INTEGER) ORDER BY rowid LIMIT ?3", "?4"
-);
-export_pages!(
+    EXPORT_NULL_IDS, EXPORT_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL AND rowid > CAST(?2 AS INTEGER) ORDER BY rowid LIMIT ?3", "?4";
     /// The first page of [`EXPORT_NULL_IDS`] (`LIMIT ?2`), from the lowest rowid: an app can
     /// write a row with rowid 0 or below (before, the scan started after 0 and never read such
     /// a row; found by a review).
-    EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL ORDER BY rowid LIMIT ?2", "?3"
-);
-export_pages!(
-    /// The first page of ids: `id >= ''` takes every text id, `''` included, and BLOB ids
-    /// (which sort after all text). Seeks through `idx_traffic_events_date_id`.
-    EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id", "id >= '' ORDER BY id LIMIT ?2", "?3"
-);
-export_pages!(
+    EXPORT_FIRST_NULL_IDS, EXPORT_FIRST_NULL_IDS_CAPPED: "rowid", "rowid", "id IS NULL ORDER BY rowid LIMIT ?2", "?3";
+    /// The first page of numeric ids, the second segment: an app's own table whose `id` has no
+    /// TEXT affinity (`INTEGER PRIMARY KEY`, or a column declared without a type) can hold
+    /// INTEGER and REAL ids, which sort after NULL and before every text (before, the scan
+    /// never read them, and such a date ended cleaned with them in D1; found by a review). The
+    /// migration's table holds none: one index seek that finds nothing.
+    EXPORT_FIRST_NUMBERS, EXPORT_FIRST_NUMBERS_CAPPED: "''", "id", "id < '' ORDER BY id LIMIT ?2", "?3";
+    /// The next page of numeric ids after the cursor `?2`: the last one's JSON text, which
+    /// SQLite reads back as the same INTEGER or REAL.
+    EXPORT_AFTER_NUMBER, EXPORT_AFTER_NUMBER_CAPPED: "''", "id", "id < '' AND id > (?2 ->> '$') ORDER BY id LIMIT ?3", "?4";
+    /// The first page of the last segment: `id >= ''` takes every text id, `''` included, and
+    /// BLOB ids (which sort after all text). Seeks through `idx_traffic_events_date_id`.
+    EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id", "id >= '' ORDER BY id LIMIT ?2", "?3";
     /// The next page of ids after the cursor `?2` (text or BLOB). Keyset pagination, never
     /// OFFSET: each row is read once however far the scan is, and D1 bills every row read.
-    EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED: "''", "id", "id > ?2 ORDER BY id LIMIT ?3", "?4"
-);
-export_pages!(
+    EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED: "''", "id", "id > ?2 ORDER BY id LIMIT ?3", "?4";
     /// [`EXPORT_AFTER_ID`] after a text id given as its bytes `?2` (a BLOB made TEXT again,
     /// byte for byte): see [`exact_cursor`].
-    EXPORT_AFTER_BYTES, EXPORT_AFTER_BYTES_CAPPED: "''", "id", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3", "?4"
-);
+    EXPORT_AFTER_BYTES, EXPORT_AFTER_BYTES_CAPPED: "''", "id", "id > CAST(?2 AS TEXT) ORDER BY id LIMIT ?3", "?4";
+}
 
 /// The hex of the last id of the page of `LIMIT ?3` (`?2` for the first ids) after the cursor,
 /// for [`exact_cursor`].
@@ -512,7 +513,7 @@ pub fn cursor_is_lossy(cursor: &Cursor) -> bool {
 pub fn exact_cursor(date: &str, before: &Cursor, rows: u32) -> Option<Statement> {
     let (date, rows) = (Param::Text(date.into()), Param::Int(i64::from(rows)));
     Some(match before {
-        Cursor::Start | Cursor::NullIds { .. } => return None,
+        Cursor::Start | Cursor::NullIds { .. } | Cursor::FirstNumber | Cursor::AfterNumber { .. } => return None,
         Cursor::FirstId => Statement::new(LAST_ID_HEX_FIRST, vec![date, rows]),
         Cursor::After { id } => Statement::new(LAST_ID_HEX_AFTER, vec![date, id.param(), rows]),
         Cursor::AfterBytes { hex } => Statement::new(
@@ -554,13 +555,76 @@ pub enum Cursor {
     Start,
     /// In the NULL-id segment, after this rowid.
     NullIds { rowid: i64 },
-    /// No NULL id left; no id read yet.
+    /// No NULL id left; no numeric id read yet.
+    FirstNumber,
+    /// After the numeric id with this JSON text.
+    AfterNumber { json: String },
+    /// No NULL or numeric id left; no text or BLOB id read yet.
     FirstId,
     /// After this id.
     After { id: Key },
     /// After the text id with these bytes (hex): one that JavaScript cannot give back byte for
     /// byte ([`cursor_is_lossy`]).
     AfterBytes { hex: String },
+}
+
+/// The segments of the scan, in its order: NULL ids by rowid, numeric ids, then text and BLOB
+/// ids (each segment by id, as SQLite sorts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    NullIds,
+    Numbers,
+    Ids,
+}
+
+impl Cursor {
+    /// The segment the cursor stands in.
+    pub fn segment(&self) -> Segment {
+        match self {
+            Cursor::Start | Cursor::NullIds { .. } => Segment::NullIds,
+            Cursor::FirstNumber | Cursor::AfterNumber { .. } => Segment::Numbers,
+            Cursor::FirstId | Cursor::After { .. } | Cursor::AfterBytes { .. } => Segment::Ids,
+        }
+    }
+
+    /// Whether the id with JSON `id`, the first of a page after this cursor, comes after it
+    /// byte for byte ([`id_follows`]); `None` where the cursor holds no id to tell by.
+    pub fn precedes(&self, id: &str) -> Result<Option<bool>, BadResult> {
+        match self {
+            Cursor::After { id: key } if !key.is_lossy() => {
+                let next = id_key(id)?;
+                Ok((!next.is_lossy()).then(|| *key < next))
+            }
+            Cursor::Start
+            | Cursor::NullIds { .. }
+            | Cursor::FirstNumber
+            | Cursor::AfterNumber { .. }
+            | Cursor::FirstId
+            | Cursor::After { .. }
+            | Cursor::AfterBytes { .. } => Ok(None),
+        }
+    }
+
+    /// How an operator finds the row the cursor stands after, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Cursor::After { id: Key::Text(t) } => format!("id {}", Value::from(t.as_str())),
+            Cursor::After { id: Key::Blob(h) } => format!("id {{\"$blob\":\"{h}\"}}"),
+            Cursor::AfterBytes { hex } => format!("id with the bytes {hex}"),
+            Cursor::AfterNumber { json } => format!("id {json}"),
+            Cursor::NullIds { rowid } => format!("with a NULL id at rowid {rowid}"),
+            Cursor::Start | Cursor::FirstNumber | Cursor::FirstId => "none yet".into(),
+        }
+    }
+
+    /// Where the segment after this cursor's starts; `None` after the last.
+    pub fn next_segment(&self) -> Option<Cursor> {
+        match self.segment() {
+            Segment::NullIds => Some(Cursor::FirstNumber),
+            Segment::Numbers => Some(Cursor::FirstId),
+            Segment::Ids => None,
+        }
+    }
 }
 
 /// A primary key value: text, or BLOB bytes (kept as hex in the persisted state).
@@ -607,6 +671,12 @@ pub fn export_page(date: &str, cursor: &Cursor, limit: u32, cap: Option<u64>) ->
             EXPORT_NULL_IDS,
             EXPORT_NULL_IDS_CAPPED,
             vec![date, Param::Text(rowid.to_string()), limit],
+        ),
+        Cursor::FirstNumber => (EXPORT_FIRST_NUMBERS, EXPORT_FIRST_NUMBERS_CAPPED, vec![date, limit]),
+        Cursor::AfterNumber { json } => (
+            EXPORT_AFTER_NUMBER,
+            EXPORT_AFTER_NUMBER_CAPPED,
+            vec![date, Param::Text(json.clone()), limit],
         ),
         Cursor::FirstId => (EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED, vec![date, limit]),
         Cursor::After { id } => (EXPORT_AFTER_ID, EXPORT_AFTER_ID_CAPPED, vec![date, id.param(), limit]),
@@ -746,7 +816,42 @@ pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
             .map(|rowid| Cursor::NullIds { rowid })
             .map_err(|_| bad("export_page", format!("rowid {:?} is not an integer", row.rowid)));
     }
-    Ok(Cursor::After { id: id_key(row.id())? })
+    let id = row.id();
+    if is_number(id) {
+        return Ok(Cursor::AfterNumber { json: id.to_string() });
+    }
+    Ok(Cursor::After { id: id_key(id)? })
+}
+
+/// Whether a value's JSON (as `json_quote` writes it) is a number.
+pub fn is_number(json: &str) -> bool {
+    json.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+/// A string's JSON without its quotes; any other JSON as it is.
+fn unquoted(json: &str) -> &[u8] {
+    json.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(json)
+        .as_bytes()
+}
+
+/// Whether the id after `before` (both JSON values of the text and BLOB segment) comes after
+/// it byte for byte, as the scan must give them: the readers, the index and the cleaning
+/// compare ids so. `None` where the order cannot be told: an id JavaScript handed over with
+/// U+FFFD sorted where its bytes did ([`lossy_text`]).
+pub fn id_follows(before: &str, after: &str) -> Result<Option<bool>, BadResult> {
+    // A string's JSON without a `\` is its text between quotes; a BLOB's is `{"$blob":"HEX"}`,
+    // whose hex sorts as the bytes (and `{` after `"`: every BLOB after every text).
+    let plain = |j: &str| !j.contains('\\') && !j.contains('\u{FFFD}');
+    if plain(before) && plain(after) {
+        return Ok(Some(match (before.starts_with('"'), after.starts_with('"')) {
+            (true, true) | (false, false) => unquoted(before) < unquoted(after),
+            (text_before, _) => text_before,
+        }));
+    }
+    let (a, b) = (id_key(before)?, id_key(after)?);
+    Ok((!a.is_lossy() && !b.is_lossy()).then(|| a < b))
 }
 
 /// The key of a row from its id's JSON value: a string, or a BLOB object.

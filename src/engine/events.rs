@@ -7,12 +7,13 @@
 //!
 //! **Each row once, in id order.** A date's generations can overlap (a row changed after its
 //! archive is in both; rows a stopped cleaning left are archived again). The generations are
-//! merged by id as the scan wrote them (NULL ids first, then text, then BLOB): where several
-//! hold an id, the newest one's line is the row, and the older lines are skipped. A newer
-//! generation's pieces whose ids overlap an older piece read are read too, even outside the
-//! window, so that an older version never stands in for a newer one the window excludes. NULL
-//! ids cannot be told apart, nor ids JavaScript handed over with U+FFFD for bytes that are not
-//! UTF-8 (they sort where their bytes did): every such line goes out.
+//! merged by id as the scan wrote them (NULL and numeric ids first, then text, then BLOB):
+//! where several hold an id, the newest one's line is the row, and the older lines are skipped.
+//! A newer generation's pieces whose ids overlap an older piece read are read too, even outside
+//! the window, so that an older version never stands in for a newer one the window excludes.
+//! NULL ids cannot be told apart, nor ids JavaScript handed over with U+FFFD for bytes that are
+//! not UTF-8 (they sort where their bytes did); numeric ids (an app's own table) are not merged
+//! either: every such line goes out. Id bounds are on text ids; BLOB ids sort after them all.
 //!
 //! **Lossy ids.** Such an id's text does not say where its bytes sorted, so it is placed by
 //! the scan: just after the last readable text id before it in its generation (before every
@@ -66,24 +67,34 @@ impl Window {
             (true, None) => false,
             (true, Some(t)) => t.within(self.from_ms, self.to_ms),
         };
-        let id_ok = match (self.bounds_ids(), k.text_id()) {
+        let id_ok = match (self.bounds_ids(), k.id_key()) {
             (false, _) => true,
+            // NULL (and numeric) ids sort before every text id and are in no id range; BLOB ids
+            // sort after every text id: past any `id_from`, never up to an `id_to`. So paging
+            // on from the last readable id reaches them (found by a review: it never did).
             (true, None) => false,
+            (true, Some(Key::Blob(_))) => self.id_to.is_none(),
+            (true, Some(Key::Text(id))) => self.text_id_ok(&id, pred),
+        };
+        time_ok && id_ok
+    }
+
+    /// [`Window::wants`] for a text id.
+    fn text_id_ok(&self, id: &str, pred: Option<&str>) -> bool {
+        match id {
             // Just after `pred`: at or after a bound that `pred` reaches, and before one it
             // does not.
-            (true, Some(id)) if lossy_text(&id) => {
+            id if lossy_text(id) => {
                 self.id_from.as_deref().is_none_or(|f| pred.is_some_and(|p| p >= f))
                     && self.id_to.as_deref().is_none_or(|e| pred.is_none_or(|p| p < e))
             }
-            (true, Some(id)) => {
-                let id = id.as_str();
+            id => {
                 self.id_from
                     .as_deref()
                     .is_none_or(|f| if self.id_after { id > f } else { id >= f })
                     && self.id_to.as_deref().is_none_or(|e| id <= e)
             }
-        };
-        time_ok && id_ok
+        }
     }
 
     /// Whether piece `p` of an object can hold lines of the window; `real_ts_bounded`: the

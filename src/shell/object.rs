@@ -72,7 +72,19 @@ impl DateArchiver {
         let engine = ports(&p);
         match ask {
             DoRequest::Command { command, .. } => {
-                let report = engine.run_command(&date, command, &cfg).await?;
+                let report = match engine.run_command(&date, command, &cfg).await {
+                    Ok(report) => report,
+                    Err(refused) => {
+                        // A refused command changes nothing, but sets the alarm the record
+                        // wants: a crash between a save and its alarm must not leave the date
+                        // asleep while the commands sent to it (the cron's) are refused (a
+                        // review).
+                        if let Ok(rec) = engine.record(&date, &cfg).await {
+                            self.arm(rec.wake_at_ms).await.map_err(ApiError::unavailable)?;
+                        }
+                        return Err(refused.into());
+                    }
+                };
                 self.arm(report.wake_at_ms).await.map_err(ApiError::unavailable)?;
                 if report.hand_over {
                     self.hand_over(&date).await;

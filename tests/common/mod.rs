@@ -451,6 +451,13 @@ impl World {
         d1_archiver::core::status::status(&self.record())
     }
 
+    /// Asserts that the date rests `cleaned` with none of its rows in D1 (`what` names the case).
+    pub fn assert_emptied(&self, what: &str) {
+        let st = self.status();
+        let found = (st.phase.as_str(), count_date(self.sql(), DATE));
+        assert_eq!(found, ("cleaned", 0), "{what}: {st:?}");
+    }
+
     pub fn advance_to_wake(&self) -> bool {
         match self.record().wake_at_ms {
             Some(at) => {

@@ -101,6 +101,41 @@ def test_a_real_in_an_integer_column_goes_only_if_its_text_reads_back(tmp_path):
         assert held == before, "the archive holds every value exactly"
 
 
+def test_numeric_ids_of_an_app_table_are_archived_cleaned_and_restored(tmp_path):
+    """An app's own table whose id has no TEXT affinity (a column declared without a type) holds
+    INTEGER and REAL ids, which sort after NULL ids and before text: the scan reads them as a
+    segment of their own, in pages (ids past 2^53 too), the cleaning empties the date, and a
+    restore brings every row back as it was, each id with its type."""
+    date = day(23)
+    w = make_worker(tmp_path)
+    w.execute("DROP INDEX idx_traffic_events_date_id; ALTER TABLE traffic_events RENAME TO plain; "
+              "CREATE TABLE traffic_events (id PRIMARY KEY, path TEXT NOT NULL, method TEXT NOT NULL, "
+              "status INTEGER NOT NULL DEFAULT 200, response_time REAL NOT NULL DEFAULT 0, "
+              "client_ip_hash TEXT NOT NULL, user_agent TEXT, country TEXT, timestamp INTEGER NOT NULL, "
+              "event_date TEXT NOT NULL, is_error INTEGER NOT NULL DEFAULT 0, created_at INTEGER); "
+              "DROP TABLE plain; CREATE INDEX idx_traffic_events_date_id ON traffic_events (event_date, id)")
+    w.execute(INSERT + ", ".join([row(date, "7", "/int"), row(date, "2.5", "/real"), row(date, "-3", "/neg"),
+                                  row(date, "9007199254740993", "/past-2-53"), row(date, "'t1'", "/text"),
+                                  row(date, "NULL", "/null"), row(date, "x'0102'", "/blob")]))
+    w.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+              "INSERT INTO traffic_events (id, path, method, client_ip_hash, timestamp, event_date) "
+              f"SELECT 1000 + i * 0.5, '/n-' || i, 'GET', 'h', i, '{date}' FROM n")
+    every = f"SELECT {', '.join(COLUMNS)}, typeof(id) FROM traffic_events WHERE event_date = ?"
+    before = sorted(w.query(every, date), key=repr)
+    with running(w):
+        st = w.archive(date)
+        assert (st["phase"], st["rows_pending"], st["rows_deleted"]) == ("cleaned", 0, 3_007), st
+        assert w.count(date) == 0
+        ids = [r["id"] for r in w.archive_rows(date)]
+        numbers = [i for i in ids if isinstance(i, (int, float))]
+        assert len(numbers) == 3_004 and numbers == sorted(numbers) and 9007199254740993 in numbers
+        assert ids[0] is None and ids.index("t1") == 3_005, ids[:8]
+        code, body = w.api("POST", f"/admin/restore?date={date}")
+        assert code == 202, body
+        assert w.wait_for(date, {"restored", "failed"})["phase"] == "restored"
+        assert sorted(w.query(every, date), key=repr) == before
+
+
 def test_a_reset_during_cleaning_loses_nothing(tmp_path):
     date = day(21)
     w = make_worker(tmp_path, vars={"CLEAN_STEP_ROWS": "20000", "CLEAN_BATCH_BYTES": "200000"})

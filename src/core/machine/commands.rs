@@ -424,9 +424,15 @@ fn restore(
     match &rec.phase {
         Phase::Idle | Phase::Cleaned { .. } => {}
         Phase::Uploaded { generation } => {
+            // Older generations, cleaned, are in R2 only: say how to reach them (a review).
+            let older = if *generation > 1 {
+                " To restore an older generation, clean this one first"
+            } else {
+                " To restore it after all, clean it first"
+            };
             return Err(refuse(format!(
-                "generation {generation} of {date} is verified but not cleaned: its rows are all still in D1, so there is nothing to restore"
-            )))
+                "generation {generation} of {date} is verified but not cleaned: its rows are all still in D1, and a restore can start only when the date is idle or cleaned.{older} (POST /admin/trigger-cleanup?date={date}), then POST /admin/restore"
+            )));
         }
         Phase::Restored(Hold { generations: held, .. })
         | Phase::Working(Work::Restoring(Restore {
@@ -567,14 +573,19 @@ fn release(mut rec: Record) -> Planning {
             rec.phase = Phase::Working(Work::Cleaning(p));
             Plan::Save(rec, Reply::Resumed)
         }
-        other @ (Phase::Idle
-        | Phase::Working(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_))
-        | Phase::Uploaded { .. }
-        | Phase::Cleaned { .. }
-        | Phase::Failed(_)) => {
+        other @ (Phase::Idle | Phase::Cleaned { .. }) => {
             let name = other.name();
             return Err(refuse(format!(
                 "{date} has no restored rows to release (it is {name}); start a restore with POST /admin/restore?date={date}"
+            )));
+        }
+        // A restore is refused here too: advise none (a review).
+        other @ (Phase::Working(Work::Exporting(_) | Work::Completing(_) | Work::Verifying(_) | Work::Cleaning(_))
+        | Phase::Uploaded { .. }
+        | Phase::Failed(_)) => {
+            let name = other.name();
+            return Err(refuse(format!(
+                "{date} has no restored rows to release (it is {name}): nothing of it is held. Its status says what it is doing: GET /admin/archive-status?date={date}"
             )));
         }
     })

@@ -20,7 +20,7 @@ use crate::core::index::Piece;
 use crate::core::io::{Answer, Io, IoResult, IoStats};
 use crate::core::jsonl;
 use crate::core::parquet::{self, FileWriter};
-use crate::core::sql::{self, Cursor, Key, Statement};
+use crate::core::sql::{self, Cursor, Key, Segment, Statement};
 use crate::core::state::{Export, ParquetFile, PartRef, Upload};
 
 use super::Poll;
@@ -463,11 +463,23 @@ impl ExportJob {
         }
         self.wire = wire;
         let before = self.cursor.clone();
-        let null_segment = matches!(self.cursor, Cursor::Start | Cursor::NullIds { .. });
+        let segment = self.cursor.segment();
         let base = self.wire.as_ptr() as usize;
-        let mut last = None;
+        let mut last: Option<sql::PageRow<'_>> = None;
         for row in sql::page_rows(&self.wire, &self.date_json) {
             let row = row?;
+            if segment == Segment::Ids {
+                let follows = match &last {
+                    Some(prev) => sql::id_follows(prev.id(), row.id())?,
+                    None => before.precedes(row.id())?,
+                };
+                if follows == Some(false) {
+                    return Err(StepError::IdOrder {
+                        after: last.map_or_else(|| before.name(), |prev| sql::row_name(&prev)),
+                        row: sql::row_name(&row),
+                    });
+                }
+            }
             let from = self.lines.len();
             jsonl::encode_row(&row.values, row.real, &mut self.lines)?;
             if sql::crosses_too_big(&self.lines[from..], row.id()) {
@@ -480,7 +492,7 @@ impl ExportJob {
             self.info.push(LineInfo {
                 end: self.lines.len(),
                 ts: jsonl::Timestamp::parse(row.timestamp_json()).map(jsonl::Timestamp::bounds),
-                id: (!null_segment).then_some((start, start + row.id().len())),
+                id: (segment == Segment::Ids).then_some((start, start + row.id().len())),
             });
             last = Some(row);
         }
@@ -500,10 +512,11 @@ impl ExportJob {
         } else {
             n < u64::from(self.limit)
         };
-        match (segment_done, null_segment) {
-            (true, true) => self.cursor = Cursor::FirstId,
-            (true, false) => self.scan_done = true,
-            _ => {}
+        if segment_done {
+            match self.cursor.next_segment() {
+                Some(next) => self.cursor = next,
+                None => self.scan_done = true,
+            }
         }
         // A cursor JavaScript changed is made exact before any page (or the next step) uses it.
         let exact = (!self.scan_done && sql::cursor_is_lossy(&self.cursor))
