@@ -460,6 +460,14 @@ fn what_each_failure_does() {
         })
     ));
     assert_eq!(t.record.wake_at_ms, None);
+    // ... saying so, and the way out, not that it will be retried (found by a review).
+    let error = t.record.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("boom; gave up after 3 attempts in a row")
+            && error.contains("POST /admin/trigger-archive")
+            && !error.contains("will be retried"),
+        "{error}"
+    );
     // A vanished upload: the export starts over, the old upload is aborted after the save.
     let gone = StepError::UploadGone {
         key: KEY.into(),

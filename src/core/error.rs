@@ -100,9 +100,10 @@ pub enum StepError {
         missing: u64,
         lines: u64,
     },
-    /// `traffic_events` no longer has the columns an archived line holds (one was added): a
-    /// row could hold a value no archive has, so its batch deleted nothing.
-    #[error("traffic_events does not have the 12 columns this archiver writes into every archived line (was a column added?); a row's other values would be in no archive, so nothing of batch {batch} of piece {piece} of {key} was deleted. Deploy an archiver that knows the table's columns, then resume with POST /admin/trigger-archive")]
+    /// `traffic_events` no longer has the columns an archived line holds (one was added), or
+    /// its `id` is not its primary key: a row could hold a value no archive has, or be a copy
+    /// no line stands for, so its batch deleted nothing.
+    #[error("traffic_events does not have the 12 columns this archiver writes into every archived line (was a column added?), or its id is not its primary key (then ids can repeat, and one archived line would stand for every identical copy of its row); so nothing of batch {batch} of piece {piece} of {key} was deleted. Give the table the columns and the primary key migrations/0001 declares (or deploy an archiver that knows its columns), then resume with POST /admin/trigger-archive; rows the export passed over stay in D1 for the next generation")]
     TableChanged { key: String, piece: usize, batch: usize },
     /// The day would need more than R2's 10,000 parts.
     #[error("the archive needs more than {max} parts of {part_size} bytes; raise PART_SIZE_BYTES and reset the date")]
@@ -123,7 +124,7 @@ pub enum StepError {
     )]
     ParquetMismatch { key: String, detail: String },
     /// The scan gave a text or BLOB id after one it does not follow byte for byte.
-    #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it byte for byte: the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique. The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
+    #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it (byte for byte; numbers by value): the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique (or, for REAL ids, this database's SQLite writes two of them alike in JSON). The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
     IdOrder { row: String, after: String },
 }
 
@@ -156,6 +157,15 @@ impl StepError {
             "Every row is still in D1: nothing was deleted. Check what else writes to this bucket under the archive prefix, or expires or aborts its uploads, then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive"
         };
         format!("{what}; gave up after {restarts} restarts of the export. {way_out}")
+    }
+
+    /// What a date says when it stops after `attempts` failed attempts of a step in a row for
+    /// this error ([`Recovery::Retry`]): what kept failing, and the way out (not "will be
+    /// retried"; found by a review).
+    pub fn gave_up_retrying(&self, attempts: u32) -> String {
+        let what = self.to_string();
+        let what = NEXT.iter().find_map(|s| what.strip_suffix(s)).unwrap_or(&what);
+        format!("{what}; gave up after {attempts} attempts in a row, and nothing more is tried until an operator acts. Fix what failed, then POST /admin/trigger-archive?date=<this date> resumes the work where it stopped")
     }
 
     pub fn recovery(&self) -> Recovery {

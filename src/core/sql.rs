@@ -285,8 +285,9 @@ macro_rules! same_row {
 }
 
 /// True unless column `$c` of row `t` holds a REAL that its own JSON text (what the export
-/// wrote for a REAL outside the REAL column) does not read back as, or one outside
-/// 2^-60 ..= 2^60. Where the row's text equals a line's and reads back as the row's value, the
+/// wrote for a REAL outside the REAL column) does not read back as, or one other than 0
+/// outside 2^-60 ..= 2^60 (0 reads back exactly everywhere; a REAL id 0.0 stayed for ever
+/// before, found by a review). Where the row's text equals a line's and reads back as the row's value, the
 /// line holds that value exactly. SQLite 3.54.1 (local workerd's) writes the digits each value
 /// needs and reads decimals exactly, so there only the band keeps a row; SQLite 3.50 wrote 15
 /// digits and read some extreme decimals one unit off, and there this check is what kept a row
@@ -299,9 +300,11 @@ macro_rules! reads_back_t {
         concat!(
             "CASE WHEN typeof(t.",
             $c,
-            ") = 'real' THEN abs(t.",
+            ") = 'real' THEN (t.",
             $c,
-            ") BETWEEN 1.0 / (1 << 60) AND (1 << 60) AND CAST(json_quote(t.",
+            " = 0 OR abs(t.",
+            $c,
+            ") BETWEEN 1.0 / (1 << 60) AND (1 << 60)) AND CAST(json_quote(t.",
             $c,
             ") AS REAL) = t.",
             $c,
@@ -595,10 +598,10 @@ impl Cursor {
                 let next = id_key(id)?;
                 Ok((!next.is_lossy()).then(|| *key < next))
             }
+            Cursor::AfterNumber { json } => Ok(number_follows(json, id)),
             Cursor::Start
             | Cursor::NullIds { .. }
             | Cursor::FirstNumber
-            | Cursor::AfterNumber { .. }
             | Cursor::FirstId
             | Cursor::After { .. }
             | Cursor::AfterBytes { .. } => Ok(None),
@@ -826,6 +829,37 @@ pub fn cursor_after(row: &PageRow<'_>) -> Result<Cursor, BadResult> {
 /// Whether a value's JSON (as `json_quote` writes it) is a number.
 pub fn is_number(json: &str) -> bool {
     json.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+/// Whether the numeric id with JSON `after` comes after the one with JSON `before`, exactly
+/// (an INTEGER past 2^53 against a REAL too); `None` where either is no number. Equal values
+/// (7 and 7.0 in a table whose ids can repeat, or two REALs a SQLite that writes 15 digits in
+/// JSON writes alike) do not: the scan's cursor could not pass them.
+pub fn number_follows(before: &str, after: &str) -> Option<bool> {
+    use std::cmp::Ordering;
+    #[derive(Clone, Copy)]
+    enum Num {
+        Int(i64),
+        Real(f64),
+    }
+    let num = |j: &str| match j.parse::<i64>() {
+        Ok(i) => Some(Num::Int(i)),
+        Err(_) => j.parse::<f64>().ok().filter(|r| !r.is_nan()).map(Num::Real),
+    };
+    // An INTEGER against a REAL: by the REAL's floor, exactly (`as i128` saturates far outside
+    // every i64), then by its fraction.
+    let int_real = |i: i64, r: f64| {
+        let floor = r.floor();
+        let fraction = if r > floor { Ordering::Less } else { Ordering::Equal };
+        i128::from(i).cmp(&(floor as i128)).then(fraction)
+    };
+    let order = match (num(before)?, num(after)?) {
+        (Num::Int(a), Num::Int(b)) => a.cmp(&b),
+        (Num::Real(a), Num::Real(b)) => a.partial_cmp(&b)?,
+        (Num::Int(a), Num::Real(b)) => int_real(a, b),
+        (Num::Real(a), Num::Int(b)) => int_real(b, a).reverse(),
+    };
+    Some(order == Ordering::Less)
 }
 
 /// A string's JSON without its quotes; any other JSON as it is.
@@ -1103,12 +1137,17 @@ pub const LEDGER_OPEN: &str = "INSERT INTO archive_ledger (pass, piece, batch, r
 VALUES (?1, ?2, ?3, -1, ?4, ?5) ON CONFLICT DO NOTHING";
 
 /// [`LEDGER_OPEN`] for a batch of deletes: opened only while `traffic_events` has exactly the
-/// columns an archived line holds. A column added to the table is in no line, so a row that
-/// equals its line in every archived column may still hold a value no archive has: with one
-/// more column the batch opens nothing, deletes nothing, and leaves no ledger row
-/// ([`LEDGER_ROWS`] finds none; the caller says why).
+/// columns an archived line holds, and `id` is its primary key (with `event_date` or alone). A
+/// column added to the table is in no line, so a row that equals its line in every archived
+/// column may still hold a value no archive has; and where an id can repeat, one line equals
+/// every identical copy of its row, and a copy the scan passed over (a keyset page goes on
+/// after its last id) would go with it (found by a review: a row lost). Otherwise the batch
+/// opens nothing, deletes nothing, and leaves no ledger row ([`LEDGER_ROWS`] finds none; the
+/// caller says why). `pragma_table_info` alone: D1 authorizes it.
 pub const LEDGER_OPEN_DELETES: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
 SELECT ?1, ?2, ?3, -1, ?4, ?5 WHERE (SELECT count(*) FROM pragma_table_info('traffic_events')) = 12 \
+AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND name = 'id') = 1 \
+AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND name NOT IN ('id', 'event_date')) = 0 \
 ON CONFLICT DO NOTHING";
 
 // The count in `LEDGER_OPEN_DELETES`.
@@ -1988,6 +2027,43 @@ mod tests {
         assert_eq!(keyed, without(&["id", REAL_COLUMN, "event_date"]));
         assert_eq!(keyed.len(), KEYED_VALUES);
         assert_eq!(set(columns!(wire, name, ",")).len(), WIRE_VALUES - 1);
+    }
+
+    #[test]
+    fn ids_follow_in_byte_order_and_numbers_by_value() {
+        // `a < b`: b follows a; `a !< b`: it does not (equal values included).
+        for case in [
+            "7 < 8",
+            "8 !< 7",
+            "7 !< 7.0",
+            "7.0 !< 7",
+            "9007199254740992.0 < 9007199254740993",
+            "9007199254740993 !< 9007199254740992.0",
+            "-0.5 < 0",
+            "2.5 < 3",
+            "3 !< 2.5",
+            "-9.0e+999 < -9223372036854775808",
+            "9223372036854775807 < 9.0e+999",
+        ] {
+            let [before, op, after] = case.split(' ').collect::<Vec<_>>()[..] else {
+                panic!("{case}")
+            };
+            assert_eq!(number_follows(before, after), Some(op == "<"), "{case}");
+        }
+        assert_eq!(number_follows("\"a\"", "1"), None);
+        for (before, after, expected) in [
+            ("\"a\"", "\"ab\"", Some(true)),
+            ("\"ab\"", "\"ab!\"", Some(true)),
+            ("\"a\"", "\"a\"", Some(false)),
+            ("\"B\"", "\"a\"", Some(true)),
+            ("\"a\"", "\"B\"", Some(false)),
+            ("\"a\\\"\"", "\"a#\"", Some(true)),
+            ("\"\"", "{\"$blob\":\"00\"}", Some(true)),
+            ("{\"$blob\":\"00\"}", "{\"$blob\":\"0000\"}", Some(true)),
+            ("\"\u{FFFD}\"", "\"a\"", None),
+        ] {
+            assert_eq!(id_follows(before, after).unwrap(), expected, "{before} then {after}");
+        }
     }
 
     #[test]

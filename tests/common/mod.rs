@@ -458,6 +458,15 @@ impl World {
         assert_eq!(found, ("cleaned", 0), "{what}: {st:?}");
     }
 
+    /// Asserts that the date failed with an error that holds `needle`; its status.
+    pub fn assert_failed_with(&self, needle: &str) -> Status {
+        let st = self.status();
+        let error = st.last_error.clone().unwrap_or_default();
+        assert_eq!(st.phase, "failed", "{st:?}");
+        assert!(error.contains(needle), "{needle:?} not in: {error}");
+        st
+    }
+
     pub fn advance_to_wake(&self) -> bool {
         match self.record().wake_at_ms {
             Some(at) => {

@@ -468,10 +468,11 @@ impl ExportJob {
         let mut last: Option<sql::PageRow<'_>> = None;
         for row in sql::page_rows(&self.wire, &self.date_json) {
             let row = row?;
-            if segment == Segment::Ids {
-                let follows = match &last {
-                    Some(prev) => sql::id_follows(prev.id(), row.id())?,
-                    None => before.precedes(row.id())?,
+            if segment != Segment::NullIds {
+                let follows = match (&last, segment) {
+                    (Some(prev), Segment::Numbers) => sql::number_follows(prev.id(), row.id()),
+                    (Some(prev), Segment::Ids | Segment::NullIds) => sql::id_follows(prev.id(), row.id())?,
+                    (None, _) => before.precedes(row.id())?,
                 };
                 if follows == Some(false) {
                     return Err(StepError::IdOrder {

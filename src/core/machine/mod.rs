@@ -828,18 +828,18 @@ fn handle_failure(mut rec: Record, err: &StepError, now_ms: i64, cfg: &Config) -
     rec.updated_at_ms = Some(now_ms);
     match err.recovery() {
         Recovery::Stop => (stop(rec, message), Carry::Keep),
-        Recovery::Retry => (retry(rec, message, cfg), Carry::Keep),
-        Recovery::RestartExport => restart_export(rec, err, message, cfg),
+        Recovery::Retry => (retry(rec, err, cfg), Carry::Keep),
+        Recovery::RestartExport => restart_export(rec, err, cfg),
     }
 }
 
-fn restart_export(mut rec: Record, err: &StepError, message: String, cfg: &Config) -> (Record, Carry) {
+fn restart_export(mut rec: Record, err: &StepError, cfg: &Config) -> (Record, Carry) {
     let (generation, restarts, upload) = match rec.phase.working() {
         Some(Work::Exporting(ex)) => (ex.generation, ex.restarts, multipart_of(ex)),
         Some(Work::Completing(w)) => (w.generation, w.restarts, None),
         Some(Work::Verifying(v)) => (v.archive.number, v.restarts, None),
         // Only the steps that write the archive restart; anywhere else this is a plain retry.
-        Some(Work::Cleaning(_) | Work::Restoring(_)) | None => return (retry(rec, message, cfg), Carry::Keep),
+        Some(Work::Cleaning(_) | Work::Restoring(_)) | None => return (retry(rec, err, cfg), Carry::Keep),
     };
     if restarts + 1 > cfg.max_attempts {
         return (stop(rec, err.gave_up(restarts)), Carry::Keep);
@@ -880,9 +880,10 @@ fn multipart_of(ex: &Export) -> Option<(String, String)> {
 }
 
 /// One more attempt after a backoff, or `Failed` once `max_attempts` are used up.
-fn retry(mut rec: Record, message: String, cfg: &Config) -> Record {
+fn retry(mut rec: Record, err: &StepError, cfg: &Config) -> Record {
     rec.attempts += 1;
     if rec.attempts >= cfg.max_attempts {
+        let message = err.gave_up_retrying(rec.attempts);
         return stop(rec, message);
     }
     rec
