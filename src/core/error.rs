@@ -124,8 +124,11 @@ pub enum StepError {
     )]
     ParquetMismatch { key: String, detail: String },
     /// The scan gave a text or BLOB id after one it does not follow byte for byte.
-    #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it (byte for byte; numbers by value): the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique (or, for REAL ids, this database's SQLite writes two of them alike in JSON). The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
+    #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it (byte for byte; numbers by value): the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique. The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
     IdOrder { row: String, after: String },
+    /// A REAL id whose JSON does not read back as it ([`crate::core::sql::INEXACT`]).
+    #[error("the REAL id {id} of a row of this date does not read back from the JSON this database's SQLite writes for it (an older SQLite writes 15 digits), so its line would hold another id than the row's and the scan could not go on from it exactly: this export stops, and nothing was deleted. Give such rows INTEGER or TEXT ids, then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
+    InexactId { id: String },
 }
 
 /// What a failure does to the machine.
@@ -180,6 +183,7 @@ impl StepError {
             | StepError::TooBig(_)
             | StepError::LineTooBig { .. }
             | StepError::IdOrder { .. }
+            | StepError::InexactId { .. }
             | StepError::ArchiveMissing { .. }
             | StepError::TooManyParts { .. }
             | StepError::TableChanged { .. }

@@ -285,9 +285,10 @@ macro_rules! same_row {
 }
 
 /// True unless column `$c` of row `t` holds a REAL that its own JSON text (what the export
-/// wrote for a REAL outside the REAL column) does not read back as, or one other than 0
-/// outside 2^-60 ..= 2^60 (0 reads back exactly everywhere; a REAL id 0.0 stayed for ever
-/// before, found by a review). Where the row's text equals a line's and reads back as the row's value, the
+/// wrote for a REAL outside the REAL column) does not read back as, or one outside
+/// 2^-60 ..= 2^60: a REAL zero too, since SQLite cannot tell `-0.0` from `0.0` (it writes both
+/// `0.0`, and they compare equal), so a row changed from one to the other would pass for its
+/// line (a review found it when zeros were let through). Where the row's text equals a line's and reads back as the row's value, the
 /// line holds that value exactly. SQLite 3.54.1 (local workerd's) writes the digits each value
 /// needs and reads decimals exactly, so there only the band keeps a row; SQLite 3.50 wrote 15
 /// digits and read some extreme decimals one unit off, and there this check is what kept a row
@@ -300,11 +301,9 @@ macro_rules! reads_back_t {
         concat!(
             "CASE WHEN typeof(t.",
             $c,
-            ") = 'real' THEN (t.",
+            ") = 'real' THEN abs(t.",
             $c,
-            " = 0 OR abs(t.",
-            $c,
-            ") BETWEEN 1.0 / (1 << 60) AND (1 << 60)) AND CAST(json_quote(t.",
+            ") BETWEEN 1.0 / (1 << 60) AND (1 << 60) AND CAST(json_quote(t.",
             $c,
             ") AS REAL) = t.",
             $c,
@@ -418,7 +417,7 @@ macro_rules! export_select {
 /// An export page: [`export_select`] with `key`, over the date's rows that `rest` (the cursor's
 /// condition, order and limit) picks.
 macro_rules! export_page {
-    ($key:literal, $rest:literal) => {
+    ($key:expr, $rest:literal) => {
         concat!(export_select!($key), " WHERE event_date = ?1 AND ", $rest)
     };
 }
@@ -444,8 +443,21 @@ macro_rules! capped {
 
 /// An export page statement ([`export_page!`]) in `$order`, and the same held to `$cap` bytes
 /// ([`capped!`]).
+/// The key of a numeric-id page row: [`INEXACT`] for a REAL id whose JSON text (what the line
+/// holds, and the scan's cursor) does not read back as it, else empty. SQLite 3.54 writes every
+/// REAL exactly; one that writes 15 digits (3.50) would archive another id than the row's, and
+/// its cursor could stand before an id it read or pass over ids it did not (found by a review).
+macro_rules! inexact_real_id {
+    () => {
+        "CASE WHEN typeof(id) = 'real' AND CAST(json_quote(id) AS REAL) IS NOT id THEN 'inexact' ELSE '' END"
+    };
+}
+
+/// What [`inexact_real_id`] says of a REAL id that does not read back from its JSON.
+pub const INEXACT: &str = "inexact";
+
 macro_rules! export_pages {
-    ($($(#[$doc:meta])* $plain:ident, $capped:ident: $key:literal, $order:literal, $rest:literal, $cap:literal;)*) => {$(
+    ($($(#[$doc:meta])* $plain:ident, $capped:ident: $key:expr, $order:literal, $rest:literal, $cap:literal;)*) => {$(
         $(#[$doc])*
         pub const $plain: &str = export_page!($key, $rest);
         #[doc = concat!("[`", stringify!($plain), "`] held to `", $cap, "` bytes of lines in SQL.")]
@@ -471,10 +483,10 @@ export_pages! {
     /// INTEGER and REAL ids, which sort after NULL and before every text (before, the scan
     /// never read them, and such a date ended cleaned with them in D1; found by a review). The
     /// migration's table holds none: one index seek that finds nothing.
-    EXPORT_FIRST_NUMBERS, EXPORT_FIRST_NUMBERS_CAPPED: "''", "id", "id < '' ORDER BY id LIMIT ?2", "?3";
+    EXPORT_FIRST_NUMBERS, EXPORT_FIRST_NUMBERS_CAPPED: inexact_real_id!(), "id", "id < '' ORDER BY id LIMIT ?2", "?3";
     /// The next page of numeric ids after the cursor `?2`: the last one's JSON text, which
     /// SQLite reads back as the same INTEGER or REAL.
-    EXPORT_AFTER_NUMBER, EXPORT_AFTER_NUMBER_CAPPED: "''", "id", "id < '' AND id > (?2 ->> '$') ORDER BY id LIMIT ?3", "?4";
+    EXPORT_AFTER_NUMBER, EXPORT_AFTER_NUMBER_CAPPED: inexact_real_id!(), "id", "id < '' AND id > (?2 ->> '$') ORDER BY id LIMIT ?3", "?4";
     /// The first page of the last segment: `id >= ''` takes every text id, `''` included, and
     /// BLOB ids (which sort after all text). Seeks through `idx_traffic_events_date_id`.
     EXPORT_FIRST_IDS, EXPORT_FIRST_IDS_CAPPED: "''", "id", "id >= '' ORDER BY id LIMIT ?2", "?3";
@@ -1143,11 +1155,12 @@ VALUES (?1, ?2, ?3, -1, ?4, ?5) ON CONFLICT DO NOTHING";
 /// every identical copy of its row, and a copy the scan passed over (a keyset page goes on
 /// after its last id) would go with it (found by a review: a row lost). Otherwise the batch
 /// opens nothing, deletes nothing, and leaves no ledger row ([`LEDGER_ROWS`] finds none; the
-/// caller says why). `pragma_table_info` alone: D1 authorizes it.
+/// caller says why). `pragma_table_info` alone: D1 authorizes it. Column names in any case,
+/// as SQLite takes them.
 pub const LEDGER_OPEN_DELETES: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
 SELECT ?1, ?2, ?3, -1, ?4, ?5 WHERE (SELECT count(*) FROM pragma_table_info('traffic_events')) = 12 \
-AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND name = 'id') = 1 \
-AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND name NOT IN ('id', 'event_date')) = 0 \
+AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND lower(name) = 'id') = 1 \
+AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND lower(name) NOT IN ('id', 'event_date')) = 0 \
 ON CONFLICT DO NOTHING";
 
 // The count in `LEDGER_OPEN_DELETES`.

@@ -468,6 +468,11 @@ impl ExportJob {
         let mut last: Option<sql::PageRow<'_>> = None;
         for row in sql::page_rows(&self.wire, &self.date_json) {
             let row = row?;
+            if segment == Segment::Numbers && row.rowid == sql::INEXACT {
+                return Err(StepError::InexactId {
+                    id: row.id().to_string(),
+                });
+            }
             if segment != Segment::NullIds {
                 let follows = match (&last, segment) {
                     (Some(prev), Segment::Numbers) => sql::number_follows(prev.id(), row.id()),
