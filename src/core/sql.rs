@@ -1155,12 +1155,11 @@ VALUES (?1, ?2, ?3, -1, ?4, ?5) ON CONFLICT DO NOTHING";
 /// every identical copy of its row, and a copy the scan passed over (a keyset page goes on
 /// after its last id) would go with it (found by a review: a row lost). Otherwise the batch
 /// opens nothing, deletes nothing, and leaves no ledger row ([`LEDGER_ROWS`] finds none; the
-/// caller says why). `pragma_table_info` alone: D1 authorizes it. Column names in any case,
-/// as SQLite takes them.
+/// caller says why). `pragma_table_info` alone, read once (D1 authorizes it and counts its
+/// rows as read). Column names in any case, as SQLite takes them.
 pub const LEDGER_OPEN_DELETES: &str = "INSERT INTO archive_ledger (pass, piece, batch, rows, date, at) \
-SELECT ?1, ?2, ?3, -1, ?4, ?5 WHERE (SELECT count(*) FROM pragma_table_info('traffic_events')) = 12 \
-AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND lower(name) = 'id') = 1 \
-AND (SELECT count(*) FROM pragma_table_info('traffic_events') WHERE pk > 0 AND lower(name) NOT IN ('id', 'event_date')) = 0 \
+SELECT ?1, ?2, ?3, -1, ?4, ?5 WHERE (SELECT count(*) = 12 AND sum(pk > 0 AND lower(name) = 'id') = 1 \
+AND sum(pk > 0 AND lower(name) NOT IN ('id', 'event_date')) = 0 FROM pragma_table_info('traffic_events')) \
 ON CONFLICT DO NOTHING";
 
 // The count in `LEDGER_OPEN_DELETES`.
