@@ -123,7 +123,8 @@ pub enum StepError {
         "Parquet file {key} does not match what was written ({detail}); the export starts over from the first row"
     )]
     ParquetMismatch { key: String, detail: String },
-    /// The scan gave a text or BLOB id after one it does not follow byte for byte.
+    /// The scan gave an id after one it does not follow: bytes for text and BLOB ids, value
+    /// for numeric ones.
     #[error("traffic_events gave the row {row} of this date after the row {after}, whose id does not come before it (byte for byte; numbers by value): the table's id column sorts by a collation (such as COLLATE NOCASE), or its ids are not unique. The archiver orders, bounds and compares ids byte for byte (the seek index, reads in place, the cleaning), so this export stops; nothing was deleted. Give the table an id column as migrations/0001 declares it (TEXT PRIMARY KEY, no COLLATE clause), then POST /admin/reset for this date (discards this unfinished export) and POST /admin/trigger-archive")]
     IdOrder { row: String, after: String },
     /// A REAL id whose JSON does not read back as it ([`crate::core::sql::INEXACT`]).

@@ -74,15 +74,15 @@ impl DateArchiver {
             DoRequest::Command { command, .. } => {
                 let report = match engine.run_command(&date, command, &cfg).await {
                     Ok(report) => report,
-                    Err(refused) => {
-                        // A refused command changes nothing, but sets the alarm the record
-                        // wants: a crash between a save and its alarm must not leave the date
-                        // asleep while the commands sent to it (the cron's) are refused (a
-                        // review).
+                    Err(e) => {
+                        // A command refused (or failed) changes nothing, but the alarm the
+                        // record wants is set: a crash between a save and its alarm must not
+                        // leave the date asleep while the commands sent to it (the cron's) are
+                        // refused (a review).
                         if let Ok(rec) = engine.record(&date, &cfg).await {
                             self.arm(rec.wake_at_ms).await.map_err(ApiError::unavailable)?;
                         }
-                        return Err(refused.into());
+                        return Err(e.into());
                     }
                 };
                 self.arm(report.wake_at_ms).await.map_err(ApiError::unavailable)?;
