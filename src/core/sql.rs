@@ -288,8 +288,8 @@ macro_rules! same_row {
 /// wrote for a REAL outside the REAL column) does not read back as, or one outside
 /// 2^-60 ..= 2^60: a REAL zero too, since SQLite cannot tell `-0.0` from `0.0` (it writes both
 /// `0.0`, and they compare equal), so a row changed from one to the other would pass for its
-/// line (a review found it when zeros were let through). Where the row's text equals a line's and reads back as the row's value, the
-/// line holds that value exactly. SQLite 3.54.1 (local workerd's) writes the digits each value
+/// line (a review found it when zeros were let through). Where the row's text equals a line's
+/// and reads back as the row's value, the line holds that value exactly. SQLite 3.54.1 (local workerd's) writes the digits each value
 /// needs and reads decimals exactly, so there only the band keeps a row; SQLite 3.50 wrote 15
 /// digits and read some extreme decimals one unit off, and there this check is what kept a row
 /// whose archived digits had rounded it, or that changed to another REAL with the same digits.
@@ -441,8 +441,6 @@ macro_rules! capped {
     };
 }
 
-/// An export page statement ([`export_page!`]) in `$order`, and the same held to `$cap` bytes
-/// ([`capped!`]).
 /// The key of a numeric-id page row: [`INEXACT`] for a REAL id whose JSON text (what the line
 /// holds, and the scan's cursor) does not read back as it, else empty. SQLite 3.54 writes every
 /// REAL exactly; one that writes 15 digits (3.50) would archive another id than the row's, and
@@ -453,9 +451,11 @@ macro_rules! inexact_real_id {
     };
 }
 
-/// What [`inexact_real_id`] says of a REAL id that does not read back from its JSON.
+/// What `inexact_real_id!` says of a REAL id that does not read back from its JSON.
 pub const INEXACT: &str = "inexact";
 
+/// Export page statements ([`export_page!`]) each in its `$order`, and the same held to `$cap`
+/// bytes ([`capped!`]).
 macro_rules! export_pages {
     ($($(#[$doc:meta])* $plain:ident, $capped:ident: $key:expr, $order:literal, $rest:literal, $cap:literal;)*) => {$(
         $(#[$doc])*

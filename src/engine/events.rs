@@ -81,20 +81,16 @@ impl Window {
 
     /// [`Window::wants`] for a text id.
     fn text_id_ok(&self, id: &str, pred: Option<&str>) -> bool {
-        match id {
+        if lossy_text(id) {
             // Just after `pred`: at or after a bound that `pred` reaches, and before one it
             // does not.
-            id if lossy_text(id) => {
-                self.id_from.as_deref().is_none_or(|f| pred.is_some_and(|p| p >= f))
-                    && self.id_to.as_deref().is_none_or(|e| pred.is_none_or(|p| p < e))
-            }
-            id => {
-                self.id_from
-                    .as_deref()
-                    .is_none_or(|f| if self.id_after { id > f } else { id >= f })
-                    && self.id_to.as_deref().is_none_or(|e| id <= e)
-            }
+            return self.id_from.as_deref().is_none_or(|f| pred.is_some_and(|p| p >= f))
+                && self.id_to.as_deref().is_none_or(|e| pred.is_none_or(|p| p < e));
         }
+        self.id_from
+            .as_deref()
+            .is_none_or(|f| if self.id_after { id > f } else { id >= f })
+            && self.id_to.as_deref().is_none_or(|e| id <= e)
     }
 
     /// Whether piece `p` of an object can hold lines of the window; `real_ts_bounded`: the
